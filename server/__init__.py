@@ -1,0 +1,1 @@
+"""pushjobs.server"""
