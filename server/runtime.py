@@ -1,0 +1,267 @@
+"""Start, run and stop the server process: store, broker, job manager and HTTP in one trio run."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import signal
+import sys
+import time
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import trio
+import zmq
+
+from pushjobs.protocol.errors import KeyFormatError
+from pushjobs.protocol.keys import load_private_key, public_key_pem
+from pushjobs.protocol.timestamps import StrictClock
+
+if TYPE_CHECKING:
+    from cryptography.hazmat.primitives.asymmetric.rsa import RSAPrivateKey
+
+    from .broker import Broker
+    from .config import Settings
+    from .job_manager import JobManager
+    from .nodes import NodeRegistry
+    from .principals import EmbeddedPrincipals
+    from .sessions import SessionKeys
+    from .store import AsyncStore
+
+log = logging.getLogger("pushjobs.server")
+
+SERVER_KEY_FILE = "server_key.pem"
+DATABASE_FILE = "pushjobs.db"
+STATE_FILE = "server.json"
+
+
+class StartupError(Exception):
+    """The server cannot start; the message is shown to the operator as `error: <message>`."""
+
+
+@dataclass
+class ServerRuntime:
+    """Everything one server process owns; passed to every part (see docs/dev/contracts.md)."""
+
+    settings: Settings
+    server_key: RSAPrivateKey
+    server_public_pem: str
+    incarnation_id: str = field(default_factory=lambda: str(uuid.uuid4()))
+    clock: StrictClock = field(default_factory=StrictClock)
+    curve_public: str | None = None
+    curve_secret: str | None = None
+    heartbeat_port: int = 0
+    command_port: int = 0
+    http_port: int = 0
+    store: AsyncStore = None  # type: ignore[assignment]
+    principals: EmbeddedPrincipals = None  # type: ignore[assignment]
+    sessions: SessionKeys = None  # type: ignore[assignment]
+    nodes: NodeRegistry = None  # type: ignore[assignment]
+    jobs: JobManager = None  # type: ignore[assignment]
+    broker: Broker = None  # type: ignore[assignment]
+    started_at: float = field(default_factory=time.time)
+
+
+def configure_logging(level: str, log_file: str | os.PathLike[str] | None) -> None:
+    """One line per event, UTC timestamps, to the log file or stderr."""
+    handler: logging.Handler
+    handler = logging.FileHandler(log_file) if log_file else logging.StreamHandler(sys.stderr)
+    formatter = logging.Formatter(
+        "%(asctime)s %(levelname)s %(name)s %(message)s", "%Y-%m-%dT%H:%M:%SZ"
+    )
+    formatter.converter = time.gmtime
+    handler.setFormatter(formatter)
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(level.upper())
+    # hypercorn logs every request at info through its own loggers; keep them quieter.
+    logging.getLogger("hypercorn.access").setLevel(logging.WARNING)
+
+
+def load_server_key(data_dir: Path) -> RSAPrivateKey:
+    """Load the persistent server RSA key; StartupError when it is missing or unreadable."""
+    path = data_dir / SERVER_KEY_FILE
+    try:
+        pem = path.read_bytes()
+    except FileNotFoundError:
+        raise StartupError(f"{path} not found; run pushjobs-server init first") from None
+    except OSError as exc:
+        raise StartupError(f"cannot read {path}: {exc.strerror}") from None
+    try:
+        return load_private_key(pem)
+    except KeyFormatError as exc:
+        raise StartupError(f"{path} is not an RSA private key: {exc}") from None
+
+
+def build_runtime(settings: Settings) -> ServerRuntime:
+    """Open the store (migrations, crash recovery) and construct every part; no sockets yet."""
+    from .broker import Broker
+    from .job_manager import JobManager
+    from .nodes import NodeRegistry
+    from .principals import EmbeddedPrincipals
+    from .sessions import SessionKeys
+    from .sqlite_store import SqliteStore
+    from .store import AsyncStore
+
+    data_dir = Path(settings.data_dir)
+    db_path = data_dir / DATABASE_FILE
+    if not db_path.exists():
+        raise StartupError(f"{db_path} not found; run pushjobs-server init first")
+    server_key = load_server_key(data_dir)
+    rt = ServerRuntime(
+        settings=settings,
+        server_key=server_key,
+        server_public_pem=public_key_pem(server_key.public_key()),
+    )
+    sync_store = SqliteStore(db_path)
+    crashed = sync_store.mark_interrupted_crashed(time.time())
+    if crashed:
+        log.info("marked %d interrupted job(s) crashed", crashed)
+    rt.store = AsyncStore(sync_store)
+    rt.principals = EmbeddedPrincipals(rt.store)
+    rt.sessions = SessionKeys(lifetime=settings.timing.config_lifetime)
+    rt.nodes = NodeRegistry(rt)
+    rt.jobs = JobManager(rt)
+    rt.broker = Broker(rt)
+    return rt
+
+
+def _hypercorn_config(settings: Settings) -> Any:
+    from hypercorn.config import Config
+
+    config = Config()
+    host = settings.http.bind
+    if ":" in host and not host.startswith("["):
+        host = f"[{host}]"
+    config.bind = [f"{host}:{settings.http.port}"]
+    if settings.http.tls_cert and settings.http.tls_key:
+        config.certfile = str(settings.http.tls_cert)
+        config.keyfile = str(settings.http.tls_key)
+    config.accesslog = None
+    config.errorlog = logging.getLogger("hypercorn.error")
+    config.graceful_timeout = 2.0
+    config.keep_alive_timeout = 75.0
+    return config
+
+
+def _write_state_file(rt: ServerRuntime, http_url: str) -> None:
+    state = {
+        "pid": os.getpid(),
+        "incarnation_id": rt.incarnation_id,
+        "http_url": http_url,
+        "heartbeat_port": rt.heartbeat_port,
+        "command_port": rt.command_port,
+    }
+    path = Path(rt.settings.data_dir) / STATE_FILE
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(state) + "\n")
+    os.replace(tmp, path)
+
+
+def _local_url(bind_url: str) -> str:
+    """Turn hypercorn's reported bind (`http://0.0.0.0:10003`) into a URL usable on this machine."""
+    scheme, _, rest = bind_url.partition("://")
+    host, _, port = rest.rpartition(":")
+    if host in ("0.0.0.0", "[::]", "::"):
+        host = "127.0.0.1"
+    return f"{scheme}://{host}:{port}"
+
+
+async def serve(rt: ServerRuntime) -> None:
+    """Run every part until SIGTERM/SIGINT, then shut down gracefully."""
+    from hypercorn.trio import serve as hypercorn_serve
+
+    from .http_app import create_app
+
+    shutdown = trio.Event()
+    settings = rt.settings
+    with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
+        async with trio.open_nursery() as nursery:
+
+            async def watch_signals() -> None:
+                async for signum in signals:
+                    log.info("received %s, shutting down", signal.Signals(signum).name)
+                    shutdown.set()
+                    return
+
+            nursery.start_soon(watch_signals)
+            try:
+                await nursery.start(rt.broker.run)
+            except zmq.ZMQError as exc:
+                raise StartupError(f"cannot bind the ZeroMQ sockets: {exc}") from None
+            log.info(
+                "zeromq: heartbeat PUB on port %d, command ROUTER on port %d (%s)",
+                rt.heartbeat_port,
+                rt.command_port,
+                "CURVE disabled" if settings.zeromq.disable_curve_encryption else "CURVE",
+            )
+            await nursery.start(rt.jobs.run)
+            app = create_app(rt)
+            try:
+                binds = await nursery.start(
+                    lambda task_status: hypercorn_serve(
+                        app,
+                        _hypercorn_config(settings),
+                        shutdown_trigger=shutdown.wait,
+                        task_status=task_status,
+                    )
+                )
+            except OSError as exc:
+                raise StartupError(
+                    f"cannot bind {settings.http.bind}:{settings.http.port}: {exc.strerror or exc}"
+                ) from None
+            http_url = _local_url(binds[0])
+            rt.http_port = int(http_url.rsplit(":", 1)[1])
+            _write_state_file(rt, http_url)
+            log.info("http: listening on %s", ", ".join(binds))
+            log.info("server ready, incarnation %s", rt.incarnation_id)
+            await shutdown.wait()
+            with trio.move_on_after(10):
+                await rt.jobs.shutdown()
+            # hypercorn stops on the shutdown trigger; give open streams its graceful timeout.
+            with trio.move_on_after(5):
+                while len(nursery.child_tasks) > 2:
+                    await trio.sleep(0.05)
+            nursery.cancel_scope.cancel()
+    (Path(settings.data_dir) / STATE_FILE).unlink(missing_ok=True)
+    log.info("server stopped")
+
+
+def run_server(settings: Settings) -> int:
+    """Entry point of `pushjobs-server run`: returns the process exit status."""
+    configure_logging(settings.log_level, settings.log_file)
+    log.info(
+        "pushjobs-server starting: data dir %s, server name %s",
+        settings.data_dir,
+        settings.server_name,
+    )
+    try:
+        rt = build_runtime(settings)
+        log.info("incarnation %s", rt.incarnation_id)
+        trio.run(serve, rt)
+    except StartupError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    except BaseExceptionGroup as group:
+        startup = _first(group, StartupError)
+        if startup is not None:
+            print(f"error: {startup}", file=sys.stderr)
+            return 1
+        log.exception("server failed")
+        return 1
+    return 0
+
+
+def _first(group: BaseExceptionGroup, kind: type[BaseException]) -> BaseException | None:
+    """The first exception of `kind` anywhere inside a (nested) exception group."""
+    for exc in group.exceptions:
+        if isinstance(exc, kind):
+            return exc
+        if isinstance(exc, BaseExceptionGroup):
+            found = _first(exc, kind)
+            if found is not None:
+                return found
+    return None

@@ -1,0 +1,302 @@
+"""Run a real `pushjobs-server` process for integration tests.
+
+`ServerProcess` initialises a data dir in a temp folder (org `testorg`, admin user `admin` with a
+key), starts `pushjobs-server run` on ephemeral ports of 127.0.0.1 with short timings, and offers
+signed HTTP helpers. Fixtures (import them in a conftest or test module):
+
+- `server`: one server per test module (fast timings); use unique node names per test.
+- `server_factory`: call it with setting overrides to get a private server (e.g. to restart it).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+
+def load_private_key(pem: bytes) -> Any:
+    from pushjobs.protocol.keys import load_private_key as load
+
+    return load(pem)
+
+
+ORG = "testorg"
+ADMIN = "admin"
+
+FAST_TIMING: dict[str, Any] = {
+    "heartbeat_interval": 0.5,
+    "rehab_interval": 0.5,
+    "voting_timeout": 10,
+    "wait_complete_time": 2,
+    "keep_alive_time": 2,
+    "output_close_timeout": 5,
+}
+
+
+def wait_for(predicate, timeout: float = 10.0, interval: float = 0.05, what: str = "condition"):
+    """Poll `predicate` until it returns a truthy value; fail the test after `timeout` seconds."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+        time.sleep(interval)
+
+
+def _toml_value(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int | float):
+        return repr(value)
+    return json.dumps(str(value))
+
+
+def write_server_config(path: Path, data_dir: Path, overrides: dict[str, dict[str, Any]]) -> None:
+    """Write a server.toml for loopback with ephemeral ports; `overrides` maps section → values."""
+    sections: dict[str, dict[str, Any]] = {
+        "": {"server_name": "127.0.0.1", "data_dir": str(data_dir), "log_level": "debug"},
+        "http": {"bind": "127.0.0.1", "port": 0},
+        "zeromq": {"listen": "tcp://127.0.0.1", "heartbeat_port": 0, "command_port": 0},
+        "timing": dict(FAST_TIMING),
+    }
+    for section, values in overrides.items():
+        sections.setdefault(section, {}).update(values)
+    lines = [f"{k} = {_toml_value(v)}" for k, v in sections.pop("").items()]
+    for section, values in sections.items():
+        lines.append(f"\n[{section}]")
+        lines += [f"{k} = {_toml_value(v)}" for k, v in values.items()]
+    path.write_text("\n".join(lines) + "\n")
+
+
+class ServerProcess:
+    """A real server in `base_dir`: init once, then start/stop/restart the `run` process."""
+
+    def __init__(self, base_dir: Path, overrides: dict[str, dict[str, Any]] | None = None) -> None:
+        self.base_dir = base_dir
+        self.data_dir = base_dir / "data"
+        self.config_path = base_dir / "server.toml"
+        self.log_path = base_dir / "server.log"
+        self.admin_key_path = base_dir / "admin.pem"
+        self.keys_dir = base_dir / "keys"
+        self.keys_dir.mkdir(parents=True, exist_ok=True)
+        self.org = ORG
+        self.admin_user = ADMIN
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.state: dict[str, Any] = {}
+        write_server_config(self.config_path, self.data_dir, overrides or {})
+        self.admin(
+            "init", "--org", ORG, "--admin", ADMIN, "--admin-key-out", str(self.admin_key_path)
+        )
+        self.admin_key = load_private_key(self.admin_key_path.read_bytes())
+
+    # -- operator commands -------------------------------------------------------------------
+    def admin(self, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+        """Run `pushjobs-server -c <config> ARGS...` and return the completed process."""
+        cmd = [sys.executable, "-m", "pushjobs.server", "-c", str(self.config_path), *args]
+        result = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
+        if check and result.returncode != 0:
+            raise AssertionError(
+                f"{' '.join(args)} failed ({result.returncode}): {result.stderr}{result.stdout}"
+            )
+        return result
+
+    def make_client(self, name: str, admin: bool = False) -> tuple[str, Path]:
+        """Register client `name` in the org with a new key; return (name, private key path)."""
+        key_path = self.keys_dir / f"{name}.pem"
+        args = ["client", "create", self.org, name, "--key-out", str(key_path)]
+        if admin:
+            args.append("--admin")
+        self.admin(*args)
+        return name, key_path
+
+    # -- process control ---------------------------------------------------------------------
+    def start(self, timeout: float = 20.0) -> None:
+        """Start `pushjobs-server run` and wait until it has written its state file."""
+        assert self.proc is None or self.proc.poll() is not None, "server already running"
+        state_file = self.data_dir / "server.json"
+        state_file.unlink(missing_ok=True)
+        log = open(self.log_path, "ab")  # noqa: SIM115 - handed to the child process
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "pushjobs.server", "-c", str(self.config_path), "run"],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+        log.close()
+
+        def ready() -> bool:
+            if self.proc is not None and self.proc.poll() is not None:
+                raise AssertionError(
+                    f"server exited with {self.proc.returncode}:\n{self.log_tail()}"
+                )
+            if not state_file.exists():
+                return False
+            state = json.loads(state_file.read_text())
+            return state.get("pid") == self.proc.pid and state
+
+        self.state = wait_for(ready, timeout, what="server start")
+
+    def stop(self, sig: int = signal.SIGTERM, timeout: float = 15.0) -> int:
+        """Signal the server (by pid) and wait for it to exit; return its exit status."""
+        if self.proc is None or self.proc.poll() is not None:
+            return self.proc.returncode if self.proc else 0
+        os.kill(self.proc.pid, sig)
+        try:
+            return self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            os.kill(self.proc.pid, signal.SIGKILL)
+            return self.proc.wait(5)
+
+    def restart(self) -> None:
+        self.stop()
+        self.start()
+
+    def log_tail(self, lines: int = 60) -> str:
+        try:
+            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
+        except FileNotFoundError:
+            return "(no log)"
+
+    # -- addresses ---------------------------------------------------------------------------
+    @property
+    def http_url(self) -> str:
+        return self.state["http_url"]
+
+    @property
+    def org_url(self) -> str:
+        """The organization URL agents and CLIs are configured with."""
+        return f"{self.http_url}/organizations/{self.org}"
+
+    @property
+    def heartbeat_port(self) -> int:
+        return self.state["heartbeat_port"]
+
+    @property
+    def command_port(self) -> int:
+        return self.state["command_port"]
+
+    @property
+    def incarnation_id(self) -> str:
+        return self.state["incarnation_id"]
+
+    # -- signed HTTP -------------------------------------------------------------------------
+    def request(
+        self,
+        method: str,
+        path: str,
+        *,
+        body: bytes | dict | list | None = None,
+        user: str | None = None,
+        key: Any = None,
+        headers: dict[str, str] | None = None,
+        version: str = "1.3",
+        timeout: float = 10.0,
+    ) -> httpx.Response:
+        """A Chef-signed request; `path` is absolute (`/organizations/...`) or org-relative."""
+        if not path.startswith("/"):
+            path = f"/organizations/{self.org}/pushy/{path}"
+        raw = json.dumps(body).encode() if isinstance(body, dict | list) else (body or b"")
+        user = user or self.admin_user
+        key = key if key is not None else self.admin_key
+        from pushjobs.protocol.chef_auth import sign_request
+
+        if isinstance(key, str | Path):
+            key = load_private_key(Path(key).read_bytes())
+        signed = sign_request(
+            method=method,
+            path=path.split("?")[0],
+            body=raw,
+            user_id=user,
+            private_key=key,
+            version=version,
+        )
+        all_headers = {"Accept": "application/json", **signed}
+        if isinstance(body, dict | list):
+            all_headers["Content-Type"] = "application/json"
+        all_headers.update(headers or {})
+        return httpx.request(
+            method, self.http_url + path, content=raw, headers=all_headers, timeout=timeout
+        )
+
+    def get(self, path: str, **kw: Any) -> httpx.Response:
+        return self.request("GET", path, **kw)
+
+    def post(self, path: str, **kw: Any) -> httpx.Response:
+        return self.request("POST", path, **kw)
+
+    def node_state(self, node: str) -> dict[str, Any]:
+        response = self.get(f"node_states/{node}")
+        assert response.status_code == 200, response.text
+        return response.json()
+
+    def wait_node(self, node: str, availability: str = "available", timeout: float = 15.0) -> None:
+        """Wait until `node_states/{node}` reports the given availability (or `offline`)."""
+        if availability == "offline":
+            wait_for(
+                lambda: self.node_state(node)["status"] == "offline",
+                timeout,
+                what=f"{node} offline",
+            )
+        else:
+            wait_for(
+                lambda: self.node_state(node)["availability"] == availability,
+                timeout,
+                what=f"{node} {availability}",
+            )
+
+    def wait_job(self, job_id: str, timeout: float = 30.0) -> dict[str, Any]:
+        """Wait until the job has a final status; return the job object."""
+        final = {"complete", "quorum_failed", "timed_out", "crashed", "aborted"}
+
+        def done() -> dict[str, Any] | None:
+            job = self.get(f"jobs/{job_id}").json()
+            return job if job.get("status") in final else None
+
+        return wait_for(done, timeout, interval=0.1, what=f"job {job_id} to finish")
+
+    def start_job(self, command: str, nodes: list[str], **options: Any) -> str:
+        """POST a job and return its id."""
+        response = self.post("jobs", body={"command": command, "nodes": nodes, **options})
+        assert response.status_code == 201, response.text
+        return response.json()["uri"].rsplit("/", 1)[1]
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
+    """One running server per test module, with fast timings."""
+    proc = ServerProcess(tmp_path_factory.mktemp("server"))
+    proc.start()
+    try:
+        yield proc
+    finally:
+        proc.stop()
+
+
+@pytest.fixture
+def server_factory(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
+    """Make private servers: `server_factory(timing={...}, zeromq={...}, start=True)`."""
+    made: list[ServerProcess] = []
+
+    def make(start: bool = True, **overrides: dict[str, Any]) -> ServerProcess:
+        proc = ServerProcess(tmp_path_factory.mktemp("server"), overrides)
+        made.append(proc)
+        if start:
+            proc.start()
+        return proc
+
+    try:
+        yield make
+    finally:
+        for proc in made:
+            proc.stop()
