@@ -1,4 +1,4 @@
-"""Typed errors of the protocol library: every bad input raises one of these, never anything else."""
+"""Typed errors of the protocol library: bad input raises one of these, never anything else."""
 
 
 class ProtocolError(ValueError):

@@ -1,9 +1,15 @@
-"""The ZeroMQ header frame: `Version:<v>;SigningMethod:<m>;Signature:<b64>` (wire-protocol.md §4)."""
+"""The ZeroMQ header frame `Version:<v>;SigningMethod:<m>;Signature:<b64>` (wire-protocol §4)."""
 
 from dataclasses import dataclass
 
+from .errors import HeaderError
+
 MAX_HEADER_BYTES = 2048
 VERSIONS = ("2.0", "3.0")
+
+_VERSION = "Version:"
+_METHOD = "SigningMethod:"
+_SIGNATURE = ("Signature:", "SignedChecksum:")
 
 
 @dataclass(frozen=True, slots=True)
@@ -14,10 +20,49 @@ class Header:
 
 
 def parse_header(raw: bytes) -> Header:
-    """Parse a header frame; raise HeaderError when too long, incomplete or of unknown version."""
-    raise NotImplementedError
+    """Parse a header frame; raise HeaderError when too long, incomplete or of unknown version.
+
+    Parts are recognised by their exact prefix; unknown parts are ignored and nothing is
+    trimmed. When a part occurs more than once, the last occurrence wins.
+    """
+    if not isinstance(raw, bytes | bytearray | memoryview):
+        raise HeaderError("header must be bytes")
+    raw = bytes(raw)
+    if len(raw) > MAX_HEADER_BYTES:
+        raise HeaderError(f"header longer than {MAX_HEADER_BYTES} bytes")
+    try:
+        text = raw.decode("ascii")
+    except UnicodeDecodeError:
+        raise HeaderError("header is not ASCII") from None
+    version = method = signature = None
+    for part in text.split(";"):
+        if part.startswith(_VERSION):
+            version = part[len(_VERSION) :]
+        elif part.startswith(_METHOD):
+            method = part[len(_METHOD) :]
+        else:
+            for prefix in _SIGNATURE:
+                if part.startswith(prefix):
+                    signature = part[len(prefix) :]
+    if version is None:
+        raise HeaderError("header has no Version")
+    if not method:
+        raise HeaderError("header has no SigningMethod")
+    if not signature:
+        raise HeaderError("header has no Signature")
+    if version not in VERSIONS:
+        raise HeaderError(f"unsupported protocol version {version!r}")
+    return Header(version=version, signing_method=method, signature=signature)
 
 
 def format_header(version: str, signing_method: str, signature: str) -> bytes:
     """Format the three parts in the canonical order."""
-    raise NotImplementedError
+    if version not in VERSIONS:
+        raise HeaderError(f"unsupported protocol version {version!r}")
+    for name, value in (("signing method", signing_method), ("signature", signature)):
+        if not value or ";" in value or not value.isascii():
+            raise HeaderError(f"invalid {name} {value!r}")
+    raw = f"Version:{version};SigningMethod:{signing_method};Signature:{signature}".encode("ascii")
+    if len(raw) > MAX_HEADER_BYTES:
+        raise HeaderError(f"header longer than {MAX_HEADER_BYTES} bytes")
+    return raw

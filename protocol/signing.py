@@ -1,0 +1,88 @@
+"""Message signatures: `hmac_sha256` and `rsa2048_sha1` (wire-protocol.md §6).
+
+`rsa2048_sha1` (and Chef request signing 1.0/1.1) is RSA "private encrypt": a PKCS#1 v1.5
+block type 1 around the raw data, no DigestInfo. `cryptography` cannot produce it, so the
+private-key operation is computed here from the key's numbers (CRT, with blinding).
+"""
+
+import hashlib
+import hmac
+import secrets
+
+from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives.asymmetric.padding import PKCS1v15
+from cryptography.hazmat.primitives.asymmetric.rsa import RSAPrivateKey, RSAPublicKey
+
+from .b64 import b64decode_strict, b64encode
+from .errors import SignatureError
+
+HMAC_SHA256 = "hmac_sha256"
+RSA2048_SHA1 = "rsa2048_sha1"
+
+
+def hmac_signature(key: bytes, body: bytes) -> str:
+    """Return base64(HMAC-SHA256(key, body)) (44 characters)."""
+    return b64encode(hmac.digest(key, body, hashlib.sha256))
+
+
+def verify_hmac(key: bytes, body: bytes, signature: str) -> bool:
+    """Check an hmac_sha256 signature in constant time; False on malformed base64."""
+    given = b64decode_strict(signature)
+    if given is None:
+        return False
+    return hmac.compare_digest(hmac.digest(key, body, hashlib.sha256), given)
+
+
+def rsa_private_encrypt(private_key: RSAPrivateKey, data: bytes) -> bytes:
+    """RSA private-key operation over a PKCS#1 v1.5 type-1 block around `data` (no DigestInfo)."""
+    nums = private_key.private_numbers()
+    pub = nums.public_numbers
+    n, e = pub.n, pub.e
+    k = (n.bit_length() + 7) // 8
+    if len(data) > k - 11:
+        raise SignatureError(f"data too long for a {k * 8}-bit RSA key ({len(data)} bytes)")
+    block = b"\x00\x01" + b"\xff" * (k - 3 - len(data)) + b"\x00" + data
+    m = int.from_bytes(block, "big")
+    # Blinding: the exponentiation runs on m*r^e, so its timing does not depend on `data`.
+    while True:
+        r = secrets.randbelow(n - 2) + 2
+        try:
+            r_inv = pow(r, -1, n)
+        except ValueError:
+            continue
+        break
+    c = (m * pow(r, e, n)) % n
+    p, q = nums.p, nums.q
+    s1 = pow(c % p, nums.dmp1, p)
+    s2 = pow(c % q, nums.dmq1, q)
+    h = (nums.iqmp * (s1 - s2)) % p
+    s = ((s2 + h * q) * r_inv) % n
+    return s.to_bytes(k, "big")
+
+
+def rsa_public_recover(public_key: RSAPublicKey, signature: bytes) -> bytes | None:
+    """Undo `rsa_private_encrypt` with the public key; None when the block is invalid."""
+    try:
+        return public_key.recover_data_from_signature(signature, PKCS1v15(), None)
+    except (InvalidSignature, ValueError, TypeError):
+        return None
+
+
+def _sha1_checksum(body: bytes) -> bytes:
+    return b64encode(hashlib.sha1(body).digest()).encode("ascii")
+
+
+def rsa_sha1_signature(private_key: RSAPrivateKey, body: bytes) -> str:
+    """rsa2048_sha1: base64 of the private-encrypted text base64(SHA-1(body))."""
+    return b64encode(rsa_private_encrypt(private_key, _sha1_checksum(body)))
+
+
+def verify_rsa_sha1(public_key: RSAPublicKey, body: bytes, signature: str) -> bool:
+    """Check an rsa2048_sha1 signature; False on malformed base64 or any mismatch."""
+    raw = b64decode_strict(signature)
+    if not raw:
+        return False
+    recovered = rsa_public_recover(public_key, raw)
+    if recovered is None:
+        return False
+    return hmac.compare_digest(recovered, _sha1_checksum(body))
