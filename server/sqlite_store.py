@@ -1,0 +1,758 @@
+"""The SQLite store (lifecycle.md §10): WAL mode, one connection, numbered migrations at open.
+
+The connection is shared by worker threads (`check_same_thread=False`); a lock serialises
+calls so the store is also safe without `AsyncStore`. Transactions are explicit
+(`BEGIN IMMEDIATE`), batch writes use `executemany` inside one transaction.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import threading
+import time
+import uuid
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from .migrations import apply_migrations, current_version
+from .records import (
+    ADMINS_GROUP,
+    JOB_FINAL_STATUSES,
+    JOB_OPEN_STATUSES,
+    NODE_OPEN_STATUSES,
+    PRINCIPAL_CLIENT,
+    PRINCIPAL_USER,
+    Client,
+    Group,
+    Job,
+    JobNode,
+    Org,
+    OutputRecord,
+    Principal,
+    User,
+)
+from .store import (
+    AlreadyExistsError,
+    InvalidOperationError,
+    NotFoundError,
+    SchemaError,
+    Store,
+)
+
+_JOB_COLUMNS = (
+    "j.id, j.org_id, o.name, j.command, j.status, j.quorum, j.run_timeout, j.requestor_name, "
+    "j.requestor_type, j.created_at, j.updated_at, j.run_as_user, j.dir, j.env_json, j.file, "
+    "j.capture"
+)
+_NODE_COLUMNS = "job_id, node_name, status, exit_status, signal, started_at, finished_at"
+_OUTPUT_COLUMNS = (
+    "job_id, node_name, stdout, stderr, stdout_total, stderr_total, stdout_omitted, "
+    "stderr_omitted, closed"
+)
+
+
+def _secs(t: float | None) -> int | None:
+    """Epoch float → stored whole seconds."""
+    return None if t is None else int(t)
+
+
+def _float(t: int | None) -> float | None:
+    return None if t is None else float(t)
+
+
+def _in_list(values: Iterable[str]) -> str:
+    """SQL literal list for fixed internal names (never user input)."""
+    return ", ".join(f"'{v}'" for v in sorted(values))
+
+
+# Written exactly as in the partial indexes of migrations.py, so SQLite uses them.
+_JOB_OPEN_SQL = "'new', 'voting', 'running'"
+_NODE_OPEN_SQL = "'new', 'ready', 'running'"
+_JOB_FINAL_SQL = _in_list(JOB_FINAL_STATUSES)
+assert {s.strip("' ") for s in _JOB_OPEN_SQL.split(",")} == JOB_OPEN_STATUSES
+assert {s.strip("' ") for s in _NODE_OPEN_SQL.split(",")} == NODE_OPEN_STATUSES
+
+
+def _job(row: sqlite3.Row | tuple[Any, ...]) -> Job:
+    env = None if row[13] is None else json.loads(row[13])
+    return Job(
+        id=row[0],
+        org_id=row[1],
+        org_name=row[2],
+        command=row[3],
+        status=row[4],
+        quorum=row[5],
+        run_timeout=row[6],
+        requestor_name=row[7],
+        requestor_type=row[8],
+        created_at=float(row[9]),
+        updated_at=float(row[10]),
+        run_as_user=row[11],
+        dir=row[12],
+        env=env,
+        file=row[14],
+        capture=bool(row[15]),
+    )
+
+
+def _job_node(row: tuple[Any, ...]) -> JobNode:
+    return JobNode(
+        job_id=row[0],
+        node_name=row[1],
+        status=row[2],
+        exit_status=row[3],
+        signal=row[4],
+        started_at=_float(row[5]),
+        finished_at=_float(row[6]),
+    )
+
+
+def _output(row: tuple[Any, ...]) -> OutputRecord:
+    return OutputRecord(
+        job_id=row[0],
+        node_name=row[1],
+        stdout=bytes(row[2]),
+        stderr=bytes(row[3]),
+        stdout_total=row[4],
+        stderr_total=row[5],
+        stdout_omitted=row[6],
+        stderr_omitted=row[7],
+        closed=bool(row[8]),
+    )
+
+
+class SqliteStore(Store):
+    """`Store` on one SQLite file. Opening creates the file and applies pending migrations."""
+
+    def __init__(self, path: Path | str, *, busy_timeout: float = 10.0) -> None:
+        self.path = Path(path)
+        self._lock = threading.RLock()
+        self._conn = sqlite3.connect(
+            str(self.path),
+            timeout=busy_timeout,
+            isolation_level=None,  # autocommit; transactions are explicit
+            check_same_thread=False,
+        )
+        try:
+            self._conn.execute("PRAGMA journal_mode = WAL")
+            self._conn.execute("PRAGMA synchronous = NORMAL")
+            self._conn.execute("PRAGMA foreign_keys = ON")
+            try:
+                self.applied_migrations = apply_migrations(self._conn)
+            except RuntimeError as exc:
+                raise SchemaError(str(exc)) from None
+        except BaseException:
+            self._conn.close()
+            raise
+
+    # -- plumbing ------------------------------------------------------------
+    @contextmanager
+    def _tx(self) -> Iterator[sqlite3.Connection]:
+        """One write transaction (takes the write lock at once: no upgrade deadlocks)."""
+        with self._lock:
+            self._conn.execute("BEGIN IMMEDIATE")
+            try:
+                yield self._conn
+            except BaseException:
+                self._conn.execute("ROLLBACK")
+                raise
+            self._conn.execute("COMMIT")
+
+    def _query(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
+        with self._lock:
+            return self._conn.execute(sql, params).fetchall()
+
+    def _one(self, sql: str, params: Sequence[Any] = ()) -> tuple[Any, ...] | None:
+        with self._lock:
+            return self._conn.execute(sql, params).fetchone()
+
+    def close(self) -> None:
+        with self._lock:
+            self._conn.close()
+
+    def schema_version(self) -> int:
+        with self._lock:
+            return current_version(self._conn)
+
+    # -- look-up helpers (run inside a transaction or the lock) ----------------
+    def _org_id(self, conn: sqlite3.Connection, org_name: str) -> str:
+        row = conn.execute("SELECT id FROM orgs WHERE name = ?", (org_name,)).fetchone()
+        if row is None:
+            raise NotFoundError(f"organization '{org_name}' not found")
+        return row[0]
+
+    def _user_id(self, conn: sqlite3.Connection, user_name: str) -> int:
+        row = conn.execute("SELECT id FROM users WHERE name = ?", (user_name,)).fetchone()
+        if row is None:
+            raise NotFoundError(f"user '{user_name}' not found")
+        return row[0]
+
+    def _client_id(self, conn: sqlite3.Connection, org_id: str, org_name: str, name: str) -> int:
+        row = conn.execute(
+            "SELECT id FROM clients WHERE org_id = ? AND name = ?", (org_id, name)
+        ).fetchone()
+        if row is None:
+            raise NotFoundError(f"client '{name}' not found in organization '{org_name}'")
+        return row[0]
+
+    def _group_id(self, conn: sqlite3.Connection, org_id: str, org_name: str, name: str) -> int:
+        row = conn.execute(
+            "SELECT id FROM groups WHERE org_id = ? AND name = ?", (org_id, name)
+        ).fetchone()
+        if row is None:
+            raise NotFoundError(f"group '{name}' not found in organization '{org_name}'")
+        return row[0]
+
+    @staticmethod
+    def _is_associated(conn: sqlite3.Connection, org_id: str, user_id: int) -> bool:
+        row = conn.execute(
+            "SELECT 1 FROM org_users WHERE org_id = ? AND user_id = ?", (org_id, user_id)
+        ).fetchone()
+        return row is not None
+
+    # -- organizations ---------------------------------------------------------
+    def create_org(self, name: str, full_name: str = "", now: float | None = None) -> Org:
+        created = int(time.time() if now is None else now)
+        org = Org(id=uuid.uuid4().hex, name=name, full_name=full_name, created_at=float(created))
+        with self._tx() as conn:
+            if conn.execute("SELECT 1 FROM orgs WHERE name = ?", (name,)).fetchone():
+                raise AlreadyExistsError(f"organization '{name}' already exists")
+            conn.execute(
+                "INSERT INTO orgs (id, name, full_name, created_at) VALUES (?, ?, ?, ?)",
+                (org.id, name, full_name, created),
+            )
+            conn.execute("INSERT INTO groups (org_id, name) VALUES (?, ?)", (org.id, ADMINS_GROUP))
+        return org
+
+    def get_org(self, name: str) -> Org | None:
+        row = self._one("SELECT id, name, full_name, created_at FROM orgs WHERE name = ?", (name,))
+        return None if row is None else Org(row[0], row[1], row[2], float(row[3]))
+
+    def list_orgs(self) -> list[Org]:
+        rows = self._query("SELECT id, name, full_name, created_at FROM orgs ORDER BY name")
+        return [Org(r[0], r[1], r[2], float(r[3])) for r in rows]
+
+    def delete_org(self, name: str) -> None:
+        with self._tx() as conn:
+            org_id = self._org_id(conn, name)
+            # Children go by ON DELETE CASCADE (jobs → nodes, output; clients, groups, members).
+            conn.execute("DELETE FROM orgs WHERE id = ?", (org_id,))
+
+    def add_org_user(self, org_name: str, user_name: str, admin: bool = False) -> bool:
+        with self._tx() as conn:
+            org_id = self._org_id(conn, org_name)
+            user_id = self._user_id(conn, user_name)
+            changed = False
+            if not self._is_associated(conn, org_id, user_id):
+                conn.execute(
+                    "INSERT INTO org_users (org_id, user_id) VALUES (?, ?)", (org_id, user_id)
+                )
+                changed = True
+            if admin:
+                admins = self._group_id(conn, org_id, org_name, ADMINS_GROUP)
+                cur = conn.execute(
+                    "INSERT OR IGNORE INTO group_members (group_id, member_type, member_id) "
+                    "VALUES (?, 'user', ?)",
+                    (admins, user_id),
+                )
+                changed = changed or cur.rowcount > 0
+            return changed
+
+    def remove_org_user(self, org_name: str, user_name: str) -> None:
+        with self._tx() as conn:
+            org_id = self._org_id(conn, org_name)
+            user_id = self._user_id(conn, user_name)
+            if not self._is_associated(conn, org_id, user_id):
+                raise InvalidOperationError(
+                    f"user '{user_name}' is not associated with organization '{org_name}'"
+                )
+            conn.execute(
+                "DELETE FROM org_users WHERE org_id = ? AND user_id = ?", (org_id, user_id)
+            )
+            conn.execute(
+                "DELETE FROM group_members WHERE member_type = 'user' AND member_id = ? "
+                "AND group_id IN (SELECT id FROM groups WHERE org_id = ?)",
+                (user_id, org_id),
+            )
+
+    def count_clients(self, org_name: str) -> int:
+        with self._lock:
+            org_id = self._org_id(self._conn, org_name)
+            row = self._conn.execute(
+                "SELECT COUNT(*) FROM clients WHERE org_id = ?", (org_id,)
+            ).fetchone()
+            return int(row[0])
+
+    # -- users -----------------------------------------------------------------
+    def create_user(
+        self, name: str, public_key: str, display_name: str = "", now: float | None = None
+    ) -> User:
+        created = int(time.time() if now is None else now)
+        with self._tx() as conn:
+            if conn.execute("SELECT 1 FROM users WHERE name = ?", (name,)).fetchone():
+                raise AlreadyExistsError(f"user '{name}' already exists")
+            conn.execute(
+                "INSERT INTO users (name, display_name, public_key, created_at) "
+                "VALUES (?, ?, ?, ?)",
+                (name, display_name, public_key, created),
+            )
+        return User(name, display_name, public_key, float(created))
+
+    def get_user(self, name: str) -> User | None:
+        row = self._one(
+            "SELECT name, display_name, public_key, created_at FROM users WHERE name = ?", (name,)
+        )
+        return None if row is None else User(row[0], row[1], row[2], float(row[3]))
+
+    def list_users(self, org_name: str | None = None) -> list[User]:
+        with self._lock:
+            if org_name is None:
+                rows = self._conn.execute(
+                    "SELECT name, display_name, public_key, created_at FROM users ORDER BY name"
+                ).fetchall()
+            else:
+                org_id = self._org_id(self._conn, org_name)
+                rows = self._conn.execute(
+                    "SELECT u.name, u.display_name, u.public_key, u.created_at FROM users u "
+                    "JOIN org_users ou ON ou.user_id = u.id WHERE ou.org_id = ? ORDER BY u.name",
+                    (org_id,),
+                ).fetchall()
+        return [User(r[0], r[1], r[2], float(r[3])) for r in rows]
+
+    def user_orgs(self, name: str) -> list[str]:
+        with self._lock:
+            user_id = self._user_id(self._conn, name)
+            rows = self._conn.execute(
+                "SELECT o.name FROM orgs o JOIN org_users ou ON ou.org_id = o.id "
+                "WHERE ou.user_id = ? ORDER BY o.name",
+                (user_id,),
+            ).fetchall()
+        return [r[0] for r in rows]
+
+    def set_user_key(self, name: str, public_key: str) -> None:
+        with self._tx() as conn:
+            cur = conn.execute("UPDATE users SET public_key = ? WHERE name = ?", (public_key, name))
+            if cur.rowcount == 0:
+                raise NotFoundError(f"user '{name}' not found")
+
+    def delete_user(self, name: str) -> None:
+        with self._tx() as conn:
+            user_id = self._user_id(conn, name)
+            # org_users cascades; the trigger drops group memberships.
+            conn.execute("DELETE FROM users WHERE id = ?", (user_id,))
+
+    # -- clients ---------------------------------------------------------------
+    def create_client(
+        self,
+        org_name: str,
+        name: str,
+        public_key: str,
+        admin: bool = False,
+        now: float | None = None,
+    ) -> Client:
+        created = int(time.time() if now is None else now)
+        with self._tx() as conn:
+            org_id = self._org_id(conn, org_name)
+            if conn.execute(
+                "SELECT 1 FROM clients WHERE org_id = ? AND name = ?", (org_id, name)
+            ).fetchone():
+                raise AlreadyExistsError(
+                    f"client '{name}' already exists in organization '{org_name}'"
+                )
+            cur = conn.execute(
+                "INSERT INTO clients (org_id, name, public_key, created_at) VALUES (?, ?, ?, ?)",
+                (org_id, name, public_key, created),
+            )
+            if admin:
+                admins = self._group_id(conn, org_id, org_name, ADMINS_GROUP)
+                conn.execute(
+                    "INSERT INTO group_members (group_id, member_type, member_id) "
+                    "VALUES (?, 'client', ?)",
+                    (admins, cur.lastrowid),
+                )
+        return Client(org_name, name, public_key, float(created))
+
+    def create_clients(
+        self,
+        org_name: str,
+        clients: Sequence[tuple[str, str]],
+        skip_existing: bool = False,
+        now: float | None = None,
+    ) -> int:
+        created = int(time.time() if now is None else now)
+        with self._tx() as conn:
+            org_id = self._org_id(conn, org_name)
+            existing = {
+                r[0] for r in conn.execute("SELECT name FROM clients WHERE org_id = ?", (org_id,))
+            }
+            rows: list[tuple[str, str, str, int]] = []
+            for name, public_key in clients:
+                if name in existing:
+                    if skip_existing:
+                        continue
+                    raise AlreadyExistsError(
+                        f"client '{name}' already exists in organization '{org_name}'"
+                    )
+                existing.add(name)  # a name listed twice counts as existing the second time
+                rows.append((org_id, name, public_key, created))
+            conn.executemany(
+                "INSERT INTO clients (org_id, name, public_key, created_at) VALUES (?, ?, ?, ?)",
+                rows,
+            )
+        return len(rows)
+
+    def get_client(self, org_name: str, name: str) -> Client | None:
+        row = self._one(
+            "SELECT c.name, c.public_key, c.created_at FROM clients c "
+            "JOIN orgs o ON o.id = c.org_id WHERE o.name = ? AND c.name = ?",
+            (org_name, name),
+        )
+        return None if row is None else Client(org_name, row[0], row[1], float(row[2]))
+
+    def list_clients(self, org_name: str) -> list[str]:
+        with self._lock:
+            org_id = self._org_id(self._conn, org_name)
+            rows = self._conn.execute(
+                "SELECT name FROM clients WHERE org_id = ? ORDER BY name", (org_id,)
+            ).fetchall()
+        return [r[0] for r in rows]
+
+    def set_client_key(self, org_name: str, name: str, public_key: str) -> None:
+        with self._tx() as conn:
+            org_id = self._org_id(conn, org_name)
+            client_id = self._client_id(conn, org_id, org_name, name)
+            conn.execute("UPDATE clients SET public_key = ? WHERE id = ?", (public_key, client_id))
+
+    def delete_client(self, org_name: str, name: str) -> None:
+        with self._tx() as conn:
+            org_id = self._org_id(conn, org_name)
+            client_id = self._client_id(conn, org_id, org_name, name)
+            conn.execute("DELETE FROM clients WHERE id = ?", (client_id,))
+
+    # -- principals and groups -------------------------------------------------
+    def principals(self, org_name: str, name: str) -> list[Principal]:
+        with self._lock:
+            found: list[Principal] = []
+            user = self._conn.execute(
+                "SELECT u.public_key, EXISTS (SELECT 1 FROM org_users ou JOIN orgs o "
+                "ON o.id = ou.org_id WHERE o.name = ? AND ou.user_id = u.id) "
+                "FROM users u WHERE u.name = ?",
+                (org_name, name),
+            ).fetchone()
+            if user is not None:
+                found.append(Principal(name, PRINCIPAL_USER, user[0], bool(user[1])))
+            client = self._conn.execute(
+                "SELECT c.public_key FROM clients c JOIN orgs o ON o.id = c.org_id "
+                "WHERE o.name = ? AND c.name = ?",
+                (org_name, name),
+            ).fetchone()
+            if client is not None:
+                found.append(Principal(name, PRINCIPAL_CLIENT, client[0], True))
+            return found
+
+    def create_group(self, org_name: str, name: str) -> None:
+        with self._tx() as conn:
+            org_id = self._org_id(conn, org_name)
+            if conn.execute(
+                "SELECT 1 FROM groups WHERE org_id = ? AND name = ?", (org_id, name)
+            ).fetchone():
+                raise AlreadyExistsError(
+                    f"group '{name}' already exists in organization '{org_name}'"
+                )
+            conn.execute("INSERT INTO groups (org_id, name) VALUES (?, ?)", (org_id, name))
+
+    def get_group(self, org_name: str, name: str) -> Group | None:
+        with self._lock:
+            row = self._conn.execute(
+                "SELECT g.id FROM groups g JOIN orgs o ON o.id = g.org_id "
+                "WHERE o.name = ? AND g.name = ?",
+                (org_name, name),
+            ).fetchone()
+            if row is None:
+                return None
+            group_id = row[0]
+            group = Group(name)
+            for kind, table, target in (
+                ("user", "users", group.users),
+                ("client", "clients", group.clients),
+                ("group", "groups", group.groups),
+            ):
+                rows = self._conn.execute(
+                    f"SELECT t.name FROM group_members m JOIN {table} t ON t.id = m.member_id "
+                    "WHERE m.group_id = ? AND m.member_type = ? ORDER BY t.name",
+                    (group_id, kind),
+                ).fetchall()
+                target.extend(r[0] for r in rows)
+            return group
+
+    def list_groups(self, org_name: str) -> list[str]:
+        with self._lock:
+            org_id = self._org_id(self._conn, org_name)
+            rows = self._conn.execute(
+                "SELECT name FROM groups WHERE org_id = ? ORDER BY name", (org_id,)
+            ).fetchall()
+        return [r[0] for r in rows]
+
+    def _member_rows(
+        self,
+        conn: sqlite3.Connection,
+        org_id: str,
+        org_name: str,
+        group: str,
+        users: Iterable[str],
+        clients: Iterable[str],
+        groups: Iterable[str],
+    ) -> list[tuple[str, str, int, str]]:
+        """Resolve members to (kind, name, id, description); raises naming the first bad one."""
+        members: list[tuple[str, str, int, str]] = []
+        for user in users:
+            user_id = self._user_id(conn, user)
+            if not self._is_associated(conn, org_id, user_id):
+                raise InvalidOperationError(
+                    f"user '{user}' is not associated with organization '{org_name}'"
+                )
+            members.append(("user", user, user_id, f"user '{user}'"))
+        for client in clients:
+            client_id = self._client_id(conn, org_id, org_name, client)
+            members.append(("client", client, client_id, f"client '{client}'"))
+        for sub in groups:
+            sub_id = self._group_id(conn, org_id, org_name, sub)
+            if sub == group:
+                raise InvalidOperationError(f"group '{group}' cannot contain itself")
+            members.append(("group", sub, sub_id, f"group '{sub}'"))
+        return members
+
+    def add_group_members(
+        self,
+        org_name: str,
+        group: str,
+        users: Iterable[str] = (),
+        clients: Iterable[str] = (),
+        groups: Iterable[str] = (),
+    ) -> None:
+        with self._tx() as conn:
+            org_id = self._org_id(conn, org_name)
+            group_id = self._group_id(conn, org_id, org_name, group)
+            members = self._member_rows(conn, org_id, org_name, group, users, clients, groups)
+            conn.executemany(
+                "INSERT OR IGNORE INTO group_members (group_id, member_type, member_id) "
+                "VALUES (?, ?, ?)",
+                [(group_id, kind, member_id) for kind, _, member_id, _ in members],
+            )
+
+    def remove_group_members(
+        self,
+        org_name: str,
+        group: str,
+        users: Iterable[str] = (),
+        clients: Iterable[str] = (),
+        groups: Iterable[str] = (),
+    ) -> None:
+        with self._tx() as conn:
+            org_id = self._org_id(conn, org_name)
+            group_id = self._group_id(conn, org_id, org_name, group)
+            members: list[tuple[str, int, str]] = []
+            for user in users:
+                members.append(("user", self._user_id(conn, user), f"user '{user}'"))
+            for client in clients:
+                client_id = self._client_id(conn, org_id, org_name, client)
+                members.append(("client", client_id, f"client '{client}'"))
+            for sub in groups:
+                members.append(
+                    ("group", self._group_id(conn, org_id, org_name, sub), f"group '{sub}'")
+                )
+            for kind, member_id, description in members:
+                cur = conn.execute(
+                    "DELETE FROM group_members WHERE group_id = ? AND member_type = ? "
+                    "AND member_id = ?",
+                    (group_id, kind, member_id),
+                )
+                if cur.rowcount == 0:
+                    raise InvalidOperationError(f"{description} is not a member of group '{group}'")
+
+    def delete_group(self, org_name: str, name: str) -> None:
+        with self._tx() as conn:
+            org_id = self._org_id(conn, org_name)
+            group_id = self._group_id(conn, org_id, org_name, name)
+            if name == ADMINS_GROUP:
+                raise InvalidOperationError(f"group '{ADMINS_GROUP}' cannot be deleted")
+            conn.execute("DELETE FROM groups WHERE id = ?", (group_id,))
+
+    # -- jobs ------------------------------------------------------------------
+    def create_job(self, job: Job, node_names: Sequence[str]) -> None:
+        created = _secs(job.created_at)
+        updated = _secs(job.updated_at)
+        env_json = None if job.env is None else json.dumps(job.env, ensure_ascii=False)
+        with self._tx() as conn:
+            try:
+                conn.execute(
+                    "INSERT INTO jobs (id, org_id, command, status, quorum, run_timeout, "
+                    "requestor_name, requestor_type, created_at, updated_at, run_as_user, dir, "
+                    "env_json, file, capture) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    (
+                        job.id,
+                        job.org_id,
+                        job.command,
+                        job.status,
+                        job.quorum,
+                        job.run_timeout,
+                        job.requestor_name,
+                        job.requestor_type,
+                        created,
+                        updated,
+                        job.run_as_user,
+                        job.dir,
+                        env_json,
+                        job.file,
+                        int(job.capture),
+                    ),
+                )
+            except sqlite3.IntegrityError as exc:
+                if "UNIQUE" in str(exc) or "PRIMARY KEY" in str(exc):
+                    raise AlreadyExistsError(f"job '{job.id}' already exists") from None
+                raise
+            conn.executemany(
+                "INSERT INTO job_nodes (job_id, node_name, status, updated_at) "
+                "VALUES (?, ?, 'new', ?)",
+                [(job.id, name, created) for name in node_names],
+            )
+
+    def set_job_status(self, job_id: str, status: str, updated_at: float) -> None:
+        with self._tx() as conn:
+            conn.execute(
+                "UPDATE jobs SET status = ?, updated_at = MAX(created_at, ?) WHERE id = ?",
+                (status, _secs(updated_at), job_id),
+            )
+
+    def save_job_nodes(self, nodes: Sequence[JobNode]) -> None:
+        if not nodes:
+            return
+        now = int(time.time())
+        rows = [
+            (
+                n.job_id,
+                n.node_name,
+                n.status,
+                n.exit_status,
+                n.signal,
+                _secs(n.started_at),
+                _secs(n.finished_at),
+                now,
+            )
+            for n in nodes
+        ]
+        with self._tx() as conn:
+            conn.executemany(
+                "INSERT INTO job_nodes (job_id, node_name, status, exit_status, signal, "
+                "started_at, finished_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?) "
+                "ON CONFLICT (job_id, node_name) DO UPDATE SET status = excluded.status, "
+                "exit_status = excluded.exit_status, signal = excluded.signal, "
+                "started_at = excluded.started_at, finished_at = excluded.finished_at, "
+                "updated_at = excluded.updated_at",
+                rows,
+            )
+
+    def get_job(self, org_name: str, job_id: str) -> Job | None:
+        row = self._one(
+            f"SELECT {_JOB_COLUMNS} FROM jobs j JOIN orgs o ON o.id = j.org_id "
+            "WHERE j.id = ? AND o.name = ?",
+            (job_id, org_name),
+        )
+        return None if row is None else _job(row)
+
+    def get_job_nodes(self, job_id: str) -> list[JobNode]:
+        rows = self._query(
+            f"SELECT {_NODE_COLUMNS} FROM job_nodes WHERE job_id = ? ORDER BY node_name",
+            (job_id,),
+        )
+        return [_job_node(r) for r in rows]
+
+    def list_jobs(
+        self,
+        org_name: str,
+        statuses: Sequence[str] | None = None,
+        limit: int | None = None,
+        offset: int = 0,
+    ) -> list[Job]:
+        with self._lock:
+            org = self._conn.execute("SELECT id FROM orgs WHERE name = ?", (org_name,)).fetchone()
+            if org is None:
+                return []
+            sql = (
+                f"SELECT {_JOB_COLUMNS} FROM jobs j JOIN orgs o ON o.id = j.org_id "
+                "WHERE j.org_id = ?"
+            )
+            params: list[Any] = [org[0]]
+            if statuses is not None:
+                if not statuses:
+                    return []
+                sql += f" AND j.status IN ({', '.join('?' for _ in statuses)})"
+                params.extend(statuses)
+            sql += " ORDER BY j.created_at DESC, j.id DESC LIMIT ? OFFSET ?"
+            params.extend([-1 if limit is None else limit, offset])
+            rows = self._conn.execute(sql, params).fetchall()
+        return [_job(r) for r in rows]
+
+    def save_outputs(self, records: Sequence[OutputRecord]) -> None:
+        if not records:
+            return
+        rows = [
+            (
+                r.job_id,
+                r.node_name,
+                bytes(r.stdout),
+                bytes(r.stderr),
+                r.stdout_total,
+                r.stderr_total,
+                r.stdout_omitted,
+                r.stderr_omitted,
+                int(r.closed),
+            )
+            for r in records
+        ]
+        with self._tx() as conn:
+            conn.executemany(
+                f"INSERT INTO job_output ({_OUTPUT_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) "
+                "ON CONFLICT (job_id, node_name) DO UPDATE SET stdout = excluded.stdout, "
+                "stderr = excluded.stderr, stdout_total = excluded.stdout_total, "
+                "stderr_total = excluded.stderr_total, stdout_omitted = excluded.stdout_omitted, "
+                "stderr_omitted = excluded.stderr_omitted, closed = excluded.closed",
+                rows,
+            )
+
+    def get_output(self, job_id: str, node_name: str) -> OutputRecord | None:
+        row = self._one(
+            f"SELECT {_OUTPUT_COLUMNS} FROM job_output WHERE job_id = ? AND node_name = ?",
+            (job_id, node_name),
+        )
+        return None if row is None else _output(row)
+
+    def mark_interrupted_crashed(self, now: float) -> int:
+        stamp = int(now)
+        with self._tx() as conn:
+            jobs = conn.execute(
+                f"UPDATE jobs SET status = 'crashed', updated_at = MAX(created_at, ?) "
+                f"WHERE status IN ({_JOB_OPEN_SQL})",
+                (stamp,),
+            ).rowcount
+            conn.execute(
+                f"UPDATE job_nodes SET status = 'crashed', finished_at = ?, updated_at = ? "
+                f"WHERE status IN ({_NODE_OPEN_SQL})",
+                (stamp, stamp),
+            )
+            conn.execute("UPDATE job_output SET closed = 1 WHERE closed = 0")
+        return jobs
+
+    def prune_jobs(self, older_than: float, org_name: str | None = None) -> int:
+        cutoff = int(older_than)
+        with self._tx() as conn:
+            sql = f"DELETE FROM jobs WHERE created_at < ? AND status IN ({_JOB_FINAL_SQL})"
+            params: list[Any] = [cutoff]
+            if org_name is not None:
+                sql += " AND org_id = ?"
+                params.append(self._org_id(conn, org_name))
+            # job_nodes and job_output go by ON DELETE CASCADE.
+            return conn.execute(sql, params).rowcount
