@@ -33,9 +33,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("pushjobs.server")
 
-SERVER_KEY_FILE = "server_key.pem"
-DATABASE_FILE = "pushjobs.db"
-STATE_FILE = "server.json"
 
 
 class StartupError(Exception):
@@ -81,9 +78,8 @@ def configure_logging(level: str, log_file: str | os.PathLike[str] | None) -> No
     logging.getLogger("hypercorn.access").setLevel(logging.WARNING)
 
 
-def load_server_key(data_dir: Path) -> RSAPrivateKey:
+def load_server_key(path: Path) -> RSAPrivateKey:
     """Load the persistent server RSA key; StartupError when it is missing or unreadable."""
-    path = data_dir / SERVER_KEY_FILE
     try:
         pem = path.read_bytes()
     except FileNotFoundError:
@@ -106,11 +102,10 @@ def build_runtime(settings: Settings) -> ServerRuntime:
     from .sqlite_store import SqliteStore
     from .store import AsyncStore
 
-    data_dir = Path(settings.data_dir)
-    db_path = data_dir / DATABASE_FILE
+    db_path = settings.database_path
     if not db_path.exists():
         raise StartupError(f"{db_path} not found; run pushjobs-server init first")
-    server_key = load_server_key(data_dir)
+    server_key = load_server_key(settings.server_key_path)
     rt = ServerRuntime(
         settings=settings,
         server_key=server_key,
@@ -155,7 +150,7 @@ def _write_state_file(rt: ServerRuntime, http_url: str) -> None:
         "heartbeat_port": rt.heartbeat_port,
         "command_port": rt.command_port,
     }
-    path = Path(rt.settings.data_dir) / STATE_FILE
+    path = rt.settings.server_info_path
     tmp = path.with_suffix(".tmp")
     tmp.write_text(json.dumps(state) + "\n")
     os.replace(tmp, path)
@@ -226,7 +221,7 @@ async def serve(rt: ServerRuntime) -> None:
                 while len(nursery.child_tasks) > 2:
                     await trio.sleep(0.05)
             nursery.cancel_scope.cancel()
-    (Path(settings.data_dir) / STATE_FILE).unlink(missing_ok=True)
+    settings.server_info_path.unlink(missing_ok=True)
     log.info("server stopped")
 
 
