@@ -1,0 +1,165 @@
+"""The request pipeline of http-api.md §3: steps 1-9 in order, then the route's handler."""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import TYPE_CHECKING
+from urllib.parse import quote
+
+from starlette.requests import ClientDisconnect, Request
+from starlette.responses import Response
+
+from pushjobs.protocol.chef_auth import validate_auth_headers
+from pushjobs.protocol.errors import ChefAuthError
+
+from .http_errors import WWW_AUTHENTICATE, HttpError, RequestContext
+from .json_response import json_response
+from .negotiation import negotiate
+from .node_api import curve_enabled, decode_ccpk
+from .principals import PrincipalBackendUnavailable, authenticate, authorize
+from .routes import ROUTES, Route, find_route, split_path
+
+if TYPE_CHECKING:
+    from .runtime import ServerRuntime
+
+log = logging.getLogger("pushjobs.server.http")
+
+MAX_BODY_BYTES = 1_000_000
+BODY_TOO_LARGE = f"JSON must be no more than {MAX_BODY_BYTES} bytes."
+
+
+def error_response(error: HttpError) -> Response:
+    """The JSON error body of §6.1 with the error's status and headers."""
+    return json_response(error.body(), status=error.status, headers=error.headers or None)
+
+
+def raw_path(request: Request) -> bytes:
+    """The request path as received (percent-encoding intact), without the query string."""
+    raw = request.scope.get("raw_path")
+    if raw is None:
+        raw = quote(request.scope.get("path", "/")).encode("ascii")
+    return raw.split(b"?", 1)[0]
+
+
+async def handle_request(
+    request: Request, rt: ServerRuntime, routes: tuple[Route, ...] = ROUTES
+) -> Response:
+    """Run the pipeline for one request and return the response (never raises `Exception`)."""
+    try:
+        return await _run(request, rt, routes)
+    except HttpError as error:
+        if error.status in (401, 403, 502):
+            log.info(
+                "%s %s -> %d %s", request.method, _log_path(request), error.status, error.message
+            )
+        return error_response(error)
+    except ClientDisconnect:
+        log.debug("%s %s: client went away", request.method, _log_path(request))
+        return Response(status_code=400)
+    except Exception:
+        log.exception("internal server error on %s %s", request.method, _log_path(request))
+        return error_response(HttpError(500, "internal server error"))
+
+
+def _log_path(request: Request) -> str:
+    return raw_path(request).decode("utf-8", "replace")
+
+
+async def _run(request: Request, rt: ServerRuntime, routes: tuple[Route, ...]) -> Response:
+    path = raw_path(request)
+    # 1. route match
+    segments = split_path(path)
+    found = find_route(segments, routes) if segments is not None else None
+    if found is None:
+        raise HttpError(404, "not found")
+    route, params = found
+    # 2. method
+    method = request.method.upper()
+    endpoint = route.endpoints.get(method)
+    if endpoint is None:
+        raise HttpError(405, "method not allowed", headers={"Allow": route.allow})
+    org = None
+    requestor = None
+    body = b""
+    # 3. /pushy/_status skips authentication and authorization
+    if not route.is_status:
+        # 4. authentication headers
+        headers = _lower_headers(request)
+        try:
+            auth = validate_auth_headers(headers, time.time())
+        except ChefAuthError as exc:
+            extra = {"WWW-Authenticate": WWW_AUTHENTICATE} if exc.www_authenticate else None
+            raise HttpError(exc.status, exc.message, headers=extra) from None
+        # 5. body size
+        body = await read_body(request)
+        # 6. ccpk (config / connect)
+        if route.is_config and curve_enabled(rt):
+            decode_ccpk(request.scope.get("query_string", b""))
+        # 7. authentication
+        try:
+            org = await rt.principals.org(params["org"])
+            if org is None:
+                raise HttpError(404, f"organization '{params['org']}' does not exist.")
+            requestor = await authenticate(
+                rt.principals,
+                org,
+                auth,
+                method=method,
+                path=path.decode("utf-8", "replace"),
+                body=body,
+            )
+            # 8. authorization
+            await authorize(rt.principals, org.name, endpoint.authz, requestor, params.get("node"))
+        except PrincipalBackendUnavailable as exc:
+            raise HttpError(
+                502, f"Failed to connect to the principal backend: {exc.reason}"
+            ) from None
+    # 9. content negotiation
+    accept = request.headers.getlist("accept")
+    media_type = negotiate(", ".join(accept) if accept else None, route.offers)
+    if media_type is None:
+        raise HttpError(406, f"not acceptable; this resource produces {', '.join(route.offers)}")
+    ctx = RequestContext(
+        request=request,
+        org=org,
+        params=params,
+        requestor=requestor,
+        body=body,
+        media_type=media_type,
+    )
+    return await endpoint.handler()(ctx, rt)
+
+
+def _lower_headers(request: Request) -> dict[str, str]:
+    """Request headers with lower-case names and UTF-8 values; the first of repeats wins.
+
+    Header bytes arrive as latin-1 text; signers send names like `jörg` as UTF-8 bytes, and the
+    canonical string is signed over the UTF-8 text, so values are re-decoded when possible.
+    """
+    headers: dict[str, str] = {}
+    for raw_name, raw_value in request.headers.raw:
+        name = raw_name.decode("latin-1").lower()
+        if name in headers:
+            continue
+        try:
+            headers[name] = raw_value.decode("utf-8")
+        except UnicodeDecodeError:
+            headers[name] = raw_value.decode("latin-1")
+    return headers
+
+
+async def read_body(request: Request) -> bytes:
+    """The request body, refusing (413) anything over 1,000,000 bytes without buffering it."""
+    too_large = HttpError(413, BODY_TOO_LARGE, string_shape=True)
+    length = request.headers.get("content-length", "").strip()
+    if length.isdigit() and int(length) > MAX_BODY_BYTES:
+        raise too_large
+    buffer = bytearray()
+    async for chunk in request.stream():
+        if len(buffer) + len(chunk) > MAX_BODY_BYTES:
+            raise too_large
+        buffer += chunk
+    body = bytes(buffer)
+    request._body = body  # later `await request.body()` calls return the same bytes
+    return body
