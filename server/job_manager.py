@@ -1,0 +1,723 @@
+"""The job manager: live jobs, their timers, persistence, feeds and captured output.
+
+Each live job is a pure `JobState` wrapped in a `LiveJob` that carries its record, event log and
+a wake-up event for feed readers. The manager moves inputs in (broker dispatch, node downs,
+timers, HTTP abort) and carries the state machine's outputs out (commands, rehab requests,
+events, rows to persist). Writes are batched: status and node rows within ~0.1 s, output
+records at most every 0.5 s, so thousands of nodes answering at once cost a few transactions.
+"""
+
+from __future__ import annotations
+
+import heapq
+import itertools
+import logging
+import math
+import time
+import uuid
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+import trio
+
+from .job_events import JobEventLog, OrgFeedLog, SseClock, start_event_data
+from .job_state import (
+    FINAL_NODE_STATUSES,
+    RUNNING,
+    VOTING,
+    Event,
+    JobChanged,
+    JobState,
+    NodeChanged,
+    Output,
+    RehabRequest,
+    SendCommand,
+)
+from .output_record import NodeOutput
+from .records import Job, JobNode, JobSpec, Org, OutputRecord
+
+if TYPE_CHECKING:
+    from .http_errors import Requestor
+    from .runtime import ServerRuntime
+
+log = logging.getLogger("pushjobs.server.jobs")
+
+STATUS_FLUSH_DELAY = 0.1  # batch window for job / node rows
+OUTPUT_FLUSH_INTERVAL = 0.5  # output records are written at most this often (spec: ≤ 1 s)
+ORG_FEED_EVENTS = frozenset({"start", "job_complete"})
+
+
+class JobNotFound(Exception):
+    """No job with that id in the organization."""
+
+
+class JobAlreadyFinished(Exception):
+    """The job has a final status (abort → 409)."""
+
+    def __init__(self, status: str) -> None:
+        super().__init__(status)
+        self.status = status
+
+
+class _Timer:
+    __slots__ = ("cancelled", "fn")
+
+    def __init__(self, fn: Callable[[], None]) -> None:
+        self.fn = fn
+        self.cancelled = False
+
+    def cancel(self) -> None:
+        self.cancelled = True
+        self.fn = _noop  # drop the closure: a cancelled timer may sit in the heap for hours
+
+
+def _noop() -> None:
+    return None
+
+
+class _Notifier:
+    """A re-armed trio.Event: `changed` wakes everyone waiting for the next change."""
+
+    __slots__ = ("event",)
+
+    def __init__(self) -> None:
+        self.event = trio.Event()
+
+    def notify(self) -> None:
+        event, self.event = self.event, trio.Event()
+        event.set()
+
+
+class LiveJob:
+    """One job in memory (running, or finished less than `wait_complete_time` ago)."""
+
+    def __init__(self, manager: JobManager, job: Job, state: JobState) -> None:
+        self.manager = manager
+        self.job = job
+        self.state = state
+        self.log = JobEventLog()
+        self.changed = _Notifier()
+        self.started = trio.Event()
+        self.phase_timer: _Timer | None = None
+        self.finishing = False
+        self.closed_outputs: set[str] = set()  # nodes whose output slot is done
+
+    @property
+    def id(self) -> str:
+        return self.job.id
+
+    @property
+    def org(self) -> str:
+        return self.job.org_name
+
+    def node_down(self, org: str, node: str) -> None:
+        """NodeWatcher: the node's state ended."""
+        self.manager._apply(self, lambda now: self.state.node_down(node, now))
+
+
+class OutputSlot:
+    """Output bookkeeping of (job, node): the record once one exists, timers, readers."""
+
+    def __init__(self, manager: JobManager, org: str, job_id: str, node: str) -> None:
+        self.manager = manager
+        self.org = org
+        self.job_id = job_id
+        self.node = node
+        self.record: NodeOutput | None = None
+        self.changed = _Notifier()
+        self.close_timer: _Timer | None = None
+        self.version = 0  # bumped at every change; flushed once `written` catches up
+        self.written = 0
+        self.watching = False
+        self.done = False  # closed, or given up without a record
+
+    def node_down(self, org: str, node: str) -> None:
+        """NodeWatcher: the node went down while the record was open → closed."""
+        self.manager._close_slot(self, "node down")
+
+
+class _OrgFeed:
+    def __init__(self, expiration: float) -> None:
+        self.log = OrgFeedLog(expiration)
+        self.changed = _Notifier()
+
+
+class JobManager:
+    """Live jobs, timers, persistence, feeds and output records (contracts.md §2)."""
+
+    def __init__(self, rt: ServerRuntime) -> None:
+        self.rt = rt
+        timing = rt.settings.timing
+        self.voting_timeout = float(timing.voting_timeout)
+        self.wait_complete_time = float(timing.wait_complete_time)
+        self.output_close_timeout = float(timing.output_close_timeout)
+        self.org_feed_expiration = float(timing.org_feed_expiration)
+        self.keep_alive_time = float(timing.keep_alive_time)
+        self.max_output_bytes = int(rt.settings.limits.max_output_bytes)
+        self.sse = SseClock(rt.clock)
+        self._live: dict[str, LiveJob] = {}
+        self._slots: dict[tuple[str, str], OutputSlot] = {}
+        self._org_feeds: dict[str, _OrgFeed] = {}
+        self.output_activity = _Notifier()
+        # timers
+        self._heap: list[tuple[float, int, _Timer]] = []
+        self._seq = itertools.count()
+        self._timer_wakeup = trio.Event()
+        # persistence
+        self._pending_jobs: dict[str, tuple[str, float]] = {}
+        self._pending_nodes: dict[tuple[str, str], JobNode] = {}
+        self._dirty_slots: dict[tuple[str, str], OutputSlot] = {}
+        self._write_lock = trio.Lock()
+        self._flush_wakeup = trio.Event()
+        self._last_output_flush = 0.0
+        self._nursery: trio.Nursery | None = None
+        self._stopping = False
+
+    # ---- task ---------------------------------------------------------------------------
+
+    async def run(self, *, task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
+        """Timers and the batch writer; runs until cancelled."""
+        async with trio.open_nursery() as nursery:
+            self._nursery = nursery
+            nursery.start_soon(self._timer_loop)
+            nursery.start_soon(self._flush_loop)
+            task_status.started()
+
+    async def shutdown(self) -> None:
+        """Graceful shutdown: live unfinished jobs → crashed (with `job_complete`), all written."""
+        self._stopping = True
+        for live in list(self._live.values()):
+            if not live.state.finished:
+                self._apply(live, lambda now, lv=live: lv.state.crash(now, rehab=False))
+        for slot in list(self._slots.values()):
+            self._close_slot(slot, "server shutdown")
+        await self.flush(outputs=True)
+
+    def live_job_ids(self) -> list[str]:
+        """Ids of the live jobs (for `/pushy/_status`)."""
+        return list(self._live)
+
+    def live_job(self, org: str, job_id: str) -> LiveJob | None:
+        """The live job with that id in the organization, if any."""
+        live = self._live.get(job_id)
+        return live if live is not None and live.org == org else None
+
+    def output_slot(self, job_id: str, node: str) -> OutputSlot | None:
+        return self._slots.get((job_id, node))
+
+    def org_feed(self, org: str) -> _OrgFeed:
+        feed = self._org_feeds.get(org)
+        if feed is None:
+            feed = self._org_feeds[org] = _OrgFeed(self.org_feed_expiration)
+        return feed
+
+    # ---- start and abort (HTTP) ---------------------------------------------------------
+
+    async def start_job(self, org: Org, requestor: Requestor, spec: JobSpec) -> str:
+        """Store and start a job (lifecycle.md §4.3); returns its id once it is voting."""
+        now = time.time()
+        created = float(math.floor(now))
+        job = Job(
+            id=uuid.uuid4().hex,
+            org_id=org.id,
+            org_name=org.name,
+            command=spec.command,
+            status="new",
+            quorum=spec.quorum,
+            run_timeout=spec.run_timeout,
+            requestor_name=requestor.name,
+            requestor_type=requestor.type,
+            created_at=created,
+            updated_at=created,
+            run_as_user=spec.user,
+            dir=spec.dir,
+            env=dict(spec.env) if spec.env is not None else None,
+            file=spec.file,
+            capture=spec.capture,
+        )
+        state = JobState(
+            job.id,
+            list(spec.nodes),
+            spec.quorum,
+            spec.run_timeout,
+            start_event_data(spec, requestor.name),
+        )
+        live = LiveJob(self, job, state)
+        self._live[job.id] = live
+        try:
+            await self.rt.store.create_job(job, list(spec.nodes))
+        except BaseException:
+            del self._live[job.id]
+            live.started.set()
+            raise
+        registry = self.rt.nodes
+        idle = set()
+        for name in spec.nodes:
+            registry.watch(org.name, name, live)
+            if registry.state(org.name, name) == "idle":
+                idle.add(name)
+        log.info(
+            "job %s started by %s %s in %s: %d node(s), quorum %d",
+            job.id,
+            requestor.type,
+            requestor.name,
+            org.name,
+            len(spec.nodes),
+            spec.quorum,
+        )
+        self._apply(live, lambda t: state.start(t, idle))
+        live.started.set()
+        await self._flush_soft()
+        return job.id
+
+    async def abort_job(self, org: Org, job_id: str) -> LiveJob:
+        """Abort a job in `new`/`voting`/`running` (lifecycle.md §7); returns the live job.
+
+        Raises JobNotFound or JobAlreadyFinished(status).
+        """
+        live = self.live_job(org.name, job_id)
+        if live is None:
+            job = await self.rt.store.get_job(org.name, job_id)
+            if job is None:
+                raise JobNotFound(job_id)
+            raise JobAlreadyFinished(job.status)
+        await live.started.wait()
+        if self._live.get(job_id) is not live:
+            raise JobNotFound(job_id)  # its creation failed meanwhile
+        if live.state.finished:
+            raise JobAlreadyFinished(live.state.status)
+        log.info("job %s: abort requested", job_id)
+        self._apply(live, live.state.abort)
+        await self._flush_soft()
+        return live
+
+    # ---- broker dispatch ----------------------------------------------------------------
+
+    def is_live_member(self, org: str, node: str, job_id: str) -> bool:
+        """True when a live job of the org has that id and includes the node."""
+        live = self.live_job(org, job_id)
+        return live is not None and node in live.state.nodes
+
+    def on_job_message(self, org: str, node: str, msg: Any, version: str) -> bool:
+        """ack/nack commit/run, succeeded, failed; False → the broker rehabs the node."""
+        msg_type = msg.TYPE
+        job_id = msg.job_id
+        if msg_type in ("succeeded", "failed") and job_id is not None:
+            self._result_output(org, node, msg, version)
+        live = self.live_job(org, job_id) if job_id is not None else None
+        if live is None or node not in live.state.nodes:
+            return False
+        if not live.started.is_set():
+            log.info("job %s: %s from %s/%s before start, ignored", job_id, msg_type, org, node)
+            return True
+        if live.state.finished:
+            log.info("job %s finished: %s from %s/%s ignored", job_id, msg_type, org, node)
+            return True
+        exit_status = getattr(msg, "exit_status", None)
+        signal = getattr(msg, "signal", None)
+        self._apply(
+            live,
+            lambda now: live.state.message(
+                node, msg_type, now, exit_status=exit_status, signal=signal
+            ),
+        )
+        return True
+
+    def on_aborted(self, org: str, node: str, msg: Any) -> None:
+        """`aborted` naming a job: close the output record; forward to the live job."""
+        job_id = msg.job_id
+        if job_id is None:
+            return
+        slot = self._slots.get((job_id, node))
+        if slot is not None and slot.org == org:
+            self._close_slot(slot, "aborted")
+        live = self.live_job(org, job_id)
+        if live is None or node not in live.state.nodes or not live.started.is_set():
+            return
+        if live.state.finished:
+            log.debug("job %s finished: aborted from %s/%s ignored", job_id, org, node)
+            return
+        self._apply(live, lambda now: live.state.message(node, "aborted", now))
+
+    def on_output(self, org: str, node: str, msg: Any) -> None:
+        """A 3.0 output chunk: stored when the node belongs to a capture job of the org."""
+        job_id = msg.job_id
+        if job_id is None or msg.channel not in ("stdout", "stderr"):
+            return
+        slot = self._slots.get((job_id, node))
+        if slot is None:
+            live = self.live_job(org, job_id)
+            if (
+                live is None
+                or not live.job.capture
+                or node not in live.state.nodes
+                or node in live.closed_outputs
+            ):
+                log.debug("output from %s/%s for job %s dropped", org, node, job_id)
+                return
+            slot = self._new_slot(live, node)
+        if slot.org != org or slot.done:
+            return
+        record = self._ensure_record(slot)
+        gap = record.add_chunk(msg.channel, msg.offset, msg.data)
+        if gap is None:
+            return
+        if msg.omitted_bytes is not None and msg.omitted_bytes != gap:
+            log.info(
+                "job %s node %s/%s %s: omitted_bytes %d but the gap is %d",
+                job_id,
+                org,
+                node,
+                msg.channel,
+                msg.omitted_bytes,
+                gap,
+            )
+        self._slot_changed(slot)
+
+    # ---- output records ---------------------------------------------------------------
+
+    def _new_slot(self, live: LiveJob, node: str) -> OutputSlot:
+        slot = OutputSlot(self, live.org, live.id, node)
+        self._slots[(live.id, node)] = slot
+        if self.rt.nodes.state(live.org, node) is not None:
+            self.rt.nodes.watch(live.org, node, slot)
+            slot.watching = True
+        entry = live.state.nodes.get(node)
+        if entry is not None and entry.final:
+            self._schedule_output_close(slot, entry.finished_at)
+        self.output_activity.notify()
+        return slot
+
+    def _ensure_record(self, slot: OutputSlot) -> NodeOutput:
+        if slot.record is None:
+            slot.record = NodeOutput(slot.job_id, slot.node, self.max_output_bytes)
+            self.output_activity.notify()
+        return slot.record
+
+    def _slot_changed(self, slot: OutputSlot) -> None:
+        slot.version += 1
+        self._dirty_slots[(slot.job_id, slot.node)] = slot
+        slot.changed.notify()
+        self._flush_wakeup.set()
+
+    def _schedule_output_close(self, slot: OutputSlot, final_at: float | None) -> None:
+        if slot.close_timer is not None or slot.done:
+            return
+        delay = self.output_close_timeout
+        if final_at is not None:
+            delay = max(0.0, final_at + delay - time.time())
+        slot.close_timer = self._call_later(
+            delay, lambda: self._close_slot(slot, "output_close_timeout")
+        )
+
+    def _close_slot(self, slot: OutputSlot, reason: str) -> None:
+        if slot.done:
+            return
+        slot.done = True
+        if slot.close_timer is not None:
+            slot.close_timer.cancel()
+        if slot.watching:
+            self.rt.nodes.unwatch(slot.org, slot.node, slot)
+            slot.watching = False
+        live = self._live.get(slot.job_id)
+        if live is not None:
+            live.closed_outputs.add(slot.node)
+        if slot.record is not None:
+            slot.record.close()
+            log.debug("output of %s in job %s closed: %s", slot.node, slot.job_id, reason)
+            self._slot_changed(slot)
+        else:
+            self._slots.pop((slot.job_id, slot.node), None)
+            slot.changed.notify()
+        self.output_activity.notify()
+
+    def _result_output(self, org: str, node: str, msg: Any, version: str) -> None:
+        """`succeeded`/`failed`: update and close the output record (lifecycle.md §8)."""
+        job_id = msg.job_id
+        v2_output = version == "2.0" and (msg.stdout is not None or msg.stderr is not None)
+        v3 = version != "2.0"
+        slot = self._slots.get((job_id, node))
+        if slot is None:
+            live = self.live_job(org, job_id)
+            if live is None:
+                if v2_output or v3:
+                    self._spawn(self._result_output_stored(org, node, msg, version))
+                return
+            if node not in live.state.nodes or node in live.closed_outputs:
+                return
+            if not (v2_output or (v3 and live.job.capture)):
+                return
+            slot = self._new_slot(live, node)
+        if slot.org != org or slot.done:
+            return
+        if v2_output:
+            self._ensure_record(slot).set_v2_results(msg.stdout, msg.stderr)
+        elif v3:
+            self._ensure_record(slot).set_v3_totals(msg.stdout_bytes, msg.stderr_bytes)
+        self._close_slot(slot, msg.TYPE)
+
+    async def _result_output_stored(self, org: str, node: str, msg: Any, version: str) -> None:
+        """Result for a job that is no longer live: update its stored record if still open."""
+        store = self.rt.store
+        job = await store.get_job(org, msg.job_id)
+        if job is None:
+            return
+        names = {n.node_name for n in await store.get_job_nodes(job.id)}
+        if node not in names:
+            return
+        has_v2_output = version == "2.0" and (msg.stdout is not None or msg.stderr is not None)
+        if not has_v2_output and not (version != "2.0" and job.capture):
+            return
+        if (job.id, node) in self._slots:
+            return  # a slot appeared meanwhile; it owns the record
+        existing = await store.get_output(job.id, node)
+        if existing is not None and existing.closed:
+            return
+        record = NodeOutput(job.id, node, self.max_output_bytes)
+        if existing is not None:
+            record.stdout.set_whole(existing.stdout)
+            record.stderr.set_whole(existing.stderr)
+        if has_v2_output:
+            record.set_v2_results(msg.stdout, msg.stderr)
+        else:
+            record.set_v3_totals(msg.stdout_bytes, msg.stderr_bytes)
+        record.close()
+        await self._write_outputs([record.to_record()])
+
+    # ---- carrying out state machine outputs ---------------------------------------------
+
+    def _apply(self, live: LiveJob, produce: Callable[[float], list[Output]]) -> None:
+        """Run one input of a live job and carry out its outputs; failures crash the job."""
+        now = time.time()
+        try:
+            outputs = produce(now)
+            self._carry_out(live, outputs)
+        except Exception:
+            log.exception("job %s: handling failed; the job crashes", live.id)
+            self._crash_after_failure(live, now)
+
+    def _crash_after_failure(self, live: LiveJob, now: float) -> None:
+        try:
+            self._carry_out(live, live.state.crash(now))
+        except Exception:
+            log.exception("job %s: crash handling failed", live.id)
+            if not live.state.finished:
+                live.state.status = "crashed"
+                self._pending_jobs[live.id] = ("crashed", now)
+        if live.state.finished and not live.finishing:
+            self._finish_live(live)
+
+    def _carry_out(self, live: LiveJob, outputs: list[Output]) -> None:
+        if not outputs:
+            return
+        registry = self.rt.nodes
+        org = live.org
+        finished = False
+        for out in outputs:
+            if isinstance(out, Event):
+                self._record_event(live, out)
+            elif isinstance(out, NodeChanged):
+                self._node_changed(live, out.node)
+            elif isinstance(out, RehabRequest):
+                if not self._stopping:
+                    registry.rehab(org, out.node)
+            elif isinstance(out, SendCommand):
+                if not self._stopping:
+                    self._send(live, out)
+            elif isinstance(out, JobChanged):
+                self._pending_jobs[live.id] = (out.status, out.updated_at)
+                live.job.status = out.status
+                live.job.updated_at = out.updated_at
+                if out.status == VOTING:
+                    self._set_phase_timer(live, self.voting_timeout, live.state.voting_timeout)
+                elif out.status == RUNNING:
+                    self._set_phase_timer(live, float(live.state.run_timeout), live.state.run_timer)
+                elif live.state.finished:
+                    finished = True
+        self._flush_wakeup.set()
+        live.changed.notify()
+        if finished:
+            self._finish_live(live)
+
+    def _record_event(self, live: LiveJob, event: Event) -> None:
+        stamp = self.sse.stamp()
+        live.log.record(event.name, event.data, stamp)
+        if event.name in ORG_FEED_EVENTS:
+            feed = self.org_feed(live.org)
+            feed.log.record(event.name, {"job": live.id, **event.data}, stamp)
+            feed.changed.notify()
+
+    def _node_changed(self, live: LiveJob, node: str) -> None:
+        entry = live.state.nodes[node]
+        self._pending_nodes[(live.id, node)] = JobNode(
+            job_id=live.id,
+            node_name=node,
+            status=entry.status,
+            exit_status=entry.exit_status,
+            signal=entry.signal,
+            started_at=entry.started_at,
+            finished_at=entry.finished_at,
+        )
+        if not live.job.capture:
+            return
+        slot = self._slots.get((live.id, node))
+        if entry.status == RUNNING and slot is None and node not in live.closed_outputs:
+            slot = self._new_slot(live, node)
+        if slot is not None and entry.status in FINAL_NODE_STATUSES:
+            self._schedule_output_close(slot, entry.finished_at)
+        self.output_activity.notify()
+
+    def _send(self, live: LiveJob, out: SendCommand) -> None:
+        job = live.job
+        fields: dict[str, Any] = {"job_id": job.id}
+        if out.msg_type == "commit":
+            fields["server"] = self.rt.settings.server_name
+            fields["command"] = job.command
+            fields["capture"] = job.capture
+            if job.run_as_user is not None:
+                fields["user"] = job.run_as_user
+            if job.dir is not None:
+                fields["dir"] = job.dir
+            if job.env is not None:
+                fields["env"] = dict(job.env)
+            if job.file is not None:
+                fields["file"] = job.file
+            st = self.rt.nodes.node_state(live.org, out.node)
+            if st is not None and st.version == "3.0":
+                fields["run_timeout"] = job.run_timeout
+        self.rt.nodes.send_command(live.org, out.node, out.msg_type, fields)
+
+    def _set_phase_timer(self, live: LiveJob, delay: float, fire: Callable) -> None:
+        if live.phase_timer is not None:
+            live.phase_timer.cancel()
+        live.phase_timer = self._call_later(delay, lambda: self._apply(live, fire))
+
+    def _finish_live(self, live: LiveJob) -> None:
+        """Final status reached (§4.6): timers off, watchers off, grace period starts."""
+        live.finishing = True
+        if live.phase_timer is not None:
+            live.phase_timer.cancel()
+            live.phase_timer = None
+        for name in live.state.nodes:
+            self.rt.nodes.unwatch(live.org, name, live)
+        log.info("job %s finished: %s", live.id, live.state.status)
+        self._call_later(self.wait_complete_time, lambda: self._spawn(self._expire(live)))
+
+    async def _expire(self, live: LiveJob) -> None:
+        """End of the grace period: make sure its rows are written, then forget the job."""
+        await self.flush()
+        if self._live.get(live.id) is live:
+            del self._live[live.id]
+        live.changed.notify()
+
+    # ---- timers -------------------------------------------------------------------------
+
+    def _call_later(self, delay: float, fn: Callable[[], None]) -> _Timer:
+        timer = _Timer(fn)
+        heapq.heappush(self._heap, (trio.current_time() + delay, next(self._seq), timer))
+        self._timer_wakeup.set()
+        return timer
+
+    async def _timer_loop(self) -> None:
+        while True:
+            now = trio.current_time()
+            while self._heap and self._heap[0][0] <= now:
+                _, _, timer = heapq.heappop(self._heap)
+                if timer.cancelled:
+                    continue
+                try:
+                    timer.fn()
+                except Exception:
+                    log.exception("timer callback failed")
+            deadline = self._heap[0][0] if self._heap else math.inf
+            self._timer_wakeup = trio.Event()
+            with trio.move_on_at(deadline):
+                await self._timer_wakeup.wait()
+
+    def _spawn(self, coro: Any) -> None:
+        if self._nursery is None:
+            coro.close()
+            return
+
+        async def guarded() -> None:
+            try:
+                await coro
+            except Exception:
+                log.exception("background job task failed")
+
+        self._nursery.start_soon(guarded)
+
+    # ---- persistence --------------------------------------------------------------------
+
+    async def _flush_loop(self) -> None:
+        while True:
+            await self._flush_wakeup.wait()
+            self._flush_wakeup = trio.Event()
+            await trio.sleep(STATUS_FLUSH_DELAY)
+            outputs_due = trio.current_time() - self._last_output_flush >= OUTPUT_FLUSH_INTERVAL
+            try:
+                await self.flush(outputs=outputs_due)
+            except Exception:
+                log.exception("writing job state failed; will retry")
+                await trio.sleep(1.0)
+            if self._dirty_slots and not outputs_due:
+                self._flush_wakeup.set()
+
+    async def flush(self, *, outputs: bool = False) -> None:
+        """Write pending job statuses and node rows (and output records when asked) now."""
+        async with self._write_lock:
+            jobs, self._pending_jobs = self._pending_jobs, {}
+            nodes, self._pending_nodes = self._pending_nodes, {}
+            slots: list[tuple[OutputSlot, int]] = []
+            records: list[OutputRecord] = []
+            if outputs:
+                self._last_output_flush = trio.current_time()
+                for slot in self._dirty_slots.values():
+                    if slot.record is not None:
+                        slots.append((slot, slot.version))
+                        records.append(slot.record.to_record())
+                self._dirty_slots = {}
+            if not (jobs or nodes or records):
+                return
+            try:
+                await self.rt.store.run(_write_batch, self.rt.store.store, jobs, nodes, records)
+            except BaseException:
+                for key, value in jobs.items():
+                    self._pending_jobs.setdefault(key, value)
+                for key, row in nodes.items():
+                    self._pending_nodes.setdefault(key, row)
+                for slot, _ in slots:
+                    self._dirty_slots.setdefault((slot.job_id, slot.node), slot)
+                self._flush_wakeup.set()
+                raise
+            for slot, version in slots:
+                slot.written = max(slot.written, version)
+                key = (slot.job_id, slot.node)
+                if slot.done and slot.written == slot.version and self._slots.get(key) is slot:
+                    del self._slots[key]
+
+    async def _flush_soft(self) -> None:
+        """Flush for an HTTP answer; a failing store is retried by the flush loop."""
+        try:
+            await self.flush()
+        except Exception:
+            log.exception("writing job state failed; will retry")
+
+    async def _write_outputs(self, records: list[OutputRecord]) -> None:
+        async with self._write_lock:
+            await self.rt.store.save_outputs(records)
+
+
+def _write_batch(
+    store: Any,
+    jobs: dict[str, tuple[str, float]],
+    nodes: dict[tuple[str, str], JobNode],
+    records: list[OutputRecord],
+) -> None:
+    """Runs in the store's worker thread: one hop for a whole batch."""
+    for job_id, (status, updated_at) in jobs.items():
+        store.set_job_status(job_id, status, updated_at)
+    if nodes:
+        store.save_job_nodes(list(nodes.values()))
+    if records:
+        store.save_outputs(records)

@@ -1,0 +1,143 @@
+"""Captured output of one node in one job (wire-protocol.md §17, lifecycle.md §8). Pure.
+
+Per channel: the stored bytes, `received_end` (next expected stream position), `omitted`
+(bytes known to be missing from what is stored) and the total the agent reported.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from .records import OutputRecord
+
+CHANNELS = ("stdout", "stderr")
+
+
+def omission_marker(count: int, stored: bytes | bytearray) -> bytes:
+    """`[pushjobs: N bytes omitted]\\n`, after a `\\n` when `stored` does not end a line."""
+    text = f"[pushjobs: {count} bytes omitted]\n".encode("ascii")
+    if stored and not stored.endswith(b"\n"):
+        return b"\n" + text
+    return text
+
+
+@dataclass(slots=True)
+class ChannelOutput:
+    """One channel's stored output and counters."""
+
+    data: bytearray = field(default_factory=bytearray)
+    received_end: int = 0
+    omitted: int = 0
+    payload: int = 0  # stored bytes that are output, not markers (the cap applies to these)
+    discarded: int = 0  # bytes dropped at the cap, marked once when the record closes
+    reported: int | None = None  # total the agent reported in its final message
+
+    def add_chunk(self, offset: int, chunk: bytes, cap: int) -> int:
+        """Store a chunk at stream position `offset`; return the gap it revealed (0 if none)."""
+        gap = 0
+        end = offset + len(chunk)
+        if offset > self.received_end:
+            gap = offset - self.received_end
+            self.data += omission_marker(gap, self.data)
+            self.omitted += gap
+        elif offset < self.received_end:
+            chunk = chunk[self.received_end - offset :]
+        self.received_end = max(self.received_end, end)
+        if chunk:
+            room = max(cap - self.payload, 0)
+            kept = chunk[:room]
+            self.data += kept
+            self.payload += len(kept)
+            lost = len(chunk) - len(kept)
+            self.discarded += lost
+            self.omitted += lost
+        return gap
+
+    def set_whole(self, content: bytes) -> None:
+        """Replace the channel with a complete content (protocol 2.0 results)."""
+        self.data = bytearray(content)
+        self.payload = len(content)
+        self.received_end = len(content)
+        self.omitted = 0
+        self.discarded = 0
+
+    def close(self) -> None:
+        """Append the cap marker, and a marker for reported bytes that never arrived."""
+        if self.discarded:
+            self.data += omission_marker(self.discarded, self.data)
+            self.discarded = 0
+        if self.reported is not None and self.reported > self.received_end:
+            missing = self.reported - self.received_end
+            self.data += omission_marker(missing, self.data)
+            self.omitted += missing
+            self.received_end = self.reported
+
+    @property
+    def total(self) -> int:
+        """Bytes the command wrote to the channel as far as the server knows."""
+        return max(self.received_end, self.reported or 0)
+
+
+class NodeOutput:
+    """The output record of (job, node): two channels and a closed flag."""
+
+    __slots__ = ("cap", "closed", "job_id", "node", "stderr", "stdout")
+
+    def __init__(self, job_id: str, node: str, cap: int) -> None:
+        self.job_id = job_id
+        self.node = node
+        self.cap = cap
+        self.stdout = ChannelOutput()
+        self.stderr = ChannelOutput()
+        self.closed = False
+
+    def channel(self, name: str) -> ChannelOutput:
+        if name == "stdout":
+            return self.stdout
+        if name == "stderr":
+            return self.stderr
+        raise ValueError(f"unknown channel {name!r}")
+
+    def add_chunk(self, channel: str, offset: int, chunk: bytes) -> int | None:
+        """Store a 3.0 `output` chunk; None when the record is closed (dropped), else the gap."""
+        if self.closed:
+            return None
+        return self.channel(channel).add_chunk(offset, chunk, self.cap)
+
+    def set_v2_results(self, stdout: str | None, stderr: str | None) -> None:
+        """2.0 `succeeded`/`failed` with output: both channels replaced, record closed."""
+        if self.closed:
+            return
+        self.stdout.set_whole((stdout or "").encode("utf-8", "surrogateescape"))
+        self.stderr.set_whole((stderr or "").encode("utf-8", "surrogateescape"))
+        self.close()
+
+    def set_v3_totals(self, stdout_bytes: int | None, stderr_bytes: int | None) -> None:
+        """3.0 final message totals (recorded before the record is closed)."""
+        if self.closed:
+            return
+        if stdout_bytes is not None:
+            self.stdout.reported = stdout_bytes
+        if stderr_bytes is not None:
+            self.stderr.reported = stderr_bytes
+
+    def close(self) -> None:
+        if self.closed:
+            return
+        self.stdout.close()
+        self.stderr.close()
+        self.closed = True
+
+    def to_record(self) -> OutputRecord:
+        """The store's view of this record."""
+        return OutputRecord(
+            job_id=self.job_id,
+            node_name=self.node,
+            stdout=bytes(self.stdout.data),
+            stderr=bytes(self.stderr.data),
+            stdout_total=self.stdout.total,
+            stderr_total=self.stderr.total,
+            stdout_omitted=self.stdout.omitted,
+            stderr_omitted=self.stderr.omitted,
+            closed=self.closed,
+        )

@@ -1,0 +1,141 @@
+"""Captured output records (wire-protocol.md §17): append, gaps, overlaps, cap, 2.0 results."""
+
+from __future__ import annotations
+
+from pushjobs.server.output_record import NodeOutput, omission_marker
+from pushjobs.server.records import OutputRecord
+
+
+def rec(cap=1024):
+    return NodeOutput("j1", "n1", cap)
+
+
+def test_append_in_order():
+    r = rec()
+    assert r.add_chunk("stdout", 0, b"hello ") == 0
+    assert r.add_chunk("stdout", 6, b"world\n") == 0
+    assert bytes(r.stdout.data) == b"hello world\n"
+    assert r.stdout.received_end == 12
+    assert r.stderr.data == b""
+    assert r.to_record() == OutputRecord("j1", "n1", b"hello world\n", b"", 12, 0, 0, 0, False)
+
+
+def test_gap_appends_marker_and_counts_omitted():
+    r = rec()
+    r.add_chunk("stdout", 0, b"abc")
+    assert r.add_chunk("stdout", 10, b"xyz\n") == 7
+    assert bytes(r.stdout.data) == b"abc\n[pushjobs: 7 bytes omitted]\nxyz\n"
+    assert r.stdout.omitted == 7
+    assert r.stdout.received_end == 14
+    assert r.stdout.total == 14
+
+
+def test_gap_after_newline_has_no_extra_newline():
+    r = rec()
+    r.add_chunk("stderr", 0, b"line\n")
+    r.add_chunk("stderr", 6, b"z")
+    assert bytes(r.stderr.data) == b"line\n[pushjobs: 1 bytes omitted]\nz"
+
+
+def test_gap_at_start():
+    r = rec()
+    r.add_chunk("stdout", 5, b"tail")
+    assert bytes(r.stdout.data) == b"[pushjobs: 5 bytes omitted]\ntail"
+
+
+def test_overlap_drops_already_stored_bytes():
+    r = rec()
+    r.add_chunk("stdout", 0, b"abcdef")
+    r.add_chunk("stdout", 3, b"defghi")
+    assert bytes(r.stdout.data) == b"abcdefghi"
+    assert r.stdout.received_end == 9
+    # a chunk entirely inside what is stored changes nothing
+    r.add_chunk("stdout", 2, b"cd")
+    assert bytes(r.stdout.data) == b"abcdefghi"
+    assert r.stdout.received_end == 9
+    assert r.stdout.omitted == 0
+
+
+def test_cap_discards_and_marks_at_close():
+    r = rec(cap=8)
+    r.add_chunk("stdout", 0, b"12345")
+    r.add_chunk("stdout", 5, b"67890ab")
+    assert bytes(r.stdout.data) == b"12345678"
+    assert r.stdout.omitted == 4
+    r.close()
+    assert bytes(r.stdout.data) == b"12345678\n[pushjobs: 4 bytes omitted]\n"
+    assert r.closed
+    record = r.to_record()
+    assert record.stdout_omitted == 4 and record.stdout_total == 12 and record.closed
+
+
+def test_markers_do_not_count_towards_cap():
+    r = rec(cap=6)
+    r.add_chunk("stdout", 0, b"abc\n")
+    r.add_chunk("stdout", 100, b"de")
+    assert bytes(r.stdout.data) == b"abc\n[pushjobs: 96 bytes omitted]\nde"
+    assert r.stdout.payload == 6
+
+
+def test_agent_style_head_and_tail_with_omitted_bytes():
+    # C = 16: H = 12, T = 4; total 30 → tail at 26 with omitted_bytes 14
+    r = rec(cap=16)
+    r.add_chunk("stdout", 0, b"0123456789AB")
+    r.add_chunk("stdout", 26, b"WXYZ")
+    r.set_v3_totals(30, 0)
+    r.close()
+    assert bytes(r.stdout.data) == b"0123456789AB\n[pushjobs: 14 bytes omitted]\nWXYZ"
+    assert r.to_record().stdout_total == 30
+    assert r.stdout.omitted == 14
+
+
+def test_closed_record_drops_chunks():
+    r = rec()
+    r.add_chunk("stdout", 0, b"a")
+    r.close()
+    assert r.add_chunk("stdout", 1, b"b") is None
+    assert bytes(r.stdout.data) == b"a"
+
+
+def test_binary_bytes_kept_exactly():
+    blob = bytes(range(256)) * 3
+    r = rec(cap=4096)
+    r.add_chunk("stdout", 0, blob[:100])
+    r.add_chunk("stdout", 100, blob[100:])
+    r.close()
+    assert bytes(r.stdout.data) == blob
+
+
+def test_reported_total_beyond_received_marks_lost_tail():
+    r = rec()
+    r.add_chunk("stdout", 0, b"abc\n")
+    r.set_v3_totals(10, None)
+    r.close()
+    assert bytes(r.stdout.data) == b"abc\n[pushjobs: 6 bytes omitted]\n"
+    assert r.stdout.omitted == 6 and r.stdout.total == 10
+
+
+def test_v2_results_replace_both_channels_and_close():
+    r = rec()
+    r.set_v2_results("out ✓\n", None)
+    assert r.closed
+    assert bytes(r.stdout.data) == "out ✓\n".encode()
+    assert r.stderr.data == b""
+    record = r.to_record()
+    assert record.stdout_total == len("out ✓\n".encode()) and record.stderr_total == 0
+    # a later result does not overwrite the closed record
+    r.set_v2_results("other", "x")
+    assert bytes(r.stdout.data) == "out ✓\n".encode()
+
+
+def test_v3_final_with_nothing_received_is_empty():
+    r = rec()
+    r.set_v3_totals(0, 0)
+    r.close()
+    assert r.to_record() == OutputRecord("j1", "n1", b"", b"", 0, 0, 0, 0, True)
+
+
+def test_marker_helper():
+    assert omission_marker(3, b"") == b"[pushjobs: 3 bytes omitted]\n"
+    assert omission_marker(3, b"x") == b"\n[pushjobs: 3 bytes omitted]\n"
+    assert omission_marker(3, b"x\n") == b"[pushjobs: 3 bytes omitted]\n"
