@@ -81,9 +81,17 @@ class StrictClock:
     """A clock whose readings strictly increase (by at least 1 µs) even if the wall clock stalls."""
 
     def __init__(self) -> None:
-        self._last = 0.0
+        self._last_micros = 0
+
+    def now_micros(self) -> int:
+        """Whole microseconds since the epoch: `max(now, previous + 1)`.
+
+        Counting in integers keeps successive readings distinct once formatted, which float
+        steps of 1e-6 near 1.7e9 s do not guarantee.
+        """
+        self._last_micros = max(time.time_ns() // 1000, self._last_micros + 1)
+        return self._last_micros
 
     def now(self) -> float:
-        """Return `max(time.time(), previous + 1e-6)`."""
-        self._last = max(time.time(), self._last + 1e-6)
-        return self._last
+        """Return `max(time.time(), previous + 1 µs)` in seconds."""
+        return self.now_micros() / 1_000_000
