@@ -1,0 +1,5 @@
+"""`python -m pushjobs.cli`."""
+
+from pushjobs.cli.main import main
+
+raise SystemExit(main())

@@ -1,0 +1,1 @@
+"""The `pushjobs` subcommands, one module per command group."""

@@ -1,0 +1,336 @@
+"""`job start`, `job watch`, `job list`, `job status`, `job abort` (cli.md §3–§6, §8)."""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+from pushjobs.cli import exitcodes
+from pushjobs.cli.app import App
+from pushjobs.cli.client import HttpError, SignedClient, segment
+from pushjobs.cli.display import Display, EventsDisplay, PlainDisplay, RichDisplay
+from pushjobs.cli.errors import RequestError, UsageError
+from pushjobs.cli.follow import FINAL_JOB_STATUSES, JobProgress
+from pushjobs.cli.jobspec import (
+    NO_NODES,
+    build_job_body,
+    parse_env,
+    parse_quorum,
+    read_job_file,
+    read_nodes_file,
+    unique,
+)
+from pushjobs.cli.render import format_job, job_nodes_table, jobs_table, output_header
+from pushjobs.cli.search import search_nodes
+
+FAILED_NODE_STATUSES = ("failed", "crashed", "timed_out", "aborted")
+RAN_NODE_STATUSES = ("succeeded", *FAILED_NODE_STATUSES)
+_FINISHED_409 = re.compile(r"with status '([^']*)'")
+
+
+class Interrupted(Exception):
+    """Ctrl-C while following: the job continues on the server."""
+
+    def __init__(self, job_id: str) -> None:
+        super().__init__(job_id)
+        self.job_id = job_id
+
+
+def job_id_from_uri(uri: str) -> str:
+    """knife's rule: the job id is the last 32 characters of the `uri`."""
+    return uri.rstrip("/")[-32:]
+
+
+def _job_rel(job_id: str) -> str:
+    return f"jobs/{segment(job_id)}"
+
+
+def make_display(app: App) -> Display:
+    """The progress display for `--events`, `--json`, a terminal, or plain lines."""
+    if app.args.events:
+        return EventsDisplay(app.stdout)
+    if app.json:
+        return Display()
+    if app.stderr_is_terminal():
+        no_color = bool(app.args.no_color or app.environ.get("NO_COLOR"))
+        return RichDisplay(no_color=no_color)
+    return PlainDisplay(app.stdout)
+
+
+# ---------------------------------------------------------------- job start
+
+
+def collect_nodes(app: App) -> list[str]:
+    """§3.2: positional nodes + --nodes-file, or a Chef Server search; duplicates removed."""
+    a = app.args
+    if a.search:
+        if a.nodes or a.nodes_file:
+            app.warn("--search given: node arguments and --nodes-file are ignored")
+        names = search_nodes(app.client(), app.settings().chef_server_url, a.search)
+    else:
+        names = list(a.nodes)
+        for path in a.nodes_file or []:
+            names.extend(read_nodes_file(path, app.stdin))
+    return unique(names)
+
+
+def cmd_job_start(app: App) -> int:
+    """`job start` (§3.4): validate, build the body, POST, then follow unless --nowait."""
+    a = app.args
+    if a.command is None:
+        raise UsageError("No job specified.", usage=a.usage)
+    if a.poll_interval <= 0:
+        raise UsageError("--poll-interval must be a positive number of seconds")
+    if a.timeout is not None and a.timeout < 0:
+        raise UsageError("--timeout must be a whole number of seconds (0 or more)")
+    # Check every local input before touching the network.
+    parse_quorum(a.quorum, 0)
+    env = parse_env(a.with_env) if a.with_env is not None else {}
+    file = read_job_file(a.file) if a.file is not None else None
+    nodes = collect_nodes(app)
+    if not nodes:
+        raise UsageError(NO_NODES)
+    body = build_job_body(
+        command=a.command,
+        nodes=nodes,
+        quorum=parse_quorum(a.quorum, len(nodes)),
+        capture=bool(a.capture or a.show_output),
+        env=env,
+        run_timeout=a.timeout,
+        file=file,
+        user=a.as_user,
+        dir=a.in_dir,
+    )
+    client = app.client()
+    response, doc = client.post_json("jobs", body)
+    uri = doc.get("uri") if isinstance(doc, dict) else None
+    if not isinstance(uri, str) or not uri:
+        uri = response.headers.get("location", "")
+    if not uri:
+        raise RequestError("the server created the job but returned no uri")
+    job_id = job_id_from_uri(uri)
+    try:
+        if not app.json and (a.nowait or not a.events):
+            app.print(f"Started.  Job ID: {job_id}")
+        if a.nowait:
+            if app.json:
+                app.print_json({"id": job_id, "uri": uri})
+            return exitcodes.OK
+    except KeyboardInterrupt:
+        raise Interrupted(job_id) from None
+    return follow_and_finish(app, client, JobProgress(job_id, nodes))
+
+
+# ---------------------------------------------------------------- following and final output
+
+
+def follow_and_finish(app: App, client: SignedClient, progress: JobProgress) -> int:
+    """§3.4 steps 6–7: follow, print the final job (and output), return the exit code."""
+    from pushjobs.cli.watch import follow_job
+
+    a = app.args
+    try:
+        job = follow_job(
+            client,
+            progress,
+            make_display(app),
+            poll=a.poll,
+            poll_interval=a.poll_interval,
+        )
+    except KeyboardInterrupt:
+        raise Interrupted(progress.job_id) from None
+    return finish(app, client, job)
+
+
+def finish(app: App, client: SignedClient, job: dict[str, Any]) -> int:
+    """Print the final job (and output) and return the exit code of §10."""
+    a = app.args
+    outputs: dict[str, dict[str, Any]] | None = None
+    if a.show_output:
+        outputs = fetch_outputs(client, job, a.show_output)
+    if app.json:
+        if outputs is None:
+            app.print_json(job)
+        else:
+            app.print_json(
+                {
+                    "job": job,
+                    "output": {
+                        node: {ch: _text(data) for ch, data in parts["channels"].items()}
+                        for node, parts in outputs.items()
+                    },
+                }
+            )
+    else:
+        app.print(format_job(job))
+        if outputs is not None:
+            print_outputs(app, outputs)
+    return exitcodes.job_exit_code(job, app.knife)
+
+
+def _text(data: bytes | None) -> str | None:
+    return None if data is None else data.decode("utf-8", errors="replace")
+
+
+def select_output_nodes(job: dict[str, Any], which: str) -> list[tuple[str, str]]:
+    """(node, status) pairs for `--show-output failed|all`, sorted by node."""
+    statuses = FAILED_NODE_STATUSES if which == "failed" else RAN_NODE_STATUSES
+    nodes = job.get("nodes") if isinstance(job.get("nodes"), dict) else {}
+    picked = [
+        (name, status)
+        for status, names in nodes.items()
+        if status in statuses and isinstance(names, list)
+        for name in names
+    ]
+    return sorted(picked)
+
+
+def fetch_outputs(
+    client: SignedClient, job: dict[str, Any], which: str
+) -> dict[str, dict[str, Any]]:
+    """Captured output of the selected nodes: {node: {status, exit, channels: {ch: bytes|None}}}."""
+    job_id = str(job.get("id", ""))
+    exits: dict[str, Any] = {}
+    selected = select_output_nodes(job, which)
+    if selected:
+        try:
+            rows = client.get_json(f"{_job_rel(job_id)}/nodes")
+            exits = {r.get("node_name"): r.get("exit_status") for r in rows if isinstance(r, dict)}
+        except (RequestError, AttributeError, TypeError):
+            exits = {}  # older server without the per-node extension: no exit codes
+    result: dict[str, dict[str, Any]] = {}
+    for node, status in selected:
+        channels: dict[str, bytes | None] = {}
+        for channel in ("stdout", "stderr"):
+            try:
+                channels[channel] = client.get_bytes(
+                    f"{_job_rel(job_id)}/output/{segment(node)}/{channel}"
+                )
+            except HttpError as e:
+                if e.status != 404:
+                    raise
+                channels[channel] = None
+        result[node] = {"status": status, "exit": exits.get(node), "channels": channels}
+    return result
+
+
+def print_outputs(app: App, outputs: dict[str, dict[str, Any]]) -> None:
+    """The `--show-output` sections (§3.6)."""
+    out = app.stdout
+    for node, parts in outputs.items():
+        channels = parts["channels"]
+        if all(v is None for v in channels.values()):
+            app.print(output_header(node, "stdout", parts["status"], parts["exit"]))
+            app.print("(no output captured)")
+            continue
+        for channel, data in channels.items():
+            if channel == "stdout":
+                app.print(output_header(node, channel, parts["status"], parts["exit"]))
+            else:
+                app.print(output_header(node, channel))
+            if data is None:
+                app.print("(no output captured)")
+                continue
+            out.flush()
+            app.stdout_bytes.write(data)
+            if data and not data.endswith(b"\n"):
+                app.stdout_bytes.write(b"\n")
+            app.stdout_bytes.flush()
+
+
+# ---------------------------------------------------------------- job watch
+
+
+def get_job(client: SignedClient, job_id: str, include_file: bool = False) -> dict[str, Any]:
+    """`GET pushy/jobs/<id>` as a JSON object."""
+    job = client.get_json(_job_rel(job_id), {"include_file": "true"} if include_file else None)
+    if not isinstance(job, dict):
+        raise RequestError(f"unexpected answer for job {job_id}: not a JSON object")
+    return job
+
+
+def cmd_job_watch(app: App) -> int:
+    """`job watch` (§4): follow an existing job; a finished one is printed at once."""
+    a = app.args
+    if a.poll_interval <= 0:
+        raise UsageError("--poll-interval must be a positive number of seconds")
+    client = app.client()
+    job = get_job(client, a.job_id)
+    if job.get("status") in FINAL_JOB_STATUSES:
+        return finish(app, client, job)
+    progress = JobProgress(str(job.get("id") or a.job_id))
+    progress.apply_job(job)
+    return follow_and_finish(app, client, progress)
+
+
+# ---------------------------------------------------------------- job list / status / abort
+
+
+def cmd_job_list(app: App) -> int:
+    """`job list` (§5)."""
+    a = app.args
+    params: dict[str, str] = {}
+    if a.status:
+        params["status"] = a.status
+    if a.limit is not None:
+        params["limit"] = str(a.limit)
+    if a.offset is not None:
+        params["offset"] = str(a.offset)
+    jobs = app.client().get_json("jobs", params or None)
+    if not isinstance(jobs, list):
+        raise RequestError("unexpected answer for the job list: not a JSON array")
+    if app.json:
+        app.print_json(jobs)
+    else:
+        app.print_table(*jobs_table(jobs))
+    return exitcodes.OK
+
+
+def cmd_job_status(app: App) -> int:
+    """`job status` (§6): exit 0 whatever the job's outcome."""
+    a = app.args
+    client = app.client()
+    job = get_job(client, a.job_id, a.include_file)
+    nodes = None
+    if a.nodes:
+        nodes = client.get_json(f"{_job_rel(a.job_id)}/nodes")
+        if not isinstance(nodes, list):
+            raise RequestError("unexpected answer for the job's nodes: not a JSON array")
+    if app.json:
+        app.print_json(job if nodes is None else {"job": job, "nodes": nodes})
+        return exitcodes.OK
+    app.print(format_job(job))
+    if nodes is not None:
+        app.print()
+        app.print_table(*job_nodes_table(nodes))
+    return exitcodes.OK
+
+
+def cmd_job_abort(app: App) -> int:
+    """`job abort` (§8)."""
+    a = app.args
+    client = app.client()
+    try:
+        _, job = client.post_json(f"{_job_rel(a.job_id)}/abort", None)
+    except HttpError as e:
+        if e.status == 409:
+            m = _FINISHED_409.search(" ".join(e.texts))
+            status = m.group(1) if m else _status_of(client, a.job_id)
+            raise RequestError(
+                f"job {a.job_id} has already finished with status {status}"
+            ) from None
+        raise
+    if app.json:
+        app.print_json(job)
+    else:
+        app.print(f"Aborted.  Job ID: {a.job_id}")
+        if isinstance(job, dict):
+            app.print(format_job(job))
+    return exitcodes.OK
+
+
+def _status_of(client: SignedClient, job_id: str) -> str:
+    try:
+        return str(get_job(client, job_id).get("status", "unknown"))
+    except RequestError:
+        return "unknown"

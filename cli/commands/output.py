@@ -1,0 +1,221 @@
+"""`job output` (cli.md §7): stored output of one or more nodes, or live output over SSE."""
+
+from __future__ import annotations
+
+import base64
+import logging
+import threading
+import time
+from collections.abc import Callable
+from typing import BinaryIO
+
+import httpx
+
+from pushjobs.cli import exitcodes
+from pushjobs.cli.app import App
+from pushjobs.cli.client import SSE, HttpError, NetworkError, SignedClient, segment
+from pushjobs.cli.errors import RequestError, UsageError
+from pushjobs.cli.sse import SseEvent, SseParser
+
+log = logging.getLogger("pushjobs.cli")
+
+CHANNELS = {"stdout": ("stdout",), "stderr": ("stderr",), "both": ("stdout", "stderr")}
+CHANNEL_ERROR = "Invalid Format please enter stdout, stderr or both"
+NO_OUTPUT = (
+    "no output for {node}: the job did not capture output, the node did not run the command, "
+    "or nothing has arrived yet"
+)
+MAX_REOPEN = 3
+
+
+def _is_job_missing(e: HttpError) -> bool:
+    return e.status == 404 and any(t.startswith("job '") for t in e.texts)
+
+
+def cmd_job_output(app: App) -> int:
+    """`job output` (§7): stored bytes, or live streams with --follow."""
+    a = app.args
+    channels = CHANNELS.get(a.channel)
+    if channels is None:
+        raise UsageError(CHANNEL_ERROR)
+    nodes = list(dict.fromkeys(a.nodes))
+    client = app.client()
+    if a.follow:
+        return follow_outputs(app, client, a.job_id, nodes, channels)
+    single = len(nodes) == 1 and len(channels) == 1
+    missing = False
+    out = app.stdout_bytes
+    for node in nodes:
+        for channel in channels:
+            rel = f"jobs/{segment(a.job_id)}/output/{segment(node)}/{channel}"
+            try:
+                data = client.get_bytes(rel)
+            except HttpError as e:
+                if e.status != 404 or _is_job_missing(e):
+                    raise
+                app.note(NO_OUTPUT.format(node=node))
+                missing = True
+                break  # the other channel has no record either
+            if not single:
+                out.write(f"==> {node} {channel} <==\n".encode())
+            out.write(data)
+            if not single and data and not data.endswith(b"\n"):
+                out.write(b"\n")
+            out.flush()
+    return exitcodes.ERROR if missing else exitcodes.OK
+
+
+class LineWriter:
+    """Writes chunks of several streams to one output, each line prefixed, whole lines at a time."""
+
+    def __init__(self, out: BinaryIO, prefix: bytes) -> None:
+        self.out = out
+        self.prefix = prefix
+        self.partial = b""
+
+    def write(self, data: bytes, lock: threading.Lock) -> None:
+        buf = self.partial + data
+        lines = buf.split(b"\n")
+        self.partial = lines.pop()
+        if lines:
+            with lock:
+                self.out.write(b"".join(self.prefix + line + b"\n" for line in lines))
+                self.out.flush()
+
+    def flush(self, lock: threading.Lock) -> None:
+        if self.partial:
+            with lock:
+                self.out.write(self.prefix + self.partial + b"\n")
+                self.out.flush()
+            self.partial = b""
+
+
+class RawWriter:
+    """A single followed stream: bytes written unchanged."""
+
+    def __init__(self, out: BinaryIO) -> None:
+        self.out = out
+
+    def write(self, data: bytes, lock: threading.Lock) -> None:
+        with lock:
+            self.out.write(data)
+            self.out.flush()
+
+    def flush(self, lock: threading.Lock) -> None:
+        pass
+
+
+def chunk_bytes(ev: SseEvent) -> tuple[int | None, bytes]:
+    """The (offset, bytes) of an `output` event (`http-api.md` §7.12); base64 chunks decoded."""
+    data = ev.json()
+    if not isinstance(data, dict):
+        return None, b""
+    text = data.get("data")
+    if not isinstance(text, str):
+        return None, b""
+    if data.get("encoding") == "base64":
+        try:
+            raw = base64.b64decode(text)
+        except ValueError:
+            raw = b""
+    else:
+        raw = text.encode("utf-8")
+    offset = data.get("offset")
+    return (offset if isinstance(offset, int) else None), raw
+
+
+def follow_channel(
+    client: SignedClient,
+    url: str,
+    write: Callable[[bytes], None],
+    *,
+    sleep: Callable[[float], None] = time.sleep,
+) -> None:
+    """Stream one channel until `end`, reopening a dropped stream from the last offset."""
+    position = 0  # bytes written so far, for skipping repeats after a reopen
+    last_id: str | None = None
+    reopens = 0
+    while True:
+        progressed = False
+        headers = {"Last-Event-ID": last_id} if last_id else None
+        parser = SseParser(last_id)
+        try:
+            with client.stream(url, SSE, headers) as response:
+                for raw in response.iter_bytes():
+                    for ev in parser.feed(raw):
+                        progressed = True
+                        if ev.event == "end":
+                            return
+                        if ev.event != "output":
+                            continue
+                        offset, data = chunk_bytes(ev)
+                        if offset is not None and offset < position:
+                            data = data[position - offset :]
+                        if data:
+                            write(data)
+                            position += len(data)
+                        if ev.id and ev.id.isdigit():
+                            last_id = ev.id
+            reason = "the server ended the stream before its end event"
+        except NetworkError as e:
+            reason = e.message
+        except httpx.HTTPError as e:
+            reason = str(e) or type(e).__name__
+        if progressed:
+            reopens = 0
+        if reopens >= MAX_REOPEN:
+            raise RequestError(f"live output stream failed: {reason}")
+        reopens += 1
+        log.debug("output stream dropped (%s); reopening from offset %s", reason, last_id)
+        sleep(1.0)
+
+
+def follow_outputs(
+    app: App, client: SignedClient, job_id: str, nodes: list[str], channels: tuple[str, ...]
+) -> int:
+    """Follow every (node, channel) concurrently: one stream raw, several line-prefixed."""
+    lock = threading.Lock()
+    out = app.stdout_bytes
+    single = len(nodes) == 1 and len(channels) == 1
+    results: dict[tuple[str, str], BaseException | None] = {}
+
+    def run(node: str, channel: str) -> None:
+        url = client.push_url(f"jobs/{segment(job_id)}/output/{segment(node)}/{channel}")
+        if single:
+            writer: LineWriter | RawWriter = RawWriter(out)
+        else:
+            label = node if channel == "stdout" else f"{node} [stderr]"
+            writer = LineWriter(out, f"{label}: ".encode())
+        try:
+            follow_channel(client, url, lambda data: writer.write(data, lock))
+            results[(node, channel)] = None
+        except BaseException as e:  # reported by the main thread
+            results[(node, channel)] = e
+        finally:
+            writer.flush(lock)
+
+    threads = [
+        threading.Thread(target=run, args=(node, ch), daemon=True, name=f"output-{node}-{ch}")
+        for node in nodes
+        for ch in channels
+    ]
+    for t in threads:
+        t.start()
+    for t in threads:
+        while t.is_alive():
+            t.join(0.2)  # short joins keep Ctrl-C responsive
+    status = exitcodes.OK
+    reported: set[str] = set()
+    for (node, _channel), err in sorted(results.items()):
+        if err is None:
+            continue
+        if isinstance(err, HttpError) and err.status == 404 and not _is_job_missing(err):
+            if node not in reported:
+                app.note(NO_OUTPUT.format(node=node))
+                reported.add(node)
+            status = exitcodes.ERROR
+        elif isinstance(err, RequestError):
+            raise err
+        else:
+            raise RequestError(f"following output of {node} failed: {err}")
+    return status

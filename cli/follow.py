@@ -1,0 +1,156 @@
+"""Job progress derived from feed events or polled job objects (cli.md §3.5). Pure, no I/O."""
+
+from __future__ import annotations
+
+from collections import Counter
+from typing import Any
+
+FINAL_JOB_STATUSES = frozenset({"complete", "quorum_failed", "timed_out", "aborted", "crashed"})
+FINAL_NODE_STATUSES = frozenset(
+    {"succeeded", "failed", "nacked", "unavailable", "was_ready", "crashed", "timed_out", "aborted"}
+)
+ACTIVE_NODE_STATUSES = frozenset({"new", "ready", "running"})
+# Display order of per-status counts: outcomes first, then what is still in flight.
+STATUS_ORDER = (
+    "succeeded",
+    "failed",
+    "crashed",
+    "timed_out",
+    "aborted",
+    "nacked",
+    "unavailable",
+    "was_ready",
+    "running",
+    "ready",
+    "new",
+)
+
+VOTE_STATES = {
+    "success": "ready",
+    "failure": "nacked",
+    "down": "unavailable",
+    "voting_timeout": "unavailable",
+    "lost_availibility": "unavailable",
+    "client_died_while_voting": "unavailable",
+}
+RUN_STATES = {
+    "success": "succeeded",
+    "failure": "failed",
+    "run_nacked": "failed",
+    "run_nacked_while_running": "failed",
+    "crashed": "crashed",
+    "client_died_while_running": "crashed",
+}
+# What the server does to nodes still in flight when the job ends without per-node events
+# (lifecycle.md §4.4–§4.5, §7); the final GET confirms it.
+END_STATES = {
+    "quorum_failed": ({"ready"}, "was_ready"),
+    "timed_out": ({"ready", "running"}, "timed_out"),
+    "aborted": ({"new", "ready", "running"}, "aborted"),
+}
+
+
+def status_order_key(status: str) -> tuple[int, str]:
+    """Sort key putting node statuses in display order."""
+    try:
+        return STATUS_ORDER.index(status), status
+    except ValueError:
+        return len(STATUS_ORDER), status
+
+
+class JobProgress:
+    """Node-in-job states and the job phase, updated from events or from job objects."""
+
+    def __init__(self, job_id: str, nodes: list[str] | None = None) -> None:
+        self.job_id = job_id
+        self.nodes: dict[str, str] = dict.fromkeys(nodes or [], "new")
+        self.phase = "new"
+        self.node_count = len(self.nodes)
+
+    @property
+    def finished(self) -> bool:
+        return self.phase in FINAL_JOB_STATUSES
+
+    @property
+    def total(self) -> int:
+        return max(self.node_count, len(self.nodes))
+
+    def _set(self, node: Any, state: str) -> None:
+        if isinstance(node, str):
+            self.nodes[node] = state
+
+    def apply_event(self, name: str, data: Any) -> None:
+        """Apply one job-feed event (`lifecycle.md` §6.1); unknown events change nothing."""
+        if not isinstance(data, dict):
+            data = {}
+        if name == "start":
+            for node in self.nodes:
+                self.nodes[node] = "new"
+            if isinstance(data.get("node_count"), int):
+                self.node_count = data["node_count"]
+            self.phase = "voting"
+        elif name == "quorum_vote":
+            state = VOTE_STATES.get(data.get("status", ""))
+            if state:
+                self._set(data.get("node"), state)
+        elif name == "quorum_succeeded":
+            self.phase = "running"
+        elif name == "run_start":
+            self._set(data.get("node"), "running")
+            self.phase = "running"
+        elif name == "run_complete":
+            state = RUN_STATES.get(data.get("status", ""))
+            if state:
+                self._set(data.get("node"), state)
+        elif name == "job_complete":
+            status = data.get("status")
+            if isinstance(status, str):
+                self._finish(status)
+        elif name == "summary":
+            self.apply_job(data)
+
+    def _finish(self, status: str) -> None:
+        self.phase = status
+        if status in END_STATES:
+            from_states, to_state = END_STATES[status]
+            for node, state in self.nodes.items():
+                if state in from_states:
+                    self.nodes[node] = to_state
+
+    def apply_job(self, job: Any) -> None:
+        """Replace the state with a job object (`http-api.md` §7.5) from a poll or a summary."""
+        if not isinstance(job, dict):
+            return
+        nodes = job.get("nodes")
+        if isinstance(nodes, dict):
+            for status, names in nodes.items():
+                if isinstance(names, list):
+                    for name in names:
+                        self._set(name, status)
+        status = job.get("status")
+        if isinstance(status, str):
+            self.phase = status
+
+    def counts(self) -> list[tuple[str, int]]:
+        """Non-zero node counts per status in display order."""
+        c = Counter(self.nodes.values())
+        return sorted(((s, n) for s, n in c.items() if n), key=lambda sn: status_order_key(sn[0]))
+
+    def completed(self) -> int:
+        return sum(1 for s in self.nodes.values() if s in FINAL_NODE_STATUSES)
+
+    def in_progress(self) -> int:
+        return sum(1 for s in self.nodes.values() if s in ACTIVE_NODE_STATUSES)
+
+    def plain_line(self) -> str | None:
+        """The knife-style progress line for the current state (None while `new`)."""
+        if self.phase == "voting":
+            return "Voting."
+        if self.phase == "running":
+            return f"Running ({self.in_progress()}/{self.total} in progress) ..."
+        if self.finished:
+            return self.phase.capitalize() + "."
+        return None
+
+    def counts_label(self) -> str:
+        return " · ".join(f"{s} {n}" for s, n in self.counts())

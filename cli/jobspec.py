@@ -1,0 +1,136 @@
+"""Building the `POST pushy/jobs` body from command-line options (cli.md §3.1–§3.4)."""
+
+from __future__ import annotations
+
+import base64
+import json
+import math
+import re
+from collections.abc import Iterable
+from fractions import Fraction
+from pathlib import Path
+from typing import Any, TextIO
+
+from pushjobs.cli.errors import UsageError
+
+MAX_FILE_BYTES = 100_000
+QUORUM_ERROR = "Invalid Format please enter integer or percent"
+ENV_ERROR = "--with-env must be a JSON object of strings"
+NO_NODES = "No nodes to run job on. Specify nodes as arguments or use -s to specify a search query."
+_QUORUM_COUNT = re.compile(r"[0-9]+")
+_QUORUM_PERCENT = re.compile(r"([0-9]+(?:\.[0-9]*)?|\.[0-9]+)%")
+
+
+def parse_quorum(text: str, node_count: int) -> int:
+    """`N` → N; `P%` → ceil(P/100 × node_count), computed exactly; anything else → UsageError."""
+    text = text.strip()
+    if _QUORUM_COUNT.fullmatch(text):
+        return int(text)
+    m = _QUORUM_PERCENT.fullmatch(text)
+    if m:
+        return math.ceil(Fraction(m.group(1)) * node_count / 100)
+    raise UsageError(QUORUM_ERROR)
+
+
+def encode_file_content(data: bytes) -> str:
+    """`raw:` + text when the bytes are valid UTF-8, else `base64:` + base64."""
+    try:
+        return "raw:" + data.decode("utf-8")
+    except UnicodeDecodeError:
+        return "base64:" + base64.b64encode(data).decode("ascii")
+
+
+def read_job_file(path: str) -> str:
+    """Read and encode `--file`; missing → `<file> not found`; over 100,000 bytes → UsageError."""
+    p = Path(path).expanduser()
+    try:
+        data = p.read_bytes()
+    except FileNotFoundError:
+        raise UsageError(f"{path} not found") from None
+    except IsADirectoryError:
+        raise UsageError(f"{path} is a directory") from None
+    except OSError as e:
+        raise UsageError(f"cannot read {path}: {e.strerror or e}") from None
+    if len(data) > MAX_FILE_BYTES:
+        raise UsageError(
+            f"{path} is too large: {len(data)} bytes (a job file may have at most "
+            f"{MAX_FILE_BYTES} bytes)"
+        )
+    return encode_file_content(data)
+
+
+def _pairs_no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    keys = [k for k, _ in pairs]
+    if len(set(keys)) != len(keys):
+        raise ValueError("duplicate key")
+    return dict(pairs)
+
+
+def parse_env(text: str) -> dict[str, str]:
+    """`--with-env`: a JSON object whose values are strings (duplicate keys refused)."""
+    try:
+        env = json.loads(text, object_pairs_hook=_pairs_no_duplicates)
+    except ValueError:
+        raise UsageError(ENV_ERROR) from None
+    if not isinstance(env, dict) or not all(isinstance(v, str) for v in env.values()):
+        raise UsageError(ENV_ERROR)
+    return env
+
+
+def parse_node_lines(text: str) -> list[str]:
+    """Node names from a nodes file: one a line; blank lines and `#` comments ignored."""
+    names = []
+    for line in text.splitlines():
+        name = line.split("#", 1)[0].strip()
+        if name:
+            names.append(name)
+    return names
+
+
+def read_nodes_file(path: str, stdin: TextIO) -> list[str]:
+    """`--nodes-file FILE` (`-` = stdin)."""
+    if path == "-":
+        return parse_node_lines(stdin.read())
+    try:
+        text = Path(path).expanduser().read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise UsageError(f"{path} not found") from None
+    except (OSError, UnicodeDecodeError) as e:
+        raise UsageError(f"cannot read {path}: {getattr(e, 'strerror', None) or e}") from None
+    return parse_node_lines(text)
+
+
+def unique(names: Iterable[str]) -> list[str]:
+    """Duplicates removed, first occurrence kept."""
+    return list(dict.fromkeys(names))
+
+
+def build_job_body(
+    *,
+    command: str,
+    nodes: list[str],
+    quorum: int,
+    capture: bool,
+    env: dict[str, str],
+    run_timeout: int | None = None,
+    file: str | None = None,
+    user: str | None = None,
+    dir: str | None = None,
+) -> dict[str, Any]:
+    """The request body of §3.4 step 2: five keys always, the options only when given."""
+    body: dict[str, Any] = {
+        "command": command,
+        "nodes": nodes,
+        "quorum": quorum,
+        "capture_output": capture,
+        "env": env,
+    }
+    if run_timeout is not None:
+        body["run_timeout"] = run_timeout
+    if file is not None:
+        body["file"] = file
+    if user is not None:
+        body["user"] = user
+    if dir is not None:
+        body["dir"] = dir
+    return body

@@ -1,0 +1,238 @@
+"""`pushjobs` entry point: argument parsing, dispatch, error reporting and exit codes (cli.md)."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+import traceback
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING, NoReturn
+
+from pushjobs.cli import exitcodes
+from pushjobs.cli.errors import CliError, UsageError
+from pushjobs.cli.version import cli_version
+
+if TYPE_CHECKING:
+    from pushjobs.cli.app import App
+
+log = logging.getLogger("pushjobs.cli")
+
+
+class Parser(argparse.ArgumentParser):
+    """argparse that raises UsageError (exit 3, or 1 when knife-compatible) instead of exiting 2."""
+
+    def error(self, message: str) -> NoReturn:
+        raise UsageError(message, usage=self.format_usage())
+
+
+def _add_globals(p: argparse.ArgumentParser, top: bool) -> None:
+    """Global options (cli.md §2): on the main parser with defaults, on subcommands suppressed."""
+    d = {} if top else {"default": argparse.SUPPRESS}
+    g = p.add_argument_group("global options")
+    g.add_argument("--server-url", metavar="URL", help="organization URL of the server", **d)
+    g.add_argument("-u", "--user", metavar="NAME", help="signing user or client", **d)
+    g.add_argument("-k", "--key", metavar="FILE", help="private key", **d)
+    g.add_argument("--profile", metavar="NAME", help="settings profile", **d)
+    g.add_argument("--config", metavar="FILE", help="pushjobs config file", **d)
+    g.add_argument("--ca-file", metavar="FILE", help="CA bundle", **d)
+    g.add_argument("--insecure", action="store_true", help="do not verify TLS certificates", **d)
+    g.add_argument("--json", action="store_true", help="machine-readable output on stdout", **d)
+    g.add_argument("--no-color", action="store_true", help="plain text", **d)
+    g.add_argument("-v", "--verbose", action="count", help="log each HTTP request to stderr", **d)
+    g.add_argument("--version", action="version", version=f"pushjobs {cli_version()}")
+
+
+def _add_follow_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--poll", action="store_true", help="poll instead of following the SSE feed")
+    p.add_argument(
+        "--poll-interval", type=float, default=1.0, metavar="SECONDS", help="polling period"
+    )
+    p.add_argument(
+        "--show-output",
+        choices=("failed", "all"),
+        help="print captured output of failed nodes or of every node that ran",
+    )
+    p.add_argument("--events", action="store_true", help="print every feed event as a JSON line")
+    p.add_argument("--knife-compatible-exit", action="store_true", help="knife-push exit codes")
+
+
+def build_parser() -> Parser:
+    """The whole command tree."""
+    parser = Parser(
+        prog="pushjobs",
+        description="Run commands on many nodes through a pushjobs (Chef Push Jobs) server.",
+    )
+    _add_globals(parser, top=True)
+    groups = parser.add_subparsers(dest="group", metavar="{job,node}")
+
+    def sub(sp: argparse._SubParsersAction, name: str, **kw: str) -> Parser:
+        p: Parser = sp.add_parser(name, **kw)
+        _add_globals(p, top=False)
+        return p
+
+    job = sub(groups, "job", help="start, follow and inspect jobs")
+    jobs = job.add_subparsers(dest="action", metavar="{start,watch,list,status,output,abort}")
+
+    p = sub(jobs, "start", help="run a command on nodes")
+    p.add_argument("command", nargs="?", metavar="COMMAND")
+    p.add_argument("nodes", nargs="*", metavar="NODE")
+    p.add_argument("--timeout", type=int, metavar="SECONDS", help="run timeout (integer)")
+    p.add_argument("-q", "--quorum", default="100%", metavar="N|P%", help="default 100%%")
+    p.add_argument("-s", "--search", metavar="QUERY", help="nodes from a Chef Server search")
+    p.add_argument(
+        "--nodes-file", action="append", metavar="FILE", help="node names, one a line (- = stdin)"
+    )
+    p.add_argument("--file", metavar="FILE", help="file sent to the nodes (at most 100000 bytes)")
+    p.add_argument("--capture", action="store_true", help="capture stdout and stderr")
+    p.add_argument("--with-env", metavar="JSON", help="environment, a JSON object of strings")
+    p.add_argument("--as-user", metavar="USER", help="run as this user")
+    p.add_argument("--in-dir", metavar="DIR", help="working directory")
+    p.add_argument("-b", "--nowait", action="store_true", help="print the job id and exit")
+    _add_follow_options(p)
+    p.set_defaults(handler="start")
+
+    p = sub(jobs, "watch", help="follow an existing job")
+    p.add_argument("job_id", metavar="JOB_ID")
+    _add_follow_options(p)
+    p.set_defaults(handler="watch")
+
+    p = sub(jobs, "list", help="list jobs, newest first")
+    p.add_argument("--status", metavar="S[,S...]", help="only jobs with these statuses")
+    p.add_argument("--limit", type=int, metavar="N")
+    p.add_argument("--offset", type=int, metavar="N")
+    p.set_defaults(handler="list")
+
+    p = sub(jobs, "status", help="show a job")
+    p.add_argument("job_id", metavar="JOB_ID")
+    p.add_argument("--nodes", action="store_true", help="add the per-node table")
+    p.add_argument("--include-file", action="store_true", help="show the job file")
+    p.set_defaults(handler="status")
+
+    p = sub(jobs, "output", help="captured output of nodes")
+    p.add_argument("job_id", metavar="JOB_ID")
+    p.add_argument("nodes", nargs="+", metavar="NODE")
+    p.add_argument("--channel", default="stdout", metavar="stdout|stderr|both")
+    p.add_argument("--follow", action="store_true", help="stream live output until the end")
+    p.set_defaults(handler="output")
+
+    p = sub(jobs, "abort", help="abort a running job")
+    p.add_argument("job_id", metavar="JOB_ID")
+    p.set_defaults(handler="abort")
+
+    node = sub(groups, "node", help="node availability")
+    nodes = node.add_subparsers(dest="action", metavar="{status}")
+    p = sub(nodes, "status", help="availability of nodes")
+    p.add_argument("nodes", nargs="*", metavar="NODE")
+    p.add_argument("-l", "--long", action="store_true", help="add online/offline")
+    p.set_defaults(handler="node_status")
+    return parser
+
+
+def _handlers() -> dict[str, Callable[[App], int]]:
+    from pushjobs.cli.commands import jobs, nodes, output
+
+    return {
+        "start": jobs.cmd_job_start,
+        "watch": jobs.cmd_job_watch,
+        "list": jobs.cmd_job_list,
+        "status": jobs.cmd_job_status,
+        "output": output.cmd_job_output,
+        "abort": jobs.cmd_job_abort,
+        "node_status": nodes.cmd_node_status,
+    }
+
+
+def _subparser_usage(parser: Parser, argv: Sequence[str]) -> str:
+    """Usage of the deepest subcommand named on the command line (for `No job specified.`)."""
+    current: argparse.ArgumentParser = parser
+    for word in argv:
+        actions = [a for a in current._actions if isinstance(a, argparse._SubParsersAction)]
+        if actions and word in actions[0].choices:
+            current = actions[0].choices[word]
+    return current.format_usage()
+
+
+def _setup_logging(verbose: int) -> None:
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("pushjobs: %(message)s"))
+    log.handlers[:] = [handler]
+    log.setLevel(logging.DEBUG if verbose else logging.WARNING)
+    log.propagate = False
+
+
+def run(argv: Sequence[str], app_factory: Callable[[argparse.Namespace], App] | None = None) -> int:
+    """Parse `argv`, run the command and return the exit code; never raises for user errors."""
+    knife = "--knife-compatible-exit" in argv
+    try:
+        from pushjobs.cli.app import App
+        from pushjobs.cli.commands.jobs import Interrupted
+    except ImportError as e:  # httpx/rich come with the `server` extra
+        sys.stderr.write(
+            f"ERROR: the pushjobs CLI needs {e.name or 'httpx and rich'}: "
+            "pip install 'pushjobs[server]'\n"
+        )
+        return exitcodes.error_exit_code(True, knife)
+    app_factory = app_factory or App
+    parser = build_parser()
+    app: App | None = None
+    try:
+        args, extra = parser.parse_known_args(argv)
+        handler = getattr(args, "handler", None)
+        if extra:
+            # argparse stops filling `NODE ...` at the first option; names after it are nodes too
+            if isinstance(getattr(args, "nodes", None), list) and not any(
+                e.startswith("-") for e in extra
+            ):
+                args.nodes.extend(extra)
+            else:
+                parser.error(f"unrecognized arguments: {' '.join(extra)}")
+        if handler is None:
+            missing = "a command" if args.group is None else f"a '{args.group}' subcommand"
+            raise UsageError(f"missing {missing}", usage=_subparser_usage(parser, argv))
+        args.usage = _subparser_usage(parser, argv)
+        _setup_logging(args.verbose or 0)
+        app = app_factory(args)
+        return _handlers()[handler](app)
+    except CliError as e:
+        sys.stderr.write(f"ERROR: {e.message}\n")
+        if e.usage:
+            sys.stderr.write(e.usage)
+        return exitcodes.error_exit_code(e.is_usage, knife)
+    except Interrupted as e:
+        return _interrupted(e.job_id)
+    except KeyboardInterrupt:
+        return exitcodes.INTERRUPTED
+    except BrokenPipeError:
+        _silence_stdout()
+        return 1
+    except Exception as e:  # a bug or an unexpected answer: one line, no traceback unless -v
+        if log.isEnabledFor(logging.DEBUG):
+            traceback.print_exc()
+        sys.stderr.write(f"ERROR: unexpected error: {type(e).__name__}: {e}\n")
+        return exitcodes.error_exit_code(False, knife)
+    finally:
+        if app is not None:
+            app.close()
+
+
+def _silence_stdout() -> None:
+    """After EPIPE, point stdout at /dev/null so the interpreter's final flush stays quiet."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+    except OSError:
+        pass
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Console-script entry point."""
+    return run(list(sys.argv[1:] if argv is None else argv))
+
+
+def _interrupted(job_id: str) -> int:
+    sys.stderr.write(
+        f"Job {job_id} continues on the server; follow it with: pushjobs job watch {job_id}\n"
+    )
+    return exitcodes.INTERRUPTED

@@ -1,0 +1,136 @@
+"""Job body building for `pushjobs job start` (cli.md §3.1–§3.4): quorum, file, env, nodes."""
+
+import base64
+import io
+from pathlib import Path
+
+import pytest
+
+from pushjobs.cli.errors import UsageError
+from pushjobs.cli.jobspec import (
+    ENV_ERROR,
+    QUORUM_ERROR,
+    build_job_body,
+    encode_file_content,
+    parse_env,
+    parse_node_lines,
+    parse_quorum,
+    read_job_file,
+    read_nodes_file,
+    unique,
+)
+
+
+@pytest.mark.parametrize(
+    ("text", "nodes", "expected"),
+    [
+        ("3", 10, 3),
+        ("0", 10, 0),
+        ("25", 10, 25),  # not range-checked
+        ("100%", 7, 7),
+        ("50%", 3, 2),  # ceil(1.5)
+        ("95%", 400, 380),  # exact arithmetic: no float rounding up to 381
+        ("95%", 401, 381),
+        ("33.3%", 3, 1),
+        ("0%", 5, 0),
+        ("1%", 1, 1),
+        (".5%", 1000, 5),
+        ("150%", 2, 3),
+    ],
+)
+def test_quorum_rule(text: str, nodes: int, expected: int) -> None:
+    assert parse_quorum(text, nodes) == expected
+
+
+@pytest.mark.parametrize("text", ["", "abc", "-1", "1.5", "%", "50 %", "5%%", "1e2%", "x%"])
+def test_quorum_invalid(text: str) -> None:
+    with pytest.raises(UsageError, match=QUORUM_ERROR):
+        parse_quorum(text, 10)
+
+
+def test_file_utf8_is_raw() -> None:
+    assert encode_file_content("héllo\n".encode()) == "raw:héllo\n"
+    assert encode_file_content(b"") == "raw:"
+
+
+def test_file_binary_is_base64() -> None:
+    data = b"\x00\xff\xfe binary"
+    assert encode_file_content(data) == "base64:" + base64.b64encode(data).decode()
+
+
+def test_file_size_limit(tmp_path: Path) -> None:
+    ok = tmp_path / "ok"
+    ok.write_bytes(b"a" * 100_000)
+    assert read_job_file(str(ok)) == "raw:" + "a" * 100_000
+    big = tmp_path / "big"
+    big.write_bytes(b"a" * 100_001)
+    with pytest.raises(UsageError, match="too large"):
+        read_job_file(str(big))
+
+
+def test_file_missing(tmp_path: Path) -> None:
+    path = str(tmp_path / "nope.txt")
+    with pytest.raises(UsageError) as e:
+        read_job_file(path)
+    assert e.value.message == f"{path} not found"
+
+
+def test_env_valid() -> None:
+    assert parse_env('{"FOO": "bar", "X": ""}') == {"FOO": "bar", "X": ""}
+    assert parse_env("{}") == {}
+
+
+@pytest.mark.parametrize(
+    "text",
+    ["", "nope", "[]", '"s"', "1", '{"A": 1}', '{"A": null}', '{"A": ["x"]}', '{"A":"1","A":"2"}'],
+)
+def test_env_invalid(text: str) -> None:
+    with pytest.raises(UsageError) as e:
+        parse_env(text)
+    assert e.value.message == ENV_ERROR
+
+
+def test_node_lines() -> None:
+    text = "web1\n\n# comment\n  web2  \nweb3 # trailing comment\r\n#web4\nweb1\n"
+    assert parse_node_lines(text) == ["web1", "web2", "web3", "web1"]
+
+
+def test_nodes_file_and_stdin(tmp_path: Path) -> None:
+    f = tmp_path / "nodes"
+    f.write_text("a\nb\n")
+    assert read_nodes_file(str(f), io.StringIO("")) == ["a", "b"]
+    assert read_nodes_file("-", io.StringIO("c\n# x\nd\n")) == ["c", "d"]
+    with pytest.raises(UsageError, match="not found"):
+        read_nodes_file(str(tmp_path / "missing"), io.StringIO(""))
+
+
+def test_unique_keeps_first_occurrence() -> None:
+    assert unique(["b", "a", "b", "c", "a"]) == ["b", "a", "c"]
+
+
+def test_body_minimal_keys() -> None:
+    body = build_job_body(command="hello", nodes=["n1"], quorum=1, capture=False, env={})
+    assert body == {
+        "command": "hello",
+        "nodes": ["n1"],
+        "quorum": 1,
+        "capture_output": False,
+        "env": {},
+    }
+    assert list(body) == ["command", "nodes", "quorum", "capture_output", "env"]
+
+
+def test_body_all_options() -> None:
+    body = build_job_body(
+        command="c",
+        nodes=["a", "b"],
+        quorum=2,
+        capture=True,
+        env={"FOO": "bar"},
+        run_timeout=0,
+        file="raw:x",
+        user="",
+        dir="/tmp",
+    )
+    assert body["run_timeout"] == 0 and body["user"] == "" and body["dir"] == "/tmp"
+    assert body["file"] == "raw:x" and body["capture_output"] is True
