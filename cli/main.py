@@ -171,7 +171,7 @@ def run(argv: Sequence[str], app_factory: Callable[[argparse.Namespace], App] | 
     except ImportError as e:  # httpx/rich come with the `server` extra
         sys.stderr.write(
             f"ERROR: the pushjobs CLI needs {e.name or 'httpx and rich'}: "
-            "pip install 'pushjobs[server]'\n"
+            "pip install 'pushjobs[cli]'\n"
         )
         return exitcodes.error_exit_code(True, knife)
     app_factory = app_factory or App
