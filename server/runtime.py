@@ -27,7 +27,7 @@ if TYPE_CHECKING:
     from .config import Settings
     from .job_manager import JobManager
     from .nodes import NodeRegistry
-    from .principals import EmbeddedPrincipals
+    from .principals import PrincipalBackend
     from .sessions import SessionKeys
     from .store import AsyncStore
 
@@ -54,7 +54,7 @@ class ServerRuntime:
     command_port: int = 0
     http_port: int = 0
     store: AsyncStore = None  # type: ignore[assignment]
-    principals: EmbeddedPrincipals = None  # type: ignore[assignment]
+    principals: PrincipalBackend = None  # type: ignore[assignment]
     sessions: SessionKeys = None  # type: ignore[assignment]
     nodes: NodeRegistry = None  # type: ignore[assignment]
     jobs: JobManager = None  # type: ignore[assignment]
@@ -92,12 +92,25 @@ def load_server_key(path: Path) -> RSAPrivateKey:
         raise StartupError(f"{path} is not an RSA private key: {exc}") from None
 
 
+def build_principals(settings: Settings, store: Any) -> PrincipalBackend:
+    """The principal backend named by `[principals] backend` (http-api.md §9)."""
+    if settings.principals.backend == "chef-server":
+        from .chef_principals import ChefBackendConfigError, ChefServerPrincipals
+
+        try:
+            return ChefServerPrincipals(settings, store=store)
+        except ChefBackendConfigError as exc:
+            raise StartupError(str(exc)) from None
+    from .principals import EmbeddedPrincipals
+
+    return EmbeddedPrincipals(store)
+
+
 def build_runtime(settings: Settings) -> ServerRuntime:
     """Open the store (migrations, crash recovery) and construct every part; no sockets yet."""
     from .broker import Broker
     from .job_manager import JobManager
     from .nodes import NodeRegistry
-    from .principals import EmbeddedPrincipals
     from .sessions import SessionKeys
     from .sqlite_store import SqliteStore
     from .store import AsyncStore
@@ -116,7 +129,7 @@ def build_runtime(settings: Settings) -> ServerRuntime:
     if crashed:
         log.info("marked %d interrupted job(s) crashed", crashed)
     rt.store = AsyncStore(sync_store)
-    rt.principals = EmbeddedPrincipals(rt.store)
+    rt.principals = build_principals(settings, rt.store)
     rt.sessions = SessionKeys(lifetime=settings.timing.config_lifetime)
     rt.nodes = NodeRegistry(rt)
     rt.jobs = JobManager(rt)
