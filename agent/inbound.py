@@ -1,0 +1,98 @@
+"""Validation of messages the agent receives (wire-protocol.md §18). Pure, no I/O."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from cryptography.hazmat.primitives.asymmetric.rsa import RSAPublicKey
+
+from pushjobs.protocol.envelope import open_envelope, verify_envelope_hmac, verify_envelope_rsa
+from pushjobs.protocol.errors import ProtocolError
+from pushjobs.protocol.messages import ServerHeartbeat
+from pushjobs.protocol.signing import HMAC_SHA256, RSA2048_SHA1
+from pushjobs.protocol.timestamps import parse_rfc1123, within_skew
+
+MAX_INBOUND_BODY = 2 * 1024 * 1024
+COMMAND_TYPES = ("commit", "run", "abort", "ack")
+
+
+@dataclass(frozen=True, slots=True)
+class Drop:
+    """Why a message was dropped (`reason` is the rate-limit key, `detail` the specifics)."""
+
+    reason: str
+    detail: str = ""
+
+
+def _check_time(fields: Mapping[str, Any], now: float, max_skew: float) -> Drop | None:
+    try:
+        stamp = parse_rfc1123(fields.get("timestamp"))  # type: ignore[arg-type]
+    except ProtocolError:
+        return Drop("missing or unparsable timestamp")
+    if not within_skew(stamp, now, max_skew):
+        return Drop("timestamp outside the allowed skew", str(fields.get("timestamp")))
+    sequence = fields.get("sequence")
+    if not isinstance(sequence, int) or isinstance(sequence, bool):
+        return Drop("missing or non-integer sequence")
+    return None
+
+
+def check_command(
+    frames: list[bytes], *, key: bytes, max_skew: float, last_sequence: int, now: float
+) -> dict[str, Any] | Drop:
+    """A DEALER message: 2 frames, 3.0, hmac_sha256 with the session key, fresh, sequence
+    above `last_sequence`, a command type. Returns the body fields or why it is dropped."""
+    if len(frames) != 2:
+        return Drop("command channel: wrong frame count", f"{len(frames)} frames")
+    try:
+        env = open_envelope(frames[0], frames[1], MAX_INBOUND_BODY, HMAC_SHA256)
+    except ProtocolError as exc:
+        return Drop("command channel: bad header or body", str(exc))
+    if env.version != "3.0":
+        return Drop("command channel: not protocol 3.0", env.version)
+    if not verify_envelope_hmac(env, key):
+        return Drop("command channel: HMAC does not verify")
+    problem = _check_time(env.fields, now, max_skew)
+    if problem:
+        return Drop(f"command channel: {problem.reason}", problem.detail)
+    if env.fields["sequence"] <= last_sequence:
+        return Drop("command channel: sequence not increasing", str(env.fields["sequence"]))
+    if env.fields.get("type") not in COMMAND_TYPES:
+        return Drop("command channel: unexpected message type", repr(env.fields.get("type"))[:80])
+    return env.fields
+
+
+def check_heartbeat(
+    frames: list[bytes],
+    *,
+    public_key: RSAPublicKey,
+    max_skew: float,
+    last_sequences: Mapping[str, int],
+    now: float,
+) -> ServerHeartbeat | Drop:
+    """A SUB message: 2 frames, 2.0, rsa2048_sha1 with the server key, a heartbeat, fresh,
+    sequence above the last one of the same server incarnation."""
+    if len(frames) != 2:
+        return Drop("heartbeat channel: wrong frame count", f"{len(frames)} frames")
+    try:
+        env = open_envelope(frames[0], frames[1], MAX_INBOUND_BODY, RSA2048_SHA1)
+    except ProtocolError as exc:
+        return Drop("heartbeat channel: bad header or body", str(exc))
+    if env.version != "2.0":
+        return Drop("heartbeat channel: not protocol 2.0", env.version)
+    if not verify_envelope_rsa(env, public_key):
+        return Drop("heartbeat channel: signature does not verify")
+    if env.fields.get("type") != "heartbeat":
+        return Drop("heartbeat channel: not a heartbeat", repr(env.fields.get("type"))[:80])
+    try:
+        beat = ServerHeartbeat.from_dict(env.fields)
+    except ProtocolError as exc:
+        return Drop("heartbeat channel: invalid heartbeat", str(exc))
+    problem = _check_time(env.fields, now, max_skew)
+    if problem:
+        return Drop(f"heartbeat channel: {problem.reason}", problem.detail)
+    if beat.sequence <= last_sequences.get(beat.incarnation_id, -1):
+        return Drop("heartbeat channel: sequence not increasing", str(beat.sequence))
+    return beat

@@ -1,0 +1,216 @@
+"""`pushjobs-agent` command line (agent.md §1, §16)."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+import time
+from collections.abc import Sequence
+
+from pushjobs.agent.config import DEFAULT_CONFIG_PATH, AgentConfig, ConfigError, load_config
+from pushjobs.agent.whitelist import Refusal
+
+LOG_LEVELS = {
+    "debug": logging.DEBUG,
+    "info": logging.INFO,
+    "warning": logging.WARNING,
+    "error": logging.ERROR,
+}
+
+
+def agent_version() -> str:
+    try:
+        from importlib.metadata import version
+
+        return version("pushjobs")
+    except Exception:
+        from pushjobs.protocol import __version__
+
+        return __version__
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="pushjobs-agent",
+        description="pushjobs node agent: runs whitelisted commands pushed by a pushjobs server.",
+    )
+    parser.add_argument(
+        "-c",
+        "--config",
+        default=DEFAULT_CONFIG_PATH,
+        metavar="FILE",
+        help=f"config file (default {DEFAULT_CONFIG_PATH})",
+    )
+    parser.add_argument("-S", "--server-url", metavar="URL", help="overrides server_url")
+    parser.add_argument("-N", "--node-name", metavar="NAME", help="overrides node_name")
+    parser.add_argument("-k", "--client-key", metavar="FILE", help="overrides client_key")
+    parser.add_argument(
+        "-l",
+        "--log-level",
+        choices=sorted(LOG_LEVELS),
+        metavar="LEVEL",
+        help="debug, info, warning or error",
+    )
+    parser.add_argument("-L", "--log-file", metavar="FILE", help="log to FILE instead of stderr")
+    parser.add_argument(
+        "--check-config",
+        action="store_true",
+        help="validate the config, print the effective settings, exit",
+    )
+    parser.add_argument(
+        "--check-command", metavar="CMD", help="print how CMD resolves through the whitelist, exit"
+    )
+    parser.add_argument("--version", action="store_true", help="print the version and exit")
+    return parser
+
+
+class _UTCFormatter(logging.Formatter):
+    converter = time.gmtime
+
+
+def setup_logging(cfg: AgentConfig) -> None:
+    """`<UTC time> <LEVEL> [<node>] <message>` to `log_file` or stderr."""
+    logger = logging.getLogger("pushjobs")
+    for handler in list(logger.handlers):
+        logger.removeHandler(handler)
+        handler.close()
+    handler: logging.Handler
+    if cfg.log_file:
+        handler = logging.FileHandler(cfg.log_file)
+    else:
+        handler = logging.StreamHandler(sys.stderr)
+    node = cfg.node_name.replace("%", "%%")
+    handler.setFormatter(
+        _UTCFormatter(
+            f"%(asctime)s.%(msecs)03dZ %(levelname)s [{node}] %(message)s",
+            datefmt="%Y-%m-%dT%H:%M:%S",
+        )
+    )
+    logger.addHandler(handler)
+    logger.setLevel(LOG_LEVELS[cfg.log_level])
+    logger.propagate = False
+
+
+def _check_config(cfg: AgentConfig) -> int:
+    for key, value in cfg.summary():
+        print(f"{key} = {value!r}")
+    entries = cfg.whitelist.entries()
+    print(f"whitelist ({len(entries)} entries):")
+    for entry in entries:
+        kind = f"pattern {entry.pattern.pattern!r}" if entry.pattern else "exact"
+        extras = []
+        if entry.shell:
+            extras.append("shell")
+        if entry.lock:
+            extras.append(f"lock {cfg.lock_file if entry.lock is True else entry.lock}")
+        if entry.hold_lock:
+            extras.append("hold_lock")
+        suffix = f" [{', '.join(extras)}]" if extras else ""
+        print(f"  {entry.key!r}: {kind} -> run {entry.run!r}{suffix}")
+    return 0
+
+
+def _check_command(cfg: AgentConfig, command: str) -> int:
+    result = cfg.whitelist.resolve(command)
+    if isinstance(result, Refusal):
+        print(f"refused: {result.reason}")
+        return 1
+    print(f"entry: {result.entry!r}")
+    if result.shell:
+        print(f"shell: /bin/sh -c {result.resolved!r}")
+    else:
+        print(f"argv: {result.argv!r}")
+    if result.lock_path:
+        when = "until the process ends" if result.hold_lock else "until the process starts"
+        print(f"lock: {result.lock_path} (held {when})")
+    else:
+        print("lock: none")
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the `pushjobs-agent` console script."""
+    args = build_parser().parse_args(argv)
+    if args.version:
+        print(f"pushjobs-agent {agent_version()} (protocol 3.0)")
+        return 0
+    overrides = {
+        "server_url": args.server_url,
+        "node_name": args.node_name,
+        "client_key": args.client_key,
+        "log_level": args.log_level,
+        "log_file": args.log_file,
+    }
+    try:
+        cfg = load_config(args.config, overrides)
+    except ConfigError as exc:
+        print(f"pushjobs-agent: {exc}", file=sys.stderr)
+        return 2
+    if args.check_config:
+        return _check_config(cfg)
+    if args.check_command is not None:
+        return _check_command(cfg, args.check_command)
+    return _run(cfg, args.config, overrides)
+
+
+def _run(cfg: AgentConfig, config_path: str, overrides: dict[str, str | None]) -> int:
+    from pushjobs.protocol.errors import ProtocolError
+    from pushjobs.protocol.keys import load_private_key
+
+    try:
+        with open(cfg.client_key, "rb") as fh:
+            key = load_private_key(fh.read())
+    except OSError as exc:
+        print(
+            f"pushjobs-agent: cannot read client_key {cfg.client_key}: {exc.strerror}",
+            file=sys.stderr,
+        )
+        return 2
+    except ProtocolError:
+        print(
+            f"pushjobs-agent: client_key {cfg.client_key} is not an RSA private key",
+            file=sys.stderr,
+        )
+        return 2
+    try:
+        setup_logging(cfg)
+    except OSError as exc:
+        print(
+            f"pushjobs-agent: cannot open log_file {cfg.log_file}: {exc.strerror}", file=sys.stderr
+        )
+        return 2
+
+    import trio
+
+    from pushjobs.agent.daemon import Agent
+
+    agent = Agent(
+        cfg,
+        key,
+        config_path=config_path,
+        overrides={k: v for k, v in overrides.items() if v is not None},
+        apply_logging=_reload_logging,
+    )
+    logger = logging.getLogger("pushjobs.agent")
+    try:
+        status = trio.run(agent.run)
+        if status == 2 and cfg.log_file and agent.fatal_message:
+            print(f"pushjobs-agent: {agent.fatal_message}", file=sys.stderr)  # also for systemd
+        return status
+    except KeyboardInterrupt:
+        return 0
+    except BaseException as exc:  # last resort: log with traceback, exit 1
+        logger.critical("fatal error: %r", exc, exc_info=exc)
+        return 1
+
+
+def _reload_logging(cfg: AgentConfig) -> None:
+    try:
+        setup_logging(cfg)
+    except OSError as exc:
+        logging.getLogger("pushjobs.agent").error("cannot reopen the log: %s", exc)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,273 @@
+"""Process execution for jobs (agent.md §10, §12, §14): host checks, job files, spawning,
+pipe reading, and terminating whole process groups."""
+
+from __future__ import annotations
+
+import errno
+import fcntl
+import os
+import pwd
+import signal
+import subprocess
+from collections.abc import Callable
+from pathlib import Path
+
+import trio
+
+from pushjobs.agent.environment import UserInfo
+from pushjobs.agent.runner import LockBusy, ProcessPlan
+
+READ_CHUNK = 32 * 1024
+PIPE_DRAIN_AFTER_EXIT = 2.0  # seconds the pipes are still read after the main process exited
+
+
+class SystemHost:
+    """The runner's `Host` backed by the real system."""
+
+    def lookup_user(self, name: str) -> UserInfo | None:
+        try:
+            entry = pwd.getpwnam(name)
+        except (KeyError, ValueError):
+            return None
+        try:
+            groups = tuple(os.getgrouplist(entry.pw_name, entry.pw_gid))
+        except OSError:
+            groups = (entry.pw_gid,)
+        return UserInfo(entry.pw_name, entry.pw_uid, entry.pw_gid, entry.pw_dir, groups)
+
+    def is_root(self) -> bool:
+        return os.geteuid() == 0
+
+    def own_user_name(self) -> str | None:
+        try:
+            return pwd.getpwuid(os.geteuid()).pw_name
+        except KeyError:
+            return None
+
+    def is_dir(self, path: str) -> bool:
+        return os.path.isdir(path)
+
+    def acquire_lock(self, path: str, command: str) -> object:
+        try:
+            fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+        except FileNotFoundError:
+            raise LockBusy(f"cannot create lock {path}: its directory does not exist") from None
+        except OSError as exc:
+            raise LockBusy(f"cannot open lock {path}: {exc.strerror}") from None
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError as exc:
+            os.close(fd)
+            if exc.errno in (errno.EWOULDBLOCK, errno.EAGAIN):
+                raise LockBusy(f"'{command}' is already running (lock {path} is held)") from None
+            raise LockBusy(f"cannot lock {path}: {exc.strerror}") from None
+        return fd
+
+    def release_lock(self, handle: object) -> None:
+        assert isinstance(handle, int)
+        try:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+        finally:
+            os.close(handle)
+
+    def remove_file(self, path: str) -> None:
+        try:
+            os.unlink(path)
+        except FileNotFoundError:
+            pass
+
+    def base_environment(self) -> dict[str, str]:
+        return dict(os.environ)
+
+
+def prepare_file_dir(file_dir: str) -> list[str]:
+    """Create `file_dir` (0711) if missing; delete leftover `job-*` files and return their names."""
+    path = Path(file_dir)
+    if not path.is_dir():
+        path.mkdir(mode=0o711, parents=True, exist_ok=True)
+        os.chmod(path, 0o711)  # mkdir's mode is filtered by the umask
+    removed = []
+    for leftover in sorted(path.glob("job-*")):
+        try:
+            if leftover.is_symlink() or leftover.is_file():
+                leftover.unlink()
+                removed.append(leftover.name)
+        except OSError:
+            pass
+    return removed
+
+
+def write_job_file(path: str, data: bytes, user: UserInfo | None) -> None:
+    """Write the job file: 0600, O_EXCL|O_NOFOLLOW, owned by the run-as user (agent.md §12)."""
+    try:
+        os.unlink(path)
+    except FileNotFoundError:
+        pass
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+    try:
+        if user is not None and os.geteuid() == 0:
+            os.fchown(fd, user.uid, user.gid)
+        view = memoryview(data)
+        while view:
+            written = os.write(fd, view)
+            view = view[written:]
+    finally:
+        os.close(fd)
+
+
+class StartError(Exception):
+    """The process could not be started; `exit_status` is 127, 126 or None."""
+
+    def __init__(self, reason: str, exit_status: int | None) -> None:
+        super().__init__(reason)
+        self.reason = reason
+        self.exit_status = exit_status
+
+
+def _start_error(exc: OSError, plan: ProcessPlan) -> StartError:
+    reason = exc.strerror or str(exc)
+    if plan.cwd and exc.filename == plan.cwd:
+        return StartError(f"cannot change directory to {plan.cwd}: {reason}", None)
+    program = plan.argv[0]
+    if exc.filename is not None and os.fsdecode(exc.filename) == program:
+        if isinstance(exc, FileNotFoundError):
+            return StartError(f"{program}: command not found", 127)
+        if isinstance(exc, PermissionError) or exc.errno == errno.ENOEXEC:
+            return StartError(f"{program}: {reason}", 126)
+    return StartError(f"{program}: {reason}", None)
+
+
+class JobProcess:
+    """A started job process: its group, its pipes, exit detection without reaping, terminate."""
+
+    def __init__(self, proc: trio.Process) -> None:
+        self.proc = proc
+        self.pid = proc.pid
+        self.pgid = proc.pid  # start_new_session: the process leads its own group
+        self.exited = trio.Event()  # the main process exited (may not be reaped yet)
+        self._terminating = False
+        self.terminated = trio.Event()
+
+    @classmethod
+    async def start(cls, plan: ProcessPlan) -> JobProcess:
+        """Write the job file and start the process; raise StartError when that fails."""
+        if plan.file_path is not None and plan.file_bytes is not None:
+            try:
+                write_job_file(plan.file_path, plan.file_bytes, plan.user)
+            except OSError as exc:
+                raise StartError(
+                    f"cannot write job file {plan.file_path}: {exc.strerror}", None
+                ) from None
+        options: dict[str, object] = {}
+        if plan.user is not None and os.geteuid() == 0:
+            options = {
+                "user": plan.user.uid,
+                "group": plan.user.gid,
+                "extra_groups": list(plan.user.groups),
+            }
+        try:
+            proc = await trio.lowlevel.open_process(
+                plan.argv,
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                env=plan.env,
+                cwd=plan.cwd,
+                start_new_session=True,
+                close_fds=True,
+                umask=0o022,
+                **options,
+            )
+        except OSError as exc:
+            raise _start_error(exc, plan) from None
+        except (subprocess.SubprocessError, ValueError, TypeError) as exc:
+            raise StartError(str(exc), None) from None
+        return cls(proc)
+
+    async def watch_exit(self) -> None:
+        """Set `exited` when the main process has exited, without reaping it (the group id
+        stays reserved until we reap, so killpg cannot hit a recycled group)."""
+        try:
+            pidfd = os.pidfd_open(self.pid)
+        except (AttributeError, OSError):
+            pidfd = None
+        try:
+            if pidfd is not None:
+                await trio.lowlevel.wait_readable(pidfd)
+            else:
+                while True:
+                    info = os.waitid(os.P_PID, self.pid, os.WEXITED | os.WNOHANG | os.WNOWAIT)
+                    if info is not None:
+                        break
+                    await trio.sleep(0.05)
+        finally:
+            if pidfd is not None:
+                os.close(pidfd)
+        self.exited.set()
+
+    async def read_pipes(self, on_output: Callable[[str, bytes], None]) -> None:
+        """Read stdout and stderr in chunks of up to 32 KiB until both reach end-of-file."""
+        async with trio.open_nursery() as nursery:
+            for name, stream in (("stdout", self.proc.stdout), ("stderr", self.proc.stderr)):
+                if stream is not None:
+                    nursery.start_soon(self._read_one, name, stream, on_output)
+
+    @staticmethod
+    async def _read_one(
+        name: str, stream: trio.abc.ReceiveStream, on_output: Callable[[str, bytes], None]
+    ) -> None:
+        while True:
+            try:
+                data = await stream.receive_some(READ_CHUNK)
+            except (trio.ClosedResourceError, trio.BrokenResourceError, OSError):
+                return
+            if not data:
+                return
+            on_output(name, data)
+
+    def signal_group(self, signum: int) -> bool:
+        """killpg; False when the group is already empty."""
+        try:
+            os.killpg(self.pgid, signum)
+        except ProcessLookupError:
+            return False
+        except PermissionError:
+            return False
+        return True
+
+    async def terminate(self, grace: float, on_signal: Callable[[str], None]) -> None:
+        """TERM the group, wait for the main process up to `grace`, then KILL the group."""
+        if self._terminating:
+            await self.terminated.wait()
+            return
+        self._terminating = True
+        try:
+            if not self.exited.is_set():
+                on_signal("SIGTERM")
+            self.signal_group(signal.SIGTERM)
+            with trio.move_on_after(grace):
+                await self.exited.wait()
+            if not self.exited.is_set():
+                on_signal("SIGKILL")
+            self.signal_group(signal.SIGKILL)  # also any children left in the group
+            with trio.move_on_after(grace + 5):
+                await self.exited.wait()
+        finally:
+            self.terminated.set()
+
+    @property
+    def terminating(self) -> bool:
+        return self._terminating
+
+    async def reap(self) -> int:
+        """Reap the main process and close the pipes; return the return code."""
+        with trio.CancelScope(shield=True):
+            returncode = await self.proc.wait()
+            for stream in (self.proc.stdout, self.proc.stderr):
+                if stream is not None:
+                    await stream.aclose()
+        return returncode
+
+    def kill_now(self) -> None:
+        """Last resort (shutdown or internal failure): KILL the group at once."""
+        self.signal_group(signal.SIGKILL)
