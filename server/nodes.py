@@ -1,0 +1,338 @@
+"""Node states (rehab / idle, liveness) and the registry of connected nodes (lifecycle.md §2, §3).
+
+`NodeState` is a plain object: inputs in, a list of actions out (`SEND_ABORT`, `DOWN`); it does no
+I/O and reads no clock. `NodeRegistry` owns every node state and performs those actions: it seals
+command messages for the node's protocol version with its session key and hands the frames to a
+non-blocking sender (the broker's ROUTER), and tells watchers (live jobs) when a node goes down.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Sequence
+from typing import Any, Protocol
+
+from pushjobs.protocol.envelope import seal_hmac
+from pushjobs.protocol.timestamps import format_rfc1123
+
+from .liveness import LivenessParams, NodeLiveness
+
+log = logging.getLogger(__name__)
+
+REHAB = "rehab"
+IDLE = "idle"
+
+# Actions returned by NodeState inputs.
+SEND_ABORT = "send_abort"
+DOWN = "down"
+
+Sender = Callable[[Sequence[bytes]], Any]
+Key = tuple[str, str]
+
+
+class NodeWatcher(Protocol):
+    """A live job that includes the node; told when the node's state ends."""
+
+    def node_down(self, org: str, node: str) -> None: ...
+
+
+class NodeState:
+    """One connected node: rehab/idle phase, liveness, connection facts (lifecycle.md §2.2)."""
+
+    __slots__ = (
+        "incarnation_id",
+        "liveness",
+        "next_abort",
+        "node",
+        "org",
+        "phase",
+        "rehab_interval",
+        "routing_id",
+        "version",
+    )
+
+    def __init__(
+        self,
+        org: str,
+        node: str,
+        *,
+        incarnation_id: str,
+        routing_id: bytes,
+        version: str,
+        liveness: LivenessParams,
+        rehab_interval: float,
+        now: float,
+    ) -> None:
+        self.org = org
+        self.node = node
+        self.incarnation_id = incarnation_id
+        self.routing_id = routing_id
+        self.version = version
+        self.liveness = NodeLiveness(liveness, now)
+        self.rehab_interval = rehab_interval
+        self.phase = REHAB
+        self.next_abort = now + rehab_interval
+
+    def start(self, now: float) -> list[str]:
+        """Creation: enter rehab, send `abort`, start the rehab timer."""
+        self.phase = REHAB
+        self.next_abort = now + self.rehab_interval
+        return [SEND_ABORT]
+
+    def on_rehab_timer(self, now: float) -> list[str]:
+        """Timer tick: in rehab and due → send `abort` again."""
+        if self.phase != REHAB or now < self.next_abort:
+            return []
+        self.next_abort = now + self.rehab_interval
+        return [SEND_ABORT]
+
+    def on_aborted(self) -> list[str]:
+        """`aborted` from the node: rehab → idle (cancels the timer); idle stays idle."""
+        self.phase = IDLE
+        return []
+
+    def on_rehab_request(self, now: float) -> list[str]:
+        """A job or the broker asks for rehab: idle → rehab with `abort`; rehab ignores it."""
+        if self.phase == REHAB:
+            return []
+        self.phase = REHAB
+        self.next_abort = now + self.rehab_interval
+        return [SEND_ABORT]
+
+    def on_heartbeat(self, now: float) -> list[str]:
+        """A validated heartbeat (not the one that created the state)."""
+        return [] if self.liveness.heartbeat(now) else [DOWN]
+
+    def on_scan(self, now: float) -> list[str]:
+        """The liveness scanner's look at this node."""
+        return [] if self.liveness.check(now) else [DOWN]
+
+
+class NodeRegistry:
+    """Every node state of the process, with routing ids, command sequences and watchers.
+
+    Per (org, node) command sequence counters live here, outside the node state, so they survive
+    state re-creation (wire-protocol.md §8). Watchers are kept per (org, node) whether or not the
+    node is online: a job registers for all its nodes at start.
+    """
+
+    def __init__(self, rt: Any) -> None:
+        timing = rt.settings.timing
+        self._sessions = rt.sessions
+        self.liveness_params = LivenessParams(
+            interval=float(timing.heartbeat_interval),
+            window=float(timing.decay_window),
+            threshold=float(timing.down_threshold),
+        )
+        self.rehab_interval = float(timing.rehab_interval)
+        self.scan_interval = float(timing.heartbeat_interval) * float(
+            timing.detect_offline_nodes_interval
+        )
+        self._states: dict[Key, NodeState] = {}
+        self._by_org: dict[str, dict[str, NodeState]] = {}
+        self._rehab: dict[Key, NodeState] = {}
+        self._sequences: dict[Key, int] = {}
+        self._watchers: dict[Key, dict[int, NodeWatcher]] = {}
+        self._send: Sender | None = None
+        self._ts_second = -1
+        self._ts_text = ""
+        self.clock: Callable[[], float] = time.monotonic
+
+    # -- wiring ----------
+
+    def attach(self, send: Sender) -> None:
+        """Give the registry the non-blocking sender of the command ROUTER."""
+        self._send = send
+
+    def detach(self) -> None:
+        self._send = None
+
+    # -- queries (contracts.md §2) --------------------------------------------------------------
+
+    def state(self, org: str, node: str) -> str | None:
+        """None (offline), "rehab" or "idle"."""
+        st = self._states.get((org, node))
+        return None if st is None else st.phase
+
+    def node_state(self, org: str, node: str) -> NodeState | None:
+        return self._states.get((org, node))
+
+    def online_nodes(self, org: str) -> list[tuple[str, str]]:
+        """Sorted (name, phase) of the org's online nodes."""
+        nodes = self._by_org.get(org)
+        if not nodes:
+            return []
+        return sorted((name, st.phase) for name, st in nodes.items())
+
+    def online_count(self) -> int:
+        return len(self._states)
+
+    def rehab_count(self) -> int:
+        return len(self._rehab)
+
+    def next_sequence(self, org: str, node: str) -> int:
+        """The sequence the next command to (org, node) will carry."""
+        return self._sequences.get((org, node), 0) + 1
+
+    # -- watchers ----------
+
+    def watch(self, org: str, node: str, watcher: NodeWatcher) -> None:
+        self._watchers.setdefault((org, node), {})[id(watcher)] = watcher
+
+    def unwatch(self, org: str, node: str, watcher: NodeWatcher) -> None:
+        key = (org, node)
+        watchers = self._watchers.get(key)
+        if watchers is not None:
+            watchers.pop(id(watcher), None)
+            if not watchers:
+                del self._watchers[key]
+
+    def watcher_count(self, org: str, node: str) -> int:
+        return len(self._watchers.get((org, node), ()))
+
+    # -- inbound (wire-protocol.md §16 step 11) ----------------------------------------------------
+
+    def accept(
+        self,
+        org: str,
+        node: str,
+        incarnation_id: str,
+        routing_id: bytes,
+        version: str,
+        now: float,
+    ) -> tuple[NodeState, bool]:
+        """Bind a validated message to its node state; returns (state, created).
+
+        A state of another client incarnation ends first (watchers told `down`); a missing
+        state is created and sent `abort`; a known node on a new routing id is sent `ack`.
+        """
+        key = (org, node)
+        st = self._states.get(key)
+        if st is not None and st.incarnation_id != incarnation_id:
+            self._end(key, "new client incarnation")
+            st = None
+        if st is None:
+            st = NodeState(
+                org,
+                node,
+                incarnation_id=incarnation_id,
+                routing_id=routing_id,
+                version=version,
+                liveness=self.liveness_params,
+                rehab_interval=self.rehab_interval,
+                now=now,
+            )
+            self._states[key] = st
+            self._by_org.setdefault(org, {})[node] = st
+            log.info("node %s/%s online (incarnation %s)", org, node, incarnation_id)
+            self._perform(st, st.start(now))
+            return st, True
+        st.version = version
+        if routing_id != st.routing_id:
+            st.routing_id = routing_id
+            log.info("node %s/%s reconnected", org, node)
+            self.send_command(org, node, "ack", {})
+        return st, False
+
+    def heartbeat(self, org: str, node: str, now: float) -> None:
+        """A validated heartbeat of an existing state that did not just create it."""
+        st = self._states.get((org, node))
+        if st is not None:
+            self._perform(st, st.on_heartbeat(now), reason="liveness (heartbeat)")
+
+    def aborted(self, org: str, node: str) -> None:
+        """`aborted` from the node: rehab → idle."""
+        st = self._states.get((org, node))
+        if st is not None:
+            if st.phase == REHAB:
+                log.info("node %s/%s idle", org, node)
+            self._perform(st, st.on_aborted())
+
+    def rehab(self, org: str, node: str, now: float | None = None) -> None:
+        """Rehab request (lifecycle.md §2.2); ignored for offline nodes and nodes in rehab."""
+        st = self._states.get((org, node))
+        if st is not None:
+            self._perform(st, st.on_rehab_request(self.clock() if now is None else now))
+
+    # -- timers ----------
+
+    def tick_rehab(self, now: float) -> None:
+        """Resend `abort` to every node in rehab whose timer is due."""
+        for st in list(self._rehab.values()):
+            self._perform(st, st.on_rehab_timer(now))
+
+    def scan(self, now: float) -> int:
+        """Liveness scan of every node; returns how many went down."""
+        down = [st for st in self._states.values() if DOWN in st.on_scan(now)]
+        for st in down:
+            self._perform(st, [DOWN], reason="liveness (scan)")
+        return len(down)
+
+    def shutdown(self) -> None:
+        """Server shutdown: every node state ends silently."""
+        self._states.clear()
+        self._by_org.clear()
+        self._rehab.clear()
+
+    # -- outbound ----------
+
+    def send_command(self, org: str, node: str, msg_type: str, fields: dict[str, Any]) -> None:
+        """Seal and send `abort`/`ack`/`commit`/`run` to an online node; dropped when offline."""
+        st = self._states.get((org, node))
+        if st is None:
+            log.debug("not sending %s to offline node %s/%s", msg_type, org, node)
+            return
+        key = self._sessions.existing_key(org, node)
+        send = self._send
+        if key is None or send is None:
+            log.warning("cannot send %s to %s/%s: no session key or socket", msg_type, org, node)
+            return
+        seq = self._sequences.get((org, node), 0) + 1
+        self._sequences[(org, node)] = seq
+        # Chef Push Jobs' field order: sequence, timestamp, type, then the message's fields.
+        body: dict[str, Any] = {"sequence": seq, "timestamp": self._timestamp(), "type": msg_type}
+        body.update(fields)
+        header, payload = seal_hmac(st.version, body, key)
+        send([st.routing_id, header, payload])
+
+    # -- internals ----------
+
+    def _timestamp(self) -> str:
+        second = int(time.time())
+        if second != self._ts_second:
+            self._ts_second = second
+            self._ts_text = format_rfc1123(second)
+        return self._ts_text
+
+    def _perform(self, st: NodeState, actions: list[str], reason: str = "") -> None:
+        key = (st.org, st.node)
+        if self._states.get(key) is not st:
+            return  # ended meanwhile (a watcher reacted to another node going down)
+        if st.phase == REHAB:
+            self._rehab[key] = st
+        else:
+            self._rehab.pop(key, None)
+        for action in actions:
+            if action == SEND_ABORT:
+                self.send_command(st.org, st.node, "abort", {})
+            elif action == DOWN:
+                self._end(key, reason)
+
+    def _end(self, key: Key, reason: str) -> None:
+        st = self._states.pop(key, None)
+        if st is None:
+            return
+        org, node = key
+        by_org = self._by_org.get(org)
+        if by_org is not None:
+            by_org.pop(node, None)
+            if not by_org:
+                del self._by_org[org]
+        self._rehab.pop(key, None)
+        log.info("node %s/%s down: %s", org, node, reason)
+        for watcher in list(self._watchers.get(key, {}).values()):
+            try:
+                watcher.node_down(org, node)
+            except Exception:
+                log.exception("watcher failed handling node %s/%s down", org, node)

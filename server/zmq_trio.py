@@ -1,0 +1,99 @@
+"""Drive non-blocking pyzmq sockets from trio through their file descriptor.
+
+`zmq.FD` signals *edges*: it becomes readable when the socket's event state may have changed,
+not while messages are pending. So a reader must drain until `EAGAIN` after every wake-up, and
+it must look at `zmq.EVENTS` before sleeping, because any other operation on the same socket
+(a send from another task, a getsockopt) may consume the edge while messages are waiting.
+`TrioSocket` wraps one socket: one task reads (`recv_batch`), any task sends (`send_nowait`);
+a send that finds input pending while the reader sleeps wakes the reader.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import trio
+import zmq
+
+# Upper bound of messages handed to the reader per wake-up: keeps other tasks (HTTP, timers)
+# responsive while a burst is drained; the reader is called again at once.
+DEFAULT_BATCH = 256
+
+
+class TrioSocket:
+    """A non-blocking zmq socket with a trio-friendly reader and non-blocking sends."""
+
+    __slots__ = ("_closed", "_fd", "_wait_scope", "sock")
+
+    def __init__(self, sock: zmq.Socket) -> None:
+        self.sock = sock
+        self._fd: int = sock.getsockopt(zmq.FD)
+        self._wait_scope: trio.CancelScope | None = None
+        self._closed = False
+
+    def _readable(self) -> bool:
+        return bool(self.sock.getsockopt(zmq.EVENTS) & zmq.POLLIN)
+
+    async def wait_readable(self) -> None:
+        """Return once the socket has input pending (checks `zmq.EVENTS` before sleeping)."""
+        while not self._readable():
+            with trio.CancelScope() as scope:
+                self._wait_scope = scope
+                try:
+                    await trio.lowlevel.wait_readable(self._fd)
+                finally:
+                    self._wait_scope = None
+
+    async def recv_batch(self, *, copy: bool = True, limit: int = DEFAULT_BATCH) -> list[Any]:
+        """Wait for input, then return up to `limit` multipart messages received without blocking.
+
+        With `copy=False` each message is a list of `zmq.Frame` (frame properties such as
+        `User-Id` are available); otherwise a list of bytes.
+        """
+        while True:
+            batch: list[Any] = []
+            recv = self.sock.recv_multipart
+            try:
+                while len(batch) < limit:
+                    batch.append(recv(zmq.NOBLOCK, copy=copy))
+            except zmq.Again:
+                pass
+            if batch:
+                # Let other tasks run between bursts without giving up our place for long.
+                await trio.lowlevel.checkpoint()
+                return batch
+            await self.wait_readable()
+
+    def send_nowait(self, frames: Sequence[bytes | zmq.Frame], *, copy: bool = True) -> bool:
+        """Send a multipart message without blocking; False when it could not be queued.
+
+        Wakes a sleeping reader of this socket when the send left input pending (edge rule).
+        """
+        if self._closed:
+            return False
+        try:
+            self.sock.send_multipart(frames, zmq.NOBLOCK, copy=copy)
+            sent = True
+        except zmq.Again:
+            sent = False
+        except zmq.ZMQError as exc:
+            # ROUTER with an unknown peer (when ROUTER_MANDATORY is set) or a closed socket.
+            if exc.errno in (zmq.EHOSTUNREACH, zmq.ENOTSOCK):
+                sent = False
+            else:
+                raise
+        if self._wait_scope is not None and self._readable():
+            self._wait_scope.cancel()
+        return sent
+
+    def close(self) -> None:
+        """Tell trio the fd is going away, then close the socket (LINGER is 0 on our sockets)."""
+        if self._closed:
+            return
+        self._closed = True
+        try:
+            trio.lowlevel.notify_closing(self._fd)
+        except (RuntimeError, OSError):
+            pass  # not inside trio (tests), or the fd is already gone
+        self.sock.close(linger=0)
