@@ -183,6 +183,12 @@ class World:
         wait_for(lambda: self.output_closed(self.done_job), 15, what="output record closed")
         self.offline_job = post_job(server, "greet", ["oa-never-seen"])
         server.wait_job(self.offline_job)
+        # past its grace period the job is no longer live: its feed answers with one summary
+        wait_for(
+            lambda: self.offline_job not in server.get("/pushy/_status").json()["job_processes"],
+            15,
+            what="finished job to leave memory",
+        )
 
     def output_closed(self, job_id: str) -> bool:
         nodes = self.server.get(f"jobs/{job_id}/nodes").json()
