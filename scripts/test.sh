@@ -1,13 +1,25 @@
 #!/usr/bin/env bash
-# Install pushjobs with its test extras into ./.venv and run the linter and the whole test suite.
-# Usage: scripts/test.sh [pytest args...]
+# Install pushjobs with its test extras into ./.venv, then run the linter and the whole test suite.
+# Usage: scripts/test.sh [pytest args...]     PYTHON=python3.11 picks the interpreter (default python3)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PYTHON="${PYTHON:-python3}"
-if [ ! -x .venv/bin/python ]; then
-    "$PYTHON" -m venv .venv
+if ! "$PYTHON" -c 'import sys; sys.exit(sys.version_info < (3, 11))' 2>/dev/null; then
+    echo "test: pushjobs needs Python 3.11 or newer ($PYTHON: $("$PYTHON" -V 2>&1 || echo missing))" >&2
+    exit 1
 fi
-.venv/bin/python -m pip install --quiet --upgrade pip
-.venv/bin/python -m pip install --quiet -e '.[test]'
+if [ ! -x .venv/bin/python ]; then
+    echo "==> Creating .venv"
+    if ! "$PYTHON" -m venv .venv; then
+        echo "test: could not create .venv; on Debian: apt-get install python3-venv" >&2
+        rm -rf .venv
+        exit 1
+    fi
+fi
+echo "==> Installing pushjobs with its test extras into .venv"
+.venv/bin/python -m pip install --quiet --disable-pip-version-check --upgrade pip
+.venv/bin/python -m pip install --quiet --disable-pip-version-check -e '.[test]'
+echo "==> ruff check"
 .venv/bin/ruff check .
+echo "==> pytest"
 .venv/bin/python -m pytest "$@"
