@@ -34,7 +34,6 @@ if TYPE_CHECKING:
 log = logging.getLogger("pushjobs.server")
 
 
-
 class StartupError(Exception):
     """The server cannot start; the message is shown to the operator as `error: <message>`."""
 
@@ -208,15 +207,21 @@ async def serve(rt: ServerRuntime) -> None:
             )
             await nursery.start(rt.jobs.run)
             app = create_app(rt)
-            try:
-                binds = await nursery.start(
-                    lambda task_status: hypercorn_serve(
+            http_stopped = trio.Event()
+
+            async def run_http(task_status: trio.TaskStatus[list[str]]) -> None:
+                try:
+                    await hypercorn_serve(
                         app,
                         _hypercorn_config(settings),
                         shutdown_trigger=shutdown.wait,
                         task_status=task_status,
                     )
-                )
+                finally:
+                    http_stopped.set()
+
+            try:
+                binds = await nursery.start(run_http)
             except OSError as exc:
                 raise StartupError(
                     f"cannot bind {settings.http.bind}:{settings.http.port}: {exc.strerror or exc}"
@@ -227,12 +232,12 @@ async def serve(rt: ServerRuntime) -> None:
             log.info("http: listening on %s", ", ".join(binds))
             log.info("server ready, incarnation %s", rt.incarnation_id)
             await shutdown.wait()
+            # HTTP stops accepting at once (shutdown trigger); live jobs are marked crashed and
+            # their open feeds get `job_complete` while hypercorn's graceful timeout runs.
             with trio.move_on_after(10):
                 await rt.jobs.shutdown()
-            # hypercorn stops on the shutdown trigger; give open streams its graceful timeout.
             with trio.move_on_after(5):
-                while len(nursery.child_tasks) > 2:
-                    await trio.sleep(0.05)
+                await http_stopped.wait()
             nursery.cancel_scope.cancel()
     settings.server_info_path.unlink(missing_ok=True)
     log.info("server stopped")
