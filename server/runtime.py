@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import re
 import signal
 import sys
 import time
@@ -197,8 +198,8 @@ async def serve(rt: ServerRuntime) -> None:
             nursery.start_soon(watch_signals)
             try:
                 await nursery.start(rt.broker.run)
-            except zmq.ZMQError as exc:
-                raise StartupError(f"cannot bind the ZeroMQ sockets: {exc}") from None
+            except* zmq.ZMQError as group:
+                raise StartupError(_zmq_bind_error(_first(group, zmq.ZMQError))) from None
             log.info(
                 "zeromq: heartbeat PUB on port %d, command ROUTER on port %d (%s)",
                 rt.heartbeat_port,
@@ -222,9 +223,11 @@ async def serve(rt: ServerRuntime) -> None:
 
             try:
                 binds = await nursery.start(run_http)
-            except OSError as exc:
+            except* OSError as group:
+                exc = _first(group, OSError)
+                reason = getattr(exc, "strerror", None) or exc
                 raise StartupError(
-                    f"cannot bind {settings.http.bind}:{settings.http.port}: {exc.strerror or exc}"
+                    f"cannot bind {settings.http.bind}:{settings.http.port}: {reason}"
                 ) from None
             http_url = _local_url(binds[0])
             rt.http_port = int(http_url.rsplit(":", 1)[1])
@@ -266,6 +269,16 @@ def run_server(settings: Settings) -> int:
         log.exception("server failed")
         return 1
     return 0
+
+
+def _zmq_bind_error(exc: BaseException | None) -> str:
+    """`cannot bind <address>: <reason>` from a pyzmq bind error (its text names the address)."""
+    text = str(exc)
+    match = re.search(r"\(addr='([^']*)'\)", text)
+    if match is None:
+        return f"cannot bind the ZeroMQ sockets: {text}"
+    reason = text[: match.start()].strip()
+    return f"cannot bind {match.group(1)}: {reason}"
 
 
 def _first(group: BaseExceptionGroup, kind: type[BaseException]) -> BaseException | None:
