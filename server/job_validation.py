@@ -5,7 +5,7 @@ from __future__ import annotations
 import base64
 import binascii
 import json
-import math
+from decimal import Decimal
 from typing import Any
 
 from .records import JobSpec
@@ -73,18 +73,16 @@ def _has_surrogates(value: Any) -> bool:
 
 
 def _integer(value: Any) -> int | None:
-    """The value as an int when it is a JSON number with an integral value in 0..2^31-1."""
-    if isinstance(value, bool):
+    """The value as an int when it is a JSON number with an integral value in 0..2^31-1.
+
+    Numbers are decoded as exact `Decimal`s, so `1e-400` is not mistaken for 0 and a
+    5000-digit integer is simply out of range (int() refuses such strings).
+    """
+    if not isinstance(value, Decimal) or not 0 <= value <= MAX_INT:
         return None
-    if isinstance(value, int):
-        result = value
-    elif isinstance(value, float):
-        if not math.isfinite(value) or not value.is_integer():
-            return None
-        result = int(value)
-    else:
+    if value != value.to_integral_value():
         return None
-    return result if 0 <= result <= MAX_INT else None
+    return int(value)
 
 
 def _file_size(text: str) -> int:
@@ -107,6 +105,8 @@ def validate_job_body(body: bytes, default_run_timeout: int) -> JobSpec:
             body.decode("utf-8"),
             object_pairs_hook=_object_pairs,
             parse_constant=_reject_constant,
+            parse_float=Decimal,
+            parse_int=Decimal,
         )
     except (UnicodeDecodeError, ValueError, RecursionError):
         raise JobValidationError(UNKNOWN) from None

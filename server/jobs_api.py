@@ -10,6 +10,7 @@ from urllib.parse import quote
 
 import trio
 from starlette.responses import Response, StreamingResponse
+from starlette.types import Send
 
 from pushjobs.protocol.timestamps import format_rfc1123
 
@@ -34,6 +35,26 @@ SSE_HEADERS = {
 }
 MAX_SSE_CHUNK = 32768
 _DIGITS = re.compile(r"[0-9]{1,10}")
+
+
+class SseResponse(StreamingResponse):
+    """A streaming response whose end of body is sent shielded from cancellation.
+
+    Starlette streams and watches for `http.disconnect` side by side and cancels both when
+    either finishes. Sending the last body message makes hypercorn report the stream closed,
+    which delivers `http.disconnect` at once; the watcher then cancelled that very send before
+    hypercorn had closed a `Connection: close` socket, so finished streams kept their
+    connection (and fd) open until the client went away.
+    """
+
+    async def stream_response(self, send: Send) -> None:
+        await send(
+            {"type": "http.response.start", "status": self.status_code, "headers": self.raw_headers}
+        )
+        async for chunk in self.body_iterator:
+            await send({"type": "http.response.body", "body": chunk, "more_body": True})
+        with trio.CancelScope(shield=True):
+            await send({"type": "http.response.body", "body": b"", "more_body": False})
 
 
 # ---- views ---------------------------------------------------------------------------
@@ -143,8 +164,9 @@ async def list_jobs(ctx: RequestContext, rt: ServerRuntime) -> Response:
 
 def _job_uri(ctx: RequestContext, rt: ServerRuntime, job_id: str) -> str:
     request = ctx.request
-    forwarded = request.headers.get("x-forwarded-proto")
-    scheme = forwarded.split(",")[0].strip() if forwarded is not None else request.url.scheme
+    # An empty X-Forwarded-Proto (or an empty first element) counts as absent.
+    forwarded = request.headers.get("x-forwarded-proto") or ""
+    scheme = forwarded.split(",")[0].strip() or request.url.scheme
     host_header = request.headers.get("host")
     if host_header:
         host, port = _split_host(host_header.strip())
@@ -293,7 +315,7 @@ async def _output_stream(
     last = ctx.request.headers.get("last-event-id")
     requested = int(last) if last is not None and _DIGITS.fullmatch(last) else None
     stream = _OutputStream(rt, job, node, channel, rows.get(node), requested)
-    return StreamingResponse(stream.events(), headers=SSE_HEADERS)
+    return SseResponse(stream.events(), headers=SSE_HEADERS)
 
 
 def utf8_pieces(data: bytes, start: int, end: int, size: int = MAX_SSE_CHUNK):
@@ -441,7 +463,7 @@ async def job_feed(ctx: RequestContext, rt: ServerRuntime) -> Response:
     live = manager.live_job(ctx.org.name, job_id)
     if live is not None:
         start = live.log.replay_start(_last_event_id(ctx))
-        return StreamingResponse(_job_events(manager, live, start), headers=SSE_HEADERS)
+        return SseResponse(_job_events(manager, live, start), headers=SSE_HEADERS)
     job = await rt.store.get_job(ctx.org.name, job_id)
     if job is None:
         raise _not_found(job_id)
@@ -492,4 +514,4 @@ async def org_feed(ctx: RequestContext, rt: ServerRuntime) -> Response:
             if scope.cancelled_caught:
                 yield KEEPALIVE
 
-    return StreamingResponse(events(), headers=SSE_HEADERS)
+    return SseResponse(events(), headers=SSE_HEADERS)
