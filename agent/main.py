@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 import time
 from collections.abc import Sequence
+from typing import Any
 
 from pushjobs.agent.config import DEFAULT_CONFIG_PATH, AgentConfig, ConfigError, load_config
 from pushjobs.agent.whitelist import Refusal
@@ -97,18 +99,47 @@ def _check_config(cfg: AgentConfig) -> int:
         print(f"{key} = {value!r}")
     entries = cfg.whitelist.entries()
     print(f"whitelist ({len(entries)} entries):")
+    lock_dirs: dict[str, list[str]] = {}
     for entry in entries:
         kind = f"pattern {entry.pattern.pattern!r}" if entry.pattern else "exact"
         extras = []
         if entry.shell:
             extras.append("shell")
         if entry.lock:
-            extras.append(f"lock {cfg.lock_file if entry.lock is True else entry.lock}")
+            lock = cfg.lock_file if entry.lock is True else str(entry.lock)
+            extras.append(f"lock {lock}")
+            lock_dirs.setdefault(os.path.dirname(os.path.abspath(lock)), []).append(entry.key)
         if entry.hold_lock:
             extras.append("hold_lock")
         suffix = f" [{', '.join(extras)}]" if extras else ""
         print(f"  {entry.key!r}: {kind} -> run {entry.run!r}{suffix}")
+    for directory, keys in lock_dirs.items():
+        if not os.path.isdir(directory):
+            names = ", ".join(repr(k) for k in keys)
+            print(
+                f"warning: lock directory {directory} does not exist: "
+                f"jobs of {names} will be refused until it does",
+                file=sys.stderr,
+            )
+    _, problem = _load_client_key(cfg)
+    if problem is not None:
+        print(f"pushjobs-agent: {problem}", file=sys.stderr)
+        return 2
     return 0
+
+
+def _load_client_key(cfg: AgentConfig) -> tuple[Any, str | None]:
+    """(the RSA private key, None), or (None, why `client_key` is unusable)."""
+    from pushjobs.protocol.errors import ProtocolError
+    from pushjobs.protocol.keys import load_private_key
+
+    try:
+        with open(cfg.client_key, "rb") as fh:
+            return load_private_key(fh.read()), None
+    except OSError as exc:
+        return None, f"cannot read client_key {cfg.client_key}: {exc.strerror or exc}"
+    except ProtocolError:
+        return None, f"client_key {cfg.client_key} is not an RSA private key"
 
 
 def _check_command(cfg: AgentConfig, command: str) -> int:
@@ -155,23 +186,9 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _run(cfg: AgentConfig, config_path: str, overrides: dict[str, str | None]) -> int:
-    from pushjobs.protocol.errors import ProtocolError
-    from pushjobs.protocol.keys import load_private_key
-
-    try:
-        with open(cfg.client_key, "rb") as fh:
-            key = load_private_key(fh.read())
-    except OSError as exc:
-        print(
-            f"pushjobs-agent: cannot read client_key {cfg.client_key}: {exc.strerror}",
-            file=sys.stderr,
-        )
-        return 2
-    except ProtocolError:
-        print(
-            f"pushjobs-agent: client_key {cfg.client_key} is not an RSA private key",
-            file=sys.stderr,
-        )
+    key, problem = _load_client_key(cfg)
+    if problem is not None:
+        print(f"pushjobs-agent: {problem}", file=sys.stderr)
         return 2
     try:
         setup_logging(cfg)

@@ -16,7 +16,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
-from urllib.parse import quote, urlencode
+from urllib.parse import quote, urlencode, urlsplit
 
 import httpx
 
@@ -30,6 +30,9 @@ JSON = "application/json"
 SSE = "text/event-stream"
 OCTETS = "application/octet-stream"
 V1_HINT = "(the server rejected a job option; is it a Chef Push Jobs 1.x server?)"
+ORG_URL_HINT = (
+    "(server_url must be the organization URL, like https://push.example.com/organizations/ORG)"
+)
 # SSE streams get a keep-alive every 15 s, so a minute without a byte means a dead connection.
 TIMEOUT = httpx.Timeout(60.0, connect=15.0)
 
@@ -37,11 +40,12 @@ TIMEOUT = httpx.Timeout(60.0, connect=15.0)
 class HttpError(RequestError):
     """A non-2xx answer; `texts` are the server's error texts."""
 
-    def __init__(self, status: int, reason: str, texts: list[str]) -> None:
+    def __init__(self, status: int, reason: str, texts: list[str], hint: str | None = None) -> None:
         self.status = status
         self.reason = reason
         self.texts = texts
-        super().__init__(format_http_error(status, reason, texts))
+        message = format_http_error(status, reason, texts)
+        super().__init__(f"{message} {hint}" if hint else message)
 
 
 class NetworkError(RequestError):
@@ -72,6 +76,12 @@ def format_http_error(status: int, reason: str, texts: list[str]) -> str:
     if status == 400 and "invalid key supplied" in texts:
         message += " " + V1_HINT
     return message
+
+
+def is_org_url(url: str) -> bool:
+    """Whether `url`'s path ends in `/organizations/<name>`, as a server_url must."""
+    segments = [s for s in urlsplit(url).path.split("/") if s]
+    return len(segments) >= 2 and segments[-2] == "organizations"
 
 
 def reason_phrase(response: httpx.Response) -> str:
@@ -159,6 +169,10 @@ class SignedClient:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
+    @property
+    def org_url_ok(self) -> bool:
+        return is_org_url(self.settings.server_url)
+
     def push_url(self, rel: str) -> str:
         """`<server_url>/pushy/<rel>`."""
         return f"{self.settings.server_url}/pushy/{rel}"
@@ -227,7 +241,10 @@ class SignedClient:
             if response.status_code < 400 and response.headers.get("location"):
                 # redirects are not followed: a signature covers one exact URL
                 texts = [f"redirected to {response.headers['location']}; fix the URL setting"]
-            raise HttpError(response.status_code, reason_phrase(response), texts)
+            hint = None
+            if response.status_code == 404 and base is None and not self.org_url_ok:
+                hint = ORG_URL_HINT  # e.g. the bare host, or ".../pushy" appended
+            raise HttpError(response.status_code, reason_phrase(response), texts, hint)
         return response
 
     def get_json(self, rel: str, params: dict[str, str] | None = None) -> Any:

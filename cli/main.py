@@ -58,11 +58,24 @@ def _add_follow_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--knife-compatible-exit", action="store_true", help="knife-push exit codes")
 
 
+EPILOG = """\
+settings (later ones win): knife's ~/.chef/credentials; a profile ([default]) of
+~/.config/pushjobs/config.toml (or $PUSHJOBS_CONFIG) with server_url, user and
+key; $PUSHJOBS_SERVER_URL, $PUSHJOBS_USER, $PUSHJOBS_KEY; the options above.
+server_url is the organization URL: https://push.example.com/organizations/ORG.
+
+exit status of job start/watch: 0 every node succeeded, 1 the job ended but not
+every node succeeded, 2 quorum failed, 3 usage, HTTP or network error,
+130 interrupted (the job goes on)."""
+
+
 def build_parser() -> Parser:
     """The whole command tree."""
     parser = Parser(
         prog="pushjobs",
         description="Run commands on many nodes through a pushjobs (Chef Push Jobs) server.",
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     _add_globals(parser, top=True)
     groups = parser.add_subparsers(dest="group", metavar="{job,node}")

@@ -165,6 +165,13 @@ class KeyMaterial:
     def to_stdout(self) -> bool:
         return self.private_pem is not None and self.out is None
 
+    @property
+    def written_note(self) -> str:
+        """` (private key written to FILE)` when a key file was written, else empty."""
+        if self.private_pem is None or self.out is None:
+            return ""
+        return f" (private key written to {self.out})"
+
 
 def _key_material(args: argparse.Namespace) -> KeyMaterial:
     if args.public_key is not None:
@@ -211,7 +218,9 @@ class Context:
             settings = self.settings()
             db = settings.database_path
             if not db.exists():
-                raise OperationFailed(f"{db} not found; run pushjobs-server init first")
+                raise OperationFailed(
+                    f"{db} not found; run pushjobs-server init first{self.no_config_note()}"
+                )
             try:
                 self._store = SqliteStore(db)
             except StoreError:
@@ -219,6 +228,15 @@ class Context:
             except Exception as exc:
                 raise OperationFailed(f"cannot open database {db}: {exc}") from None
         return self._store
+
+    def no_config_note(self) -> str:
+        """Why the defaults were used, when the default config file is missing (else empty)."""
+        if self.config_explicit or self.config_path.exists():
+            return ""
+        return (
+            f" (no {self.config_path}, so the built-in defaults apply; "
+            "give -c FILE or set PUSHJOBS_SERVER_CONFIG)"
+        )
 
     def close(self) -> None:
         if self._store is not None:
@@ -389,11 +407,19 @@ def _init_admin(ctx: Context, store: Any, org: str, user: str, key_out: str) -> 
         ctx.say(f"user '{user}' is an administrator of organization '{org}'")
 
 
-def _print_next_steps(ctx: Context, settings: Settings, org: str | None) -> None:
-    config = f" -c {ctx.config_path}" if ctx.config_explicit else ""
+def _agent_server_url(settings: Settings, org: str | None) -> str:
+    """The organization URL an agent on this machine would use (PORT when it is 0)."""
     scheme = "https" if settings.http.tls_cert else "http"
     host = settings.server_name
-    url = f"{scheme}://{host}:{settings.http.port}/organizations/{org or 'ORG'}"
+    if ":" in host and not host.startswith("["):
+        host = f"[{host}]"  # an IPv6 literal
+    port = str(settings.http.port) if settings.http.port else "PORT"
+    return f"{scheme}://{host}:{port}/organizations/{org or 'ORG'}"
+
+
+def _print_next_steps(ctx: Context, settings: Settings, org: str | None) -> None:
+    config = f" -c {ctx.config_path}" if ctx.config_explicit else ""
+    url = _agent_server_url(settings, org)
     out = sys.stderr if (org and ctx.args.admin_key_out == "-") else sys.stdout
     lines = [
         "",
@@ -412,6 +438,11 @@ def _print_next_steps(ctx: Context, settings: Settings, org: str | None) -> None
         "                      copy NODE.pem to the node as its client_key and set the agent's",
         f"                      server_url = {url}",
     ]
+    if settings.http.port == 0:
+        lines.append(
+            "  note: [http] port is 0, so the server picks a free port when it starts; "
+            "its log names it (http: listening on ...)"
+        )
     if settings.http.bind in ("127.0.0.1", "localhost", "::1"):
         lines.append(
             "  note: HTTP listens on loopback only; set [http] bind (and TLS) or put a "
@@ -427,7 +458,9 @@ def cmd_run(ctx: Context) -> int:
     )
     for path in (settings.database_path, settings.server_key_path):
         if not path.exists():
-            raise OperationFailed(f"{path} not found; run pushjobs-server init first")
+            raise OperationFailed(
+                f"{path} not found; run pushjobs-server init first{ctx.no_config_note()}"
+            )
     from .runtime import run_server
 
     return int(run_server(settings))
@@ -540,7 +573,7 @@ def cmd_user_create(ctx: Context) -> int:
     extra = ""
     if args.org is not None:
         extra = f", {'administrator of' if args.admin else 'member of'} '{args.org}'"
-    ctx.say(f"created user '{user}'{extra}", stderr=material.to_stdout)
+    ctx.say(f"created user '{user}'{extra}{material.written_note}", stderr=material.to_stdout)
     return EXIT_OK
 
 
@@ -584,7 +617,7 @@ def cmd_user_set_key(ctx: Context) -> int:
     material = _key_material(ctx.args)
     store.set_user_key(user, material.public_pem)
     material.deliver()
-    ctx.say(f"replaced the key of user '{user}'", stderr=material.to_stdout)
+    ctx.say(f"replaced the key of user '{user}'{material.written_note}", stderr=material.to_stdout)
     return EXIT_OK
 
 
@@ -610,7 +643,7 @@ def cmd_client_create(ctx: Context) -> int:
     material.deliver()
     suffix = " as administrator" if args.admin else ""
     ctx.say(
-        f"created client '{client}' in organization '{args.org}'{suffix}",
+        f"created client '{client}' in organization '{args.org}'{suffix}{material.written_note}",
         stderr=material.to_stdout,
     )
     return EXIT_OK
@@ -687,7 +720,10 @@ def cmd_client_import(ctx: Context) -> int:
                 continue
             if name in seen:
                 raise OperationFailed(f"client '{name}' is listed twice in {args.file}")
-            raise OperationFailed(f"client '{name}' already exists in organization '{org}'")
+            raise OperationFailed(
+                f"client '{name}' already exists in organization '{org}' "
+                "(--skip-existing registers the others)"
+            )
         seen.add(name)
         names.append(name)
 
@@ -778,7 +814,9 @@ def cmd_client_set_key(ctx: Context) -> int:
     material = _key_material(ctx.args)
     store.set_client_key(org, name, material.public_pem)
     material.deliver()
-    ctx.say(f"replaced the key of client '{name}'", stderr=material.to_stdout)
+    ctx.say(
+        f"replaced the key of client '{name}'{material.written_note}", stderr=material.to_stdout
+    )
     return EXIT_OK
 
 

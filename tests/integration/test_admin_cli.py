@@ -158,6 +158,42 @@ def test_init_with_org_and_admin(fresh: Env) -> None:
     assert key_file.read_bytes() == before
 
 
+def test_init_next_steps_name_the_agent_url(fresh: Env) -> None:
+    """The printed server_url is one an agent can use: never port 0, IPv6 in brackets."""
+    fresh.config.parent.mkdir(parents=True)
+    fresh.config.write_text('server_name = "127.0.0.1"\n[http]\nport = 0\n')
+    out = fresh.call(
+        *("--data-dir", "data", "init", "--org", "acme", "--admin", "alice"),
+        *("--admin-key-out", "alice.pem"),
+    ).out
+    assert "server_url = http://127.0.0.1:PORT/organizations/acme" in out
+    assert ":0/" not in out
+    assert "the server picks a free port" in out
+    fresh.config.write_text('server_name = "fd00::1"\n[http]\nport = 10003\n')
+    out = fresh.call("--data-dir", "data", "init").out
+    assert "server_url = http://[fd00::1]:10003/organizations/ORG" in out
+    assert "free port" not in out
+
+
+def test_key_files_are_named_in_messages(env: Env) -> None:
+    env.ok("org", "create", "acme")
+    out = env.ok("client", "create", "acme", "web1", "--key-out", "web1.pem")
+    assert out == "created client 'web1' in organization 'acme' (private key written to web1.pem)\n"
+    piped = env.run("client", "create", "acme", "web2", "--key-out", "-")
+    assert piped.err == "created client 'web2' in organization 'acme'\n"
+    out = env.ok("client", "set-key", "acme", "web1", "--key-out", "web1-new.pem")
+    assert out == "replaced the key of client 'web1' (private key written to web1-new.pem)\n"
+    out = env.ok("user", "create", "bob", "--key-out", "bob.pem", "--org", "acme")
+    assert out == "created user 'bob', member of 'acme' (private key written to bob.pem)\n"
+    (env.root / "fleet.txt").write_text("web3\nweb1\n")
+    env.fails(
+        1,
+        "client 'web1' already exists in organization 'acme' "
+        "(--skip-existing registers the others)",
+        *("client", "import", "acme", "fleet.txt", "--key-dir", "keys"),
+    )
+
+
 # ---------------------------------------------------------------------------
 # configuration and start-up errors
 
@@ -192,6 +228,11 @@ def test_default_config_path_missing_means_defaults(fresh: Env, tmp_path: Path) 
     r = fresh.run("--data-dir", str(tmp_path / "d"), "org", "list", config=False)
     assert r.code == 1
     assert f"{tmp_path / 'd' / 'pushjobs.db'} not found; run pushjobs-server init first" in r.err
+    # the operator who ran `init -c FILE` and then forgot -c learns why the defaults applied
+    note = "(no /etc/pushjobs/server.toml, so the built-in defaults apply; give -c FILE"
+    assert note in r.err
+    r = fresh.run("--data-dir", str(tmp_path / "d"), "run", config=False)
+    assert r.code == 1 and note in r.err
 
 
 def test_run_refuses_without_init(fresh: Env, tmp_path: Path) -> None:

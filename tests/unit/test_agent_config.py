@@ -126,16 +126,51 @@ def test_version(capsys: pytest.CaptureFixture[str]) -> None:
     assert out.startswith("pushjobs-agent ") and out.strip().endswith("(protocol 3.0)")
 
 
-def test_check_config_ok(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+@pytest.fixture(scope="module")
+def client_pem() -> bytes:
+    from pushjobs.protocol.keys import generate_rsa_key, private_key_pem
+
+    return private_key_pem(generate_rsa_key(2048))
+
+
+def test_check_config_ok(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], client_pem: bytes
+) -> None:
+    (tmp_path / "client.pem").write_bytes(client_pem)
     path = write(
         tmp_path,
-        f'server_url = "{URL}"\n[whitelist]\n'
+        f'server_url = "{URL}"\nclient_key = "{tmp_path}/client.pem"\n[whitelist]\n'
         "\"deploy\" = { pattern = '^deploy (\\w+)$', run = 'd \\1', lock = true }\n",
     )
     assert main(["-c", str(path), "--check-config"]) == 0
     out = capsys.readouterr().out
     assert "server_url = 'https://push.example.com/organizations/acme'" in out
     assert "'deploy': pattern" in out and "lock /var/chef/cache" in out
+
+
+def test_check_config_checks_the_key_and_lock_directory(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], client_pem: bytes
+) -> None:
+    lock = tmp_path / "no-such-dir" / "deploy.lock"
+    path = write(
+        tmp_path,
+        f'server_url = "{URL}"\nclient_key = "{tmp_path}/client.pem"\n[whitelist]\n'
+        f'"deploy" = {{ run = "d", lock = "{lock}" }}\n"uptime" = "uptime"\n',
+    )
+    # the agent itself would exit 2 on this key: so does the check
+    assert main(["-c", str(path), "--check-config"]) == 2
+    captured = capsys.readouterr()
+    assert "'uptime': exact -> run 'uptime'" in captured.out  # settings are still shown
+    assert f"cannot read client_key {tmp_path}/client.pem: No such file" in captured.err
+    assert f"warning: lock directory {lock.parent} does not exist" in captured.err
+    assert "'deploy'" in captured.err
+    (tmp_path / "client.pem").write_text("not a key")
+    assert main(["-c", str(path), "--check-config"]) == 2
+    assert "is not an RSA private key" in capsys.readouterr().err
+    (tmp_path / "client.pem").write_bytes(client_pem)
+    lock.parent.mkdir()
+    assert main(["-c", str(path), "--check-config"]) == 0
+    assert capsys.readouterr().err == ""
 
 
 def test_check_config_invalid(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

@@ -4,6 +4,7 @@ The network is replaced by an httpx MockTransport that checks every signature wi
 library's verifier, so these tests exercise the CLI's real request code.
 """
 
+import dataclasses
 import json
 import time
 from collections.abc import Callable
@@ -13,6 +14,7 @@ import httpx
 import pytest
 
 from pushjobs.cli.client import (
+    ORG_URL_HINT,
     V1_HINT,
     HttpError,
     NetworkError,
@@ -116,6 +118,23 @@ def test_http_error_raised_with_texts(key) -> None:
     with pytest.raises(HttpError) as e:
         client.get_json("jobs/x")
     assert e.value.status == 404 and e.value.message == "404 Not Found: job 'x' not found"
+
+
+def test_404_hints_at_a_server_url_that_is_not_an_org_url(key) -> None:
+    """A bare host or `.../pushy` as server_url gets a 404 whose message says what to fix."""
+    not_found = lambda r: httpx.Response(404, json={"error": ["not found"]})  # noqa: E731
+    for wrong in ("https://push.test", f"{ORG}/pushy"):
+        client = make_client(key, not_found)
+        client.settings = dataclasses.replace(client.settings, server_url=wrong)
+        with pytest.raises(HttpError) as e:
+            client.get_json("node_states")
+        assert e.value.status == 404
+        assert e.value.message == f"404 Not Found: not found {ORG_URL_HINT}"
+    # with a proper org URL a 404 means what it says
+    client = make_client(key, not_found)
+    with pytest.raises(HttpError) as e:
+        client.get_json("jobs/x")
+    assert e.value.message == "404 Not Found: not found"
 
 
 def test_network_error_message(key) -> None:

@@ -460,6 +460,16 @@ def test_no_command_and_version(run, capsys) -> None:
     assert capsys.readouterr().out.startswith("pushjobs ")
 
 
+def test_top_level_help_says_where_settings_come_from(capsys) -> None:
+    with pytest.raises(SystemExit) as e:
+        cli_main.run(["--help"])
+    assert e.value.code == 0
+    out = capsys.readouterr().out
+    for needle in ("~/.config/pushjobs/config.toml", "$PUSHJOBS_SERVER_URL", "/organizations/ORG"):
+        assert needle in out
+    assert "2 quorum failed" in out and "130 interrupted" in out
+
+
 def test_job_output_follow(run, peer: Peer, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr("pushjobs.cli.commands.output.time.sleep", lambda s: None)
     peer.outputs = {
