@@ -103,7 +103,7 @@ def stall_text(swarm: Swarm, figures: Figures, phase: str) -> None:
         }
         figures.note(
             f"probe round trip, {phase} phase",
-            f"median {1000 * median:.1f} ms, max {1000 * worst:.0f} ms ({len(rtts)} probes)",
+            f"median {1000 * median:.1f} ms, max {1000 * worst:.1f} ms ({len(rtts)} probes)",
         )
     st.reset_stalls()
 
@@ -229,17 +229,18 @@ async def run(args: argparse.Namespace, target: Target, figures: Figures) -> Non
         )
         try:
             async with trio.open_nursery() as nursery:
-                nursery.start_soon(_cancel_on_sigterm, nursery.cancel_scope)
+                nursery.start_soon(_cancel_on_sigterm, nursery.cancel_scope, figures)
                 await _measure(args, target, figures, http, swarm, names, nursery)
                 nursery.cancel_scope.cancel()
         finally:
             swarm.close()
 
 
-async def _cancel_on_sigterm(scope: trio.CancelScope) -> None:
+async def _cancel_on_sigterm(scope: trio.CancelScope, figures: Figures) -> None:
     with trio.open_signal_receiver(signal.SIGTERM, signal.SIGHUP) as signals:
-        async for _ in signals:
-            print("signal received: stopping", file=sys.stderr)
+        async for signum in signals:
+            print(f"{signal.Signals(signum).name} received: stopping", file=sys.stderr)
+            figures.values["interrupted"] = signal.Signals(signum).name
             scope.cancel()
             return
 
@@ -261,8 +262,7 @@ async def _measure(
     s_start = sample(pid)
     swarm_cpu_start = self_cpu()
     t0 = time.monotonic()
-    nursery.start_soon(swarm.heartbeat_loop, args.heartbeat_interval)
-    await swarm.connect_all(nursery)
+    await swarm.connect_all(nursery, args.heartbeat_interval)
     if args.probe > 0:
         await swarm.connect_probe(probe_name(args.prefix), args.probe)
     t_config = time.monotonic() - t0
@@ -288,6 +288,8 @@ async def _measure(
         figures.add("available_s", round(t_avail - t0, 3), label, text)
     s_connected = sample(pid)
     figures.note("server CPU, connect phase", cpu_text(s_start, s_connected))
+    if s_start and s_connected:
+        figures.values["server_cpu_connect_s"] = round(s_connected.cpu - s_start.cpu, 2)
     swarm_connect = self_cpu() - swarm_cpu_start
     figures.values["swarm_cpu_connect_s"] = round(swarm_connect, 2)
     figures.note("swarm CPU, connect phase", f"{swarm_connect:.2f} s")
@@ -306,6 +308,7 @@ async def _measure(
         cpu = s1.cpu - s0.cpu
         per = 1e6 * cpu / sent
         text += f"; server CPU {100 * cpu / wall:.0f}% of one core, {per:.0f} µs per heartbeat"
+        figures.values["server_cpu_steady_pct"] = round(100 * cpu / wall, 1)
         figures.values["server_us_per_heartbeat"] = round(per, 1)
         figures.values["heartbeat_capacity_per_core"] = round(1e6 / per) if per else None
     figures.add("heartbeat_rate", round(rate, 1), "steady heartbeat load", text)
@@ -321,6 +324,8 @@ async def _measure(
         await run_job(http, names, args, figures, index)
     s_jobs1 = sample(pid)
     figures.note("server CPU, job phase", cpu_text(s_jobs0, s_jobs1))
+    if s_jobs0 and s_jobs1:
+        figures.values["server_cpu_jobs_s"] = round(s_jobs1.cpu - s_jobs0.cpu, 2)
     stall_text(swarm, figures, "job")
 
     s_end = sample(pid)
@@ -455,9 +460,14 @@ def main() -> int:
             )
             server.start(target)
         trio.run(run, args, target, figures)
-    except KeyboardInterrupt:
-        print("interrupted", file=sys.stderr)
-        return 130
+    except (KeyboardInterrupt, BaseExceptionGroup) as exc:
+        # trio nurseries wrap a Ctrl-C in an exception group; anything else is a real error.
+        if isinstance(exc, BaseExceptionGroup) and (
+            exc.split(KeyboardInterrupt)[1] is not None or exc.subgroup(KeyboardInterrupt) is None
+        ):
+            raise
+        figures.values["interrupted"] = "SIGINT"
+        print("interrupted: stopping", file=sys.stderr)
     finally:
         if server is not None:
             if args.keep:
@@ -471,7 +481,7 @@ def main() -> int:
     figures.print(title)
     if args.json:
         Path(args.json).write_text(json.dumps(figures.values, indent=2, default=str) + "\n")
-    return 0
+    return {"SIGINT": 130, None: 0}.get(figures.values.get("interrupted"), 143)
 
 
 if __name__ == "__main__":

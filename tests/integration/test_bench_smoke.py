@@ -23,7 +23,7 @@ def test_swarm_runs_and_reports_every_figure(tmp_path: Path) -> None:
             sys.executable,
             str(SWARM),
             "--nodes", str(NODES),
-            "--heartbeat-interval", "0.5",
+            "--heartbeat-interval", "2",
             "--steady", "1",
             "--v2-fraction", "0.25",
             "--capture",
