@@ -129,7 +129,9 @@ def build_runtime(settings: Settings) -> ServerRuntime:
     if crashed:
         log.info("marked %d interrupted job(s) crashed", crashed)
     rt.store = AsyncStore(sync_store)
-    rt.principals = build_principals(settings, rt.store)
+    # Authentication reads on a connection (and worker thread) of its own, so signed requests
+    # never queue behind a job's batched writes; WAL lets both proceed at once.
+    rt.principals = build_principals(settings, AsyncStore(SqliteStore(db_path)))
     rt.sessions = SessionKeys(lifetime=settings.timing.config_lifetime)
     rt.nodes = NodeRegistry(rt)
     rt.jobs = JobManager(rt)
