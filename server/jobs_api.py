@@ -476,11 +476,16 @@ async def _job_events(manager: JobManager, live: LiveJob, seq: int) -> AsyncIter
     while True:
         events = live.log.since(seq)
         if events:
+            # Events already recorded go out in one write: replaying a large job's history
+            # would otherwise cost one network write per event.
+            batch = []
             for event in events:
-                yield event.wire
+                batch.append(event.wire)
                 seq = event.seq
                 if event.name == "job_complete":
+                    yield b"".join(batch)
                     return
+            yield b"".join(batch)
             continue
         if live.state.finished:
             return
@@ -499,14 +504,13 @@ async def org_feed(ctx: RequestContext, rt: ServerRuntime) -> Response:
 
     async def events() -> AsyncIterator[bytes]:
         nonlocal seq
-        for event in first:
-            yield event.wire
+        if first:
+            yield b"".join(event.wire for event in first)
         while True:
             new = feed.log.since(seq)
             if new:
-                for event in new:
-                    yield event.wire
-                    seq = event.seq
+                yield b"".join(event.wire for event in new)
+                seq = new[-1].seq
                 continue
             waiter = feed.changed.event
             with trio.move_on_after(manager.keep_alive_time) as scope:
