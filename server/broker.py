@@ -26,7 +26,7 @@ from pushjobs.protocol.signing import HMAC_SHA256, verify_hmac
 from pushjobs.protocol.timestamps import format_rfc1123, parse_rfc1123
 
 from .zap import ZapHandler
-from .zmq_trio import TrioSocket
+from .zmq_trio import DEFAULT_BATCH, TrioSocket
 
 log = logging.getLogger(__name__)
 
@@ -34,6 +34,7 @@ ZAP_DOMAIN = b"pushjobs"
 ROUTER_BACKLOG = 4096
 JOB_ID_LIMIT = 64
 SWEEP_INTERVAL = 5.0
+BACKLOG_RECHECK = 0.05  # seconds between checks while a liveness scan waits for the reader
 ORG_TTL = 30.0  # an existing organization is re-checked after this long
 ORG_NEGATIVE_TTL = 5.0  # an unknown name is re-checked sooner (it may just have been created)
 ORG_CACHE_MAX = 10_000
@@ -114,6 +115,7 @@ class Broker:
         self.heartbeat_interval = float(settings.timing.heartbeat_interval)
         self.host_name = socket.gethostname()
         self.stats = BrokerStats()
+        self._backlogged = False
         self._drops = DropLog()
         self._orgs: dict[str, tuple[bool, float]] = {}  # name -> (exists, expiry)
         self._parked: dict[str, list[tuple]] = {}  # messages waiting for an org look-up
@@ -227,6 +229,15 @@ class Broker:
         nodes = self.rt.nodes
         while True:
             await trio.sleep(nodes.scan_interval)
+            # While the reader works through a backlog, heartbeats that already arrived are
+            # still queued uncounted; scanning now would declare live nodes down. Wait for it
+            # to catch up, but never longer than one more scan interval.
+            deferred = 0.0
+            while self._backlogged and deferred < nodes.scan_interval:
+                await trio.sleep(BACKLOG_RECHECK)
+                deferred += BACKLOG_RECHECK
+            if deferred:
+                log.debug("liveness scan deferred %.2fs: inbound backlog", deferred)
             nodes.scan(time.monotonic())
 
     async def _sweeper(self) -> None:
@@ -244,7 +255,10 @@ class Broker:
     async def _reader(self, router: TrioSocket) -> None:
         handle = self.handle
         while True:
-            for frames in await router.recv_batch(copy=False):
+            batch = await router.recv_batch(copy=False)
+            # A full batch means more messages were waiting (see `_liveness_scanner`).
+            self._backlogged = len(batch) >= DEFAULT_BATCH
+            for frames in batch:
                 try:
                     handle(frames)
                 except Exception:
