@@ -347,7 +347,7 @@ class JobRunner:
         job.process = False
         signame = _signal_name(-returncode) if returncode < 0 else None
         if job.ending == "abort":
-            self.log.info("job %s: aborted (exit %s)", job.job_id, _describe(returncode))
+            self.log.info("job %s: aborted (%s)", job.job_id, _describe(returncode))
             return self._finish(job, "aborted", None, None)
         if job.ending == "deadline":
             self.log.warning("job %s: ended at the local deadline", job.job_id)

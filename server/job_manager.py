@@ -101,6 +101,7 @@ class LiveJob:
         self.phase_timer: _Timer | None = None
         self.finishing = False
         self.closed_outputs: set[str] = set()  # nodes whose output slot is done
+        self.command_fields: dict[str, dict[str, Any]] = {}  # see JobManager._send
 
     @property
     def id(self) -> str:
@@ -568,9 +569,22 @@ class JobManager:
         self.output_activity.notify()
 
     def _send(self, live: LiveJob, out: SendCommand) -> None:
-        job = live.job
+        # The fields are built once per job and message kind, not once per node: a fan-out to
+        # thousands of nodes only seals (`send_command` copies them into each body).
+        key: str = out.msg_type
+        if key == "commit":
+            st = self.rt.nodes.node_state(live.org, out.node)
+            if st is not None and st.version == "3.0":
+                key = "commit/3.0"
+        fields = live.command_fields.get(key)
+        if fields is None:
+            fields = live.command_fields[key] = self._command_fields(live.job, key)
+        self.rt.nodes.send_command(live.org, out.node, out.msg_type, fields)
+
+    def _command_fields(self, job: Job, key: str) -> dict[str, Any]:
+        """The fields of a `commit` (2.0 or 3.0 form) or `run` of the job, after the common ones."""
         fields: dict[str, Any] = {"job_id": job.id}
-        if out.msg_type == "commit":
+        if key.startswith("commit"):
             fields["server"] = self.rt.settings.server_name
             fields["command"] = job.command
             fields["capture"] = job.capture
@@ -582,10 +596,9 @@ class JobManager:
                 fields["env"] = dict(job.env)
             if job.file is not None:
                 fields["file"] = job.file
-            st = self.rt.nodes.node_state(live.org, out.node)
-            if st is not None and st.version == "3.0":
+            if key == "commit/3.0":
                 fields["run_timeout"] = job.run_timeout
-        self.rt.nodes.send_command(live.org, out.node, out.msg_type, fields)
+        return fields
 
     def _set_phase_timer(self, live: LiveJob, delay: float, fire: Callable) -> None:
         if live.phase_timer is not None:
