@@ -271,7 +271,7 @@ class JobRunner:
         """`abort`: always answered with `aborted` (after termination when running)."""
         job = self.job
         if job is None:
-            self.log.info("abort while idle: answering aborted")
+            self.log.debug("abort while idle: answering aborted")
             return [Send("aborted", None)]
         if self.state == COMMITTED or not job.process:
             self.log.info("job %s: aborted before it ran", job.job_id)
@@ -438,13 +438,10 @@ class JobRunner:
             if job.captures:
                 fields["stdout_bytes"] = job.counts["stdout"]
                 fields["stderr_bytes"] = job.counts["stderr"]
-        self.log.info(
-            "job %s: reporting %s (exit_status %s, signal %s)",
-            job.job_id,
-            kind,
-            exit_status,
-            signame,
-        )
+        outcome = f"signal {signame}" if signame else f"exit status {exit_status}"
+        if exit_status is None and signame is None:
+            outcome = "no exit status"
+        self.log.info("job %s: reporting %s (%s)", job.job_id, kind, outcome)
         actions.append(Send(kind, job.job_id, fields))
         self._cleanup()
         return actions

@@ -76,6 +76,7 @@ def fetch_config_document(cfg: AgentConfig, key: RSAPrivateKey, curve_public: st
     """Blocking signed GET of the config document (run it in a worker thread)."""
     url = config_url(cfg, curve_public)
     parts = urllib.parse.urlsplit(url)
+    shown = url.split("?", 1)[0]  # log lines name the URL without the long ccpk key
     headers = sign_request(
         method="GET", path=parts.path, body=b"", user_id=cfg.node_name, private_key=key
     )
@@ -102,16 +103,16 @@ def fetch_config_document(cfg: AgentConfig, key: RSAPrivateKey, curve_public: st
         body = response.read()
         status = response.status
     except (OSError, http.client.HTTPException) as exc:
-        raise FetchError(f"cannot reach {url}: {exc}", transient=True) from None
+        raise FetchError(f"cannot reach {shown}: {exc}", transient=True) from None
     finally:
         conn.close()
     if status != 200:
         transient = status >= 500 or status in (408, 429)
-        raise FetchError(f"HTTP {status} from {url}: {_error_text(body)}", transient=transient)
+        raise FetchError(f"HTTP {status} from {shown}: {_error_text(body)}", transient=transient)
     try:
         return json.loads(body)
     except ValueError:
-        raise FetchError(f"config from {url} is not JSON", transient=False) from None
+        raise FetchError(f"config from {shown} is not JSON", transient=False) from None
 
 
 async def fetch_config(cfg: AgentConfig, key: RSAPrivateKey, curve_public: str) -> Any:
