@@ -192,7 +192,9 @@ class Processes:
                 with contextlib.suppress(ProcessLookupError):
                     os.kill(proc.pid, signal.SIGKILL)
                 proc.wait()
-            self.out.note(f"stopped {entry.name} (pid {proc.pid}, exit status {proc.returncode})")
+            code = proc.returncode
+            how = f"killed by {signal.Signals(-code).name}" if code < 0 else f"exit status {code}"
+            self.out.note(f"stopped {entry.name} (pid {proc.pid}, {how})")
         self.started.clear()
 
 
