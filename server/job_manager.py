@@ -34,7 +34,7 @@ from .job_state import (
     SendCommand,
 )
 from .output_record import NodeOutput
-from .records import Job, JobNode, JobSpec, Org, OutputRecord
+from .records import Job, JobNode, JobSpec, Org, OutputDelta, OutputRecord
 
 if TYPE_CHECKING:
     from .http_errors import Requestor
@@ -681,29 +681,31 @@ class JobManager:
         async with self._write_lock:
             jobs, self._pending_jobs = self._pending_jobs, {}
             nodes, self._pending_nodes = self._pending_nodes, {}
-            slots: list[tuple[OutputSlot, int]] = []
-            records: list[OutputRecord] = []
+            slots: list[tuple[OutputSlot, int, Callable[[], None]]] = []
+            deltas: list[OutputDelta] = []
             if outputs:
                 self._last_output_flush = trio.current_time()
                 for slot in self._dirty_slots.values():
                     if slot.record is not None:
-                        slots.append((slot, slot.version))
-                        records.append(slot.record.to_record())
+                        delta, written = slot.record.take_delta()
+                        slots.append((slot, slot.version, written))
+                        deltas.append(delta)
                 self._dirty_slots = {}
-            if not (jobs or nodes or records):
+            if not (jobs or nodes or deltas):
                 return
             try:
-                await self.rt.store.run(_write_batch, self.rt.store.store, jobs, nodes, records)
+                await self.rt.store.run(_write_batch, self.rt.store.store, jobs, nodes, deltas)
             except BaseException:
                 for key, value in jobs.items():
                     self._pending_jobs.setdefault(key, value)
                 for key, row in nodes.items():
                     self._pending_nodes.setdefault(key, row)
-                for slot, _ in slots:
+                for slot, _, _ in slots:
                     self._dirty_slots.setdefault((slot.job_id, slot.node), slot)
                 self._flush_wakeup.set()
                 raise
-            for slot, version in slots:
+            for slot, version, written in slots:
+                written()
                 slot.written = max(slot.written, version)
                 key = (slot.job_id, slot.node)
                 if slot.done and slot.written == slot.version and self._slots.get(key) is slot:
@@ -725,12 +727,12 @@ def _write_batch(
     store: Any,
     jobs: dict[str, tuple[str, float]],
     nodes: dict[tuple[str, str], JobNode],
-    records: list[OutputRecord],
+    deltas: list[OutputDelta],
 ) -> None:
     """Runs in the store's worker thread: one hop for a whole batch."""
     for job_id, (status, updated_at) in jobs.items():
         store.set_job_status(job_id, status, updated_at)
     if nodes:
         store.save_job_nodes(list(nodes.values()))
-    if records:
-        store.save_outputs(records)
+    if deltas:
+        store.append_outputs(deltas)

@@ -20,7 +20,7 @@ from .job_manager import JobAlreadyFinished, JobNotFound
 from .job_state import FINAL_NODE_STATUSES
 from .job_validation import JobValidationError, validate_job_body
 from .json_response import json_response
-from .records import JOB_STATUSES, Job, JobNode, OutputRecord
+from .records import JOB_STATUSES, Job, JobNode, OutputTotals
 
 if TYPE_CHECKING:
     from .job_manager import JobManager, LiveJob, OutputSlot
@@ -239,23 +239,18 @@ async def job_nodes(ctx: RequestContext, rt: ServerRuntime) -> Response:
             raise _not_found(job_id)
         rows = await rt.store.get_job_nodes(job_id)
     rows.sort(key=lambda row: row.node_name)
-    records: dict[str, OutputRecord] = {}
-    missing = []
+    totals: dict[str, OutputTotals] = {}
     for row in rows:
         slot = rt.jobs.output_slot(job_id, row.node_name)
         if slot is not None and slot.record is not None:
-            records[row.node_name] = slot.record.to_record()
-        else:
-            missing.append(row.node_name)
-    if missing:
-        store = rt.store.store
-        found = await rt.store.run(lambda: [store.get_output(job_id, n) for n in missing])
-        for record in found:
-            if record is not None:
-                records.setdefault(record.node_name, record)
+            totals[row.node_name] = slot.record.totals()
+    if len(totals) < len(rows):
+        for node, found in (await rt.store.get_output_totals(job_id)).items():
+            totals.setdefault(node, found)
+    none = OutputTotals()
     result = []
     for row in rows:
-        record = records.get(row.node_name)
+        counts = totals.get(row.node_name, none)
         result.append(
             {
                 "node_name": row.node_name,
@@ -264,9 +259,9 @@ async def job_nodes(ctx: RequestContext, rt: ServerRuntime) -> Response:
                 "signal": row.signal,
                 "started_at": _date(row.started_at),
                 "finished_at": _date(row.finished_at),
-                "stdout_bytes": record.stdout_total if record else 0,
-                "stderr_bytes": record.stderr_total if record else 0,
-                "truncated": bool(record and (record.stdout_omitted or record.stderr_omitted)),
+                "stdout_bytes": counts.stdout_total,
+                "stderr_bytes": counts.stderr_total,
+                "truncated": counts.truncated,
             }
         )
     return json_response(result)

@@ -116,8 +116,23 @@ CREATE TABLE job_output (
 CREATE INDEX job_output_open ON job_output(job_id) WHERE closed = 0;
 """
 
+# Captured output is append-only: while a record is open, each write appends the new bytes
+# of a channel as one piece at its stored position `pos`; closing the record concatenates the
+# pieces into the `job_output` blobs once and deletes them.
+_V2 = """
+CREATE TABLE job_output_chunks (
+    job_id     TEXT NOT NULL,
+    node_name  TEXT NOT NULL,
+    channel    TEXT NOT NULL CHECK (channel IN ('stdout', 'stderr')),
+    pos        INTEGER NOT NULL,
+    data       BLOB NOT NULL,
+    PRIMARY KEY (job_id, node_name, channel, pos),
+    FOREIGN KEY (job_id, node_name) REFERENCES job_output(job_id, node_name) ON DELETE CASCADE
+);
+"""
+
 # MIGRATIONS[i] brings the schema from version i to version i + 1.
-MIGRATIONS: list[str] = [_V1]
+MIGRATIONS: list[str] = [_V1, _V2]
 LATEST_VERSION = len(MIGRATIONS)
 
 

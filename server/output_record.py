@@ -2,13 +2,16 @@
 
 Per channel: the stored bytes, `received_end` (next expected stream position), `omitted`
 (bytes known to be missing from what is stored) and the total the agent reported.
+Stored bytes only grow (2.0 results replace them whole), so each write to the store sends
+just what was added since the last one (`NodeOutput.take_delta`).
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from .records import OutputRecord
+from .records import OutputDelta, OutputRecord, OutputTotals
 
 CHANNELS = ("stdout", "stderr")
 
@@ -31,6 +34,8 @@ class ChannelOutput:
     payload: int = 0  # stored bytes that are output, not markers (the cap applies to these)
     discarded: int = 0  # bytes dropped at the cap, marked once when the record closes
     reported: int | None = None  # total the agent reported in its final message
+    flushed: int = 0  # leading bytes of `data` the store already holds
+    generation: int = 0  # bumped when `data` is replaced: a write of older bytes no longer counts
 
     def add_chunk(self, offset: int, chunk: bytes, cap: int) -> int:
         """Store a chunk at stream position `offset`; return the gap it revealed (0 if none)."""
@@ -56,6 +61,8 @@ class ChannelOutput:
     def set_whole(self, content: bytes) -> None:
         """Replace the channel with a complete content (protocol 2.0 results)."""
         self.data = bytearray(content)
+        self.flushed = 0
+        self.generation += 1
         self.payload = len(content)
         self.received_end = len(content)
         self.omitted = 0
@@ -128,8 +135,45 @@ class NodeOutput:
         self.stderr.close()
         self.closed = True
 
+    def totals(self) -> OutputTotals:
+        """The counters, without copying any bytes."""
+        return OutputTotals(
+            self.stdout.total,
+            self.stderr.total,
+            bool(self.stdout.omitted or self.stderr.omitted),
+        )
+
+    def take_delta(self) -> tuple[OutputDelta, Callable[[], None]]:
+        """What the store lacks, and a function to call once the store has it.
+
+        Until that function runs, later deltas start at the same positions again (so a failed
+        write is simply retried with whatever was added meanwhile).
+        """
+        out, err = self.stdout, self.stderr
+        marks = [(ch, ch.generation, len(ch.data)) for ch in (out, err)]
+        delta = OutputDelta(
+            job_id=self.job_id,
+            node_name=self.node,
+            stdout=bytes(out.data[out.flushed :]),
+            stderr=bytes(err.data[err.flushed :]),
+            stdout_at=out.flushed,
+            stderr_at=err.flushed,
+            stdout_total=out.total,
+            stderr_total=err.total,
+            stdout_omitted=out.omitted,
+            stderr_omitted=err.omitted,
+            closed=self.closed,
+        )
+
+        def written() -> None:
+            for channel, generation, end in marks:
+                if channel.generation == generation:
+                    channel.flushed = max(channel.flushed, end)
+
+        return delta, written
+
     def to_record(self) -> OutputRecord:
-        """The store's view of this record."""
+        """The store's view of this record (a copy of every byte)."""
         return OutputRecord(
             job_id=self.job_id,
             node_name=self.node,

@@ -143,6 +143,37 @@ class OutputRecord:
     closed: bool = False
 
 
+@dataclass(slots=True)
+class OutputDelta:
+    """What an output record gained since its last write (stored output is append-only).
+
+    Per channel: `*_at` is the stored length the new bytes follow; the store drops anything it
+    holds for that channel from that position on, then appends (`*_at = 0`: replace). The
+    counters and `closed` are the record's current values.
+    """
+
+    job_id: str
+    node_name: str
+    stdout: bytes = b""
+    stderr: bytes = b""
+    stdout_at: int = 0
+    stderr_at: int = 0
+    stdout_total: int = 0
+    stderr_total: int = 0
+    stdout_omitted: int = 0
+    stderr_omitted: int = 0
+    closed: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class OutputTotals:
+    """An output record's counters without its bytes (`GET jobs/{id}/nodes`)."""
+
+    stdout_total: int = 0
+    stderr_total: int = 0
+    truncated: bool = False  # some bytes are omitted on either channel
+
+
 @dataclass(frozen=True)
 class JobSpec:
     """A validated `POST org/jobs` body (nodes de-duplicated, first occurrence order kept)."""

@@ -30,7 +30,9 @@ from .records import (
     Job,
     JobNode,
     Org,
+    OutputDelta,
     OutputRecord,
+    OutputTotals,
     Principal,
     User,
 )
@@ -108,6 +110,24 @@ def _job_node(row: tuple[Any, ...]) -> JobNode:
         started_at=_float(row[5]),
         finished_at=_float(row[6]),
     )
+
+
+_CHANNELS = ("stdout", "stderr")
+
+
+def _joined(blobs: tuple[Any, Any], pieces: Sequence[tuple[str, bytes]]) -> tuple[bytes, bytes]:
+    """(stdout, stderr): each blob followed by its channel's pieces (given in `pos` order)."""
+    parts: dict[str, list[bytes]] = {"stdout": [bytes(blobs[0])], "stderr": [bytes(blobs[1])]}
+    for channel, data in pieces:
+        parts[channel].append(bytes(data))
+    return b"".join(parts["stdout"]), b"".join(parts["stderr"])
+
+
+def _piece(delta: OutputDelta, channel: str) -> tuple[int, bytes]:
+    """(position, new bytes) of one channel of a delta."""
+    if channel == "stdout":
+        return delta.stdout_at, delta.stdout
+    return delta.stderr_at, delta.stderr
 
 
 def _output(row: tuple[Any, ...]) -> OutputRecord:
@@ -238,7 +258,8 @@ class SqliteStore(Store):
     def delete_org(self, name: str) -> None:
         with self._tx() as conn:
             org_id = self._org_id(conn, name)
-            # Children go by ON DELETE CASCADE (jobs → nodes, output; clients, groups, members).
+            # Children go by ON DELETE CASCADE (jobs → nodes, output → output chunks; clients,
+            # groups, members).
             conn.execute("DELETE FROM orgs WHERE id = ?", (org_id,))
 
     def add_org_user(self, org_name: str, user_name: str, admin: bool = False) -> bool:
@@ -722,13 +743,110 @@ class SqliteStore(Store):
                 "stderr_omitted = excluded.stderr_omitted, closed = excluded.closed",
                 rows,
             )
+            conn.executemany(
+                "DELETE FROM job_output_chunks WHERE job_id = ? AND node_name = ?",
+                [(r.job_id, r.node_name) for r in records],
+            )
 
-    def get_output(self, job_id: str, node_name: str) -> OutputRecord | None:
-        row = self._one(
-            f"SELECT {_OUTPUT_COLUMNS} FROM job_output WHERE job_id = ? AND node_name = ?",
+    def append_outputs(self, deltas: Sequence[OutputDelta]) -> None:
+        if not deltas:
+            return
+        counters = [
+            (
+                d.job_id,
+                d.node_name,
+                d.stdout_total,
+                d.stderr_total,
+                d.stdout_omitted,
+                d.stderr_omitted,
+                int(d.closed),
+            )
+            for d in deltas
+        ]
+        with self._tx() as conn:
+            # Blobs stay empty while a record is open, so this row stays small to rewrite.
+            conn.executemany(
+                "INSERT INTO job_output (job_id, node_name, stdout_total, stderr_total, "
+                "stdout_omitted, stderr_omitted, closed) VALUES (?, ?, ?, ?, ?, ?, ?) "
+                "ON CONFLICT (job_id, node_name) DO UPDATE SET "
+                "stdout_total = excluded.stdout_total, stderr_total = excluded.stderr_total, "
+                "stdout_omitted = excluded.stdout_omitted, "
+                "stderr_omitted = excluded.stderr_omitted, closed = excluded.closed",
+                counters,
+            )
+            for channel in _CHANNELS:
+                rows = [(d.job_id, d.node_name, *_piece(d, channel)) for d in deltas]
+                bounds = [row[:3] for row in rows]
+                # Drop what is stored from `at` on: a no-op normally, a replace at 0, and an
+                # idempotent retry after a write whose outcome the writer did not learn.
+                conn.executemany(
+                    f"UPDATE job_output SET {channel} = substr({channel}, 1, ?3) "
+                    f"WHERE job_id = ?1 AND node_name = ?2 AND length({channel}) > ?3",
+                    bounds,
+                )
+                conn.executemany(
+                    "DELETE FROM job_output_chunks WHERE job_id = ? AND node_name = ? "
+                    f"AND channel = '{channel}' AND pos >= ?",
+                    bounds,
+                )
+                conn.executemany(
+                    "INSERT INTO job_output_chunks (job_id, node_name, channel, pos, data) "
+                    f"VALUES (?, ?, '{channel}', ?, ?)",
+                    [row for row in rows if row[3]],
+                )
+            for d in deltas:
+                if d.closed:
+                    self._compact(conn, d.job_id, d.node_name)
+
+    @staticmethod
+    def _compact(conn: sqlite3.Connection, job_id: str, node_name: str) -> None:
+        """Move a record's appended pieces into its blobs (once, when it closes)."""
+        pieces = conn.execute(
+            "SELECT channel, data FROM job_output_chunks WHERE job_id = ? AND node_name = ? "
+            "ORDER BY channel, pos",
+            (job_id, node_name),
+        ).fetchall()
+        if not pieces:
+            return
+        row = conn.execute(
+            "SELECT stdout, stderr FROM job_output WHERE job_id = ? AND node_name = ?",
+            (job_id, node_name),
+        ).fetchone()
+        stdout, stderr = _joined(row, pieces)
+        conn.execute(
+            "UPDATE job_output SET stdout = ?, stderr = ? WHERE job_id = ? AND node_name = ?",
+            (stdout, stderr, job_id, node_name),
+        )
+        conn.execute(
+            "DELETE FROM job_output_chunks WHERE job_id = ? AND node_name = ?",
             (job_id, node_name),
         )
-        return None if row is None else _output(row)
+
+    def get_output(self, job_id: str, node_name: str) -> OutputRecord | None:
+        with self._lock:
+            row = self._conn.execute(
+                f"SELECT {_OUTPUT_COLUMNS} FROM job_output WHERE job_id = ? AND node_name = ?",
+                (job_id, node_name),
+            ).fetchone()
+            if row is None:
+                return None
+            pieces = self._conn.execute(
+                "SELECT channel, data FROM job_output_chunks WHERE job_id = ? AND node_name = ? "
+                "ORDER BY channel, pos",
+                (job_id, node_name),
+            ).fetchall()
+        record = _output(row)
+        if pieces:
+            record.stdout, record.stderr = _joined((record.stdout, record.stderr), pieces)
+        return record
+
+    def get_output_totals(self, job_id: str) -> dict[str, OutputTotals]:
+        rows = self._query(
+            "SELECT node_name, stdout_total, stderr_total, stdout_omitted, stderr_omitted "
+            "FROM job_output WHERE job_id = ?",
+            (job_id,),
+        )
+        return {r[0]: OutputTotals(r[1], r[2], bool(r[3] or r[4])) for r in rows}
 
     def mark_interrupted_crashed(self, now: float) -> int:
         stamp = int(now)
@@ -743,6 +861,11 @@ class SqliteStore(Store):
                 f"WHERE status IN ({_NODE_OPEN_SQL})",
                 (stamp, stamp),
             )
+            open_records = conn.execute(
+                "SELECT job_id, node_name FROM job_output WHERE closed = 0"
+            ).fetchall()
+            for job_id, node_name in open_records:
+                self._compact(conn, job_id, node_name)
             conn.execute("UPDATE job_output SET closed = 1 WHERE closed = 0")
         return jobs
 
@@ -754,5 +877,5 @@ class SqliteStore(Store):
             if org_name is not None:
                 sql += " AND org_id = ?"
                 params.append(self._org_id(conn, org_name))
-            # job_nodes and job_output go by ON DELETE CASCADE.
+            # job_nodes, job_output and its job_output_chunks go by ON DELETE CASCADE.
             return conn.execute(sql, params).rowcount

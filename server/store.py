@@ -16,7 +16,18 @@ import functools
 from collections.abc import Callable, Iterable, Sequence
 from typing import TYPE_CHECKING, Any
 
-from .records import Client, Group, Job, JobNode, Org, OutputRecord, Principal, User
+from .records import (
+    Client,
+    Group,
+    Job,
+    JobNode,
+    Org,
+    OutputDelta,
+    OutputRecord,
+    OutputTotals,
+    Principal,
+    User,
+)
 
 if TYPE_CHECKING:
     import trio
@@ -231,11 +242,22 @@ class Store(abc.ABC):
 
     @abc.abstractmethod
     def save_outputs(self, records: Sequence[OutputRecord]) -> None:
-        """Upsert output records in one transaction."""
+        """Upsert whole output records (bytes replaced) in one transaction."""
+
+    @abc.abstractmethod
+    def append_outputs(self, deltas: Sequence[OutputDelta]) -> None:
+        """Write what output records gained (see `OutputDelta`) in one transaction.
+
+        Creates missing records; a delta with `closed` set also finishes its record.
+        """
 
     @abc.abstractmethod
     def get_output(self, job_id: str, node_name: str) -> OutputRecord | None:
-        """The output record of (job, node), or None."""
+        """The output record of (job, node) with every stored byte (also while open), or None."""
+
+    @abc.abstractmethod
+    def get_output_totals(self, job_id: str) -> dict[str, OutputTotals]:
+        """The counters of the job's output records by node name, without their bytes."""
 
     @abc.abstractmethod
     def mark_interrupted_crashed(self, now: float) -> int:

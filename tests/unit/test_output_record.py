@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pushjobs.server.output_record import NodeOutput, omission_marker
-from pushjobs.server.records import OutputRecord
+from pushjobs.server.records import OutputRecord, OutputTotals
 
 
 def rec(cap=1024):
@@ -139,3 +139,50 @@ def test_marker_helper():
     assert omission_marker(3, b"") == b"[pushjobs: 3 bytes omitted]\n"
     assert omission_marker(3, b"x") == b"\n[pushjobs: 3 bytes omitted]\n"
     assert omission_marker(3, b"x\n") == b"[pushjobs: 3 bytes omitted]\n"
+
+
+def test_delta_carries_only_bytes_added_since_the_last_write():
+    r = rec(cap=10)
+    r.add_chunk("stdout", 0, b"abc")
+    delta, written = r.take_delta()
+    assert (delta.stdout, delta.stdout_at, delta.stderr, delta.stderr_at) == (b"abc", 0, b"", 0)
+    written()
+    r.add_chunk("stdout", 3, b"de")
+    r.add_chunk("stderr", 0, b"E")
+    delta, written = r.take_delta()
+    assert (delta.stdout, delta.stdout_at, delta.stderr, delta.stderr_at) == (b"de", 3, b"E", 0)
+    assert (delta.stdout_total, delta.stderr_total, delta.closed) == (5, 1, False)
+    written()
+    r.add_chunk("stdout", 5, b"0123456789")  # 5 kept, 5 discarded at the cap
+    r.close()
+    delta, _ = r.take_delta()
+    assert delta.stdout == b"01234\n[pushjobs: 5 bytes omitted]\n" and delta.stdout_at == 5
+    assert (delta.stderr, delta.stdout_omitted, delta.closed) == (b"", 5, True)
+
+
+def test_unconfirmed_delta_is_sent_again_with_what_came_meanwhile():
+    r = rec()
+    r.add_chunk("stdout", 0, b"abc")
+    r.take_delta()  # the write failed: never confirmed
+    r.add_chunk("stdout", 3, b"def")
+    delta, written = r.take_delta()
+    assert (delta.stdout, delta.stdout_at) == (b"abcdef", 0)
+    written()
+    assert r.take_delta()[0].stdout == b""
+
+
+def test_replacement_during_a_write_is_sent_whole():
+    r = rec()
+    r.add_chunk("stdout", 0, b"streamed")
+    _, written = r.take_delta()
+    r.set_v2_results("whole", None)  # arrives while that write is in flight
+    written()
+    delta, _ = r.take_delta()
+    assert (delta.stdout, delta.stdout_at, delta.closed) == (b"whole", 0, True)
+
+
+def test_totals_without_copying_bytes():
+    r = rec(cap=4)
+    assert r.totals() == OutputTotals(0, 0, False)
+    r.add_chunk("stderr", 0, b"123456")
+    assert r.totals() == OutputTotals(0, 6, True)

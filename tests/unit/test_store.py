@@ -10,7 +10,16 @@ import pytest
 import trio
 
 from pushjobs.server.migrations import LATEST_VERSION
-from pushjobs.server.records import Group, Job, JobNode, OutputRecord, Principal
+from pushjobs.server.output_record import NodeOutput
+from pushjobs.server.records import (
+    Group,
+    Job,
+    JobNode,
+    OutputDelta,
+    OutputRecord,
+    OutputTotals,
+    Principal,
+)
 from pushjobs.server.sqlite_store import SqliteStore
 from pushjobs.server.store import (
     AlreadyExistsError,
@@ -419,6 +428,117 @@ def test_output_upsert_round_trip(store: SqliteStore) -> None:
         "ab" * 16, "web1", b"hello\x00\xff", b"err", 7, 3, 1, 0, True
     )
     assert store.get_output("ab" * 16, "web2") == OutputRecord("ab" * 16, "web2", stderr=b"x")
+
+
+def chunk_rows(store: SqliteStore) -> int:
+    return store._conn.execute("SELECT COUNT(*) FROM job_output_chunks").fetchone()[0]
+
+
+def write(store: SqliteStore, record: NodeOutput) -> None:
+    delta, written = record.take_delta()
+    store.append_outputs([delta])
+    written()
+
+
+def test_output_appends_across_flushes_and_compacts_at_close(store: SqliteStore) -> None:
+    seed(store)
+    job_id = "ab" * 16
+    store.create_job(make_job(store, job_id, capture=True), ["web1", "web2"])
+    record = NodeOutput(job_id, "web1", cap=20)
+    record.add_chunk("stdout", 0, b"hello\x00")
+    record.add_chunk("stderr", 0, b"e1")
+    write(store, record)
+    record.add_chunk("stdout", 6, b"\xffworld\n")
+    record.add_chunk("stdout", 20, b"after gap")
+    write(store, record)
+    write(store, record)  # nothing new: counters only
+    # every flush wrote only its new bytes; reads while open return exactly the stored bytes
+    assert store.get_output(job_id, "web1") == record.to_record()
+    assert chunk_rows(store) == 3
+    row = store._conn.execute("SELECT length(stdout), length(stderr) FROM job_output").fetchone()
+    assert row == (0, 0)  # the open record's row holds no bytes
+    record.add_chunk("stdout", 29, b"0123456789")  # beyond the cap: discarded, counted
+    record.set_v3_totals(39, 2)
+    record.close()
+    write(store, record)
+    final = store.get_output(job_id, "web1")
+    assert final == record.to_record()
+    assert final is not None and final.closed and final.stdout.endswith(b"bytes omitted]\n")
+    assert chunk_rows(store) == 0  # compacted into the record's blobs
+    assert store.get_output_totals(job_id) == {"web1": OutputTotals(39, 2, True)}
+
+
+def test_output_append_rewrites_from_position_on_retry_and_replace(store: SqliteStore) -> None:
+    seed(store)
+    job_id = "ab" * 16
+    store.create_job(make_job(store, job_id, capture=True), ["web1"])
+    record = NodeOutput(job_id, "web1", cap=100)
+    record.add_chunk("stdout", 0, b"abc")
+    write(store, record)
+    record.add_chunk("stdout", 3, b"def")
+    lost, _ = record.take_delta()
+    store.append_outputs([lost])  # stored, but the writer never learned it
+    record.add_chunk("stdout", 6, b"ghi")
+    write(store, record)  # starts at 3 again
+    assert store.get_output(job_id, "web1").stdout == b"abcdefghi"  # type: ignore[union-attr]
+    record.set_v2_results("new", "err")  # replaces the whole content
+    write(store, record)
+    got = store.get_output(job_id, "web1")
+    assert got == OutputRecord(job_id, "web1", b"new", b"err", 3, 3, 0, 0, True)
+    assert chunk_rows(store) == 0
+
+
+def test_output_append_after_whole_record_save(store: SqliteStore) -> None:
+    seed(store)
+    job_id = "ab" * 16
+    store.create_job(make_job(store, job_id, capture=True), ["web1"])
+    store.save_outputs([OutputRecord(job_id, "web1", stdout=b"hel", stdout_total=3)])
+    store.append_outputs([OutputDelta(job_id, "web1", stdout=b"lo", stdout_at=3, stdout_total=5)])
+    assert store.get_output(job_id, "web1").stdout == b"hello"  # type: ignore[union-attr]
+    store.save_outputs([OutputRecord(job_id, "web1", stdout=b"x", closed=True)])
+    assert store.get_output(job_id, "web1").stdout == b"x"  # type: ignore[union-attr]
+    assert chunk_rows(store) == 0
+
+
+def test_start_up_compacts_open_output(store: SqliteStore) -> None:
+    seed(store)
+    job_id = "03" * 16
+    store.create_job(make_job(store, job_id, status="running"), ["a", "b"])
+    record = NodeOutput(job_id, "a", cap=100)
+    for offset in range(0, 12, 3):
+        record.add_chunk("stderr", offset, b"xyz")
+        write(store, record)
+    assert chunk_rows(store) == 4
+    assert store.mark_interrupted_crashed(T0 + 100) == 1
+    assert chunk_rows(store) == 0
+    got = store.get_output(job_id, "a")
+    assert got is not None and got.closed and got.stderr == b"xyz" * 4 and got.stderr_total == 12
+
+
+def test_prune_and_org_delete_remove_output_chunks(store: SqliteStore) -> None:
+    seed(store)
+    store.create_job(make_job(store, "01" * 16, status="complete"), ["a"])
+    store.create_job(make_job(store, "02" * 16, org="other", status="running"), ["a"])
+    for job_id in ("01" * 16, "02" * 16):
+        store.append_outputs([OutputDelta(job_id, "a", stdout=b"open", stdout_total=4)])
+    assert chunk_rows(store) == 2
+    assert store.prune_jobs(T0 + 1) == 1
+    assert chunk_rows(store) == 1 and store.get_output("01" * 16, "a") is None
+    store.delete_org("other")
+    assert chunk_rows(store) == 0
+
+
+def test_output_totals_without_bytes(store: SqliteStore) -> None:
+    seed(store)
+    job_id = "ab" * 16
+    store.create_job(make_job(store, job_id, capture=True), ["a", "b", "c"])
+    store.save_outputs([OutputRecord(job_id, "a", b"x" * 5, b"", 9, 0, 4, 0, True)])
+    store.append_outputs([OutputDelta(job_id, "b", stderr=b"e", stderr_total=1)])
+    assert store.get_output_totals(job_id) == {
+        "a": OutputTotals(9, 0, True),
+        "b": OutputTotals(0, 1, False),
+    }
+    assert store.get_output_totals("cd" * 16) == {}
 
 
 def test_mark_interrupted_crashed(store: SqliteStore) -> None:
