@@ -8,7 +8,12 @@ from typing import Any
 
 from cryptography.hazmat.primitives.asymmetric.rsa import RSAPublicKey
 
-from pushjobs.protocol.envelope import open_envelope, verify_envelope_hmac, verify_envelope_rsa
+from pushjobs.protocol.envelope import (
+    Envelope,
+    open_envelope,
+    verify_envelope_hmac,
+    verify_envelope_rsa,
+)
 from pushjobs.protocol.errors import ProtocolError
 from pushjobs.protocol.messages import ServerHeartbeat
 from pushjobs.protocol.signing import HMAC_SHA256, RSA2048_SHA1
@@ -39,19 +44,27 @@ def _check_time(fields: Mapping[str, Any], now: float, max_skew: float) -> Drop 
     return None
 
 
+def _open(frames: list[bytes], channel: str, method: str, version: str) -> Envelope | Drop:
+    """The envelope of a 2-frame message of `version` signed with `method` (not yet verified)."""
+    if len(frames) != 2:
+        return Drop(f"{channel} channel: wrong frame count", f"{len(frames)} frames")
+    try:
+        env = open_envelope(frames[0], frames[1], MAX_INBOUND_BODY, method)
+    except ProtocolError as exc:
+        return Drop(f"{channel} channel: bad header or body", str(exc))
+    if env.version != version:
+        return Drop(f"{channel} channel: not protocol {version}", env.version)
+    return env
+
+
 def check_command(
     frames: list[bytes], *, key: bytes, max_skew: float, last_sequence: int, now: float
 ) -> dict[str, Any] | Drop:
     """A DEALER message: 2 frames, 3.0, hmac_sha256 with the session key, fresh, sequence
     above `last_sequence`, a command type. Returns the body fields or why it is dropped."""
-    if len(frames) != 2:
-        return Drop("command channel: wrong frame count", f"{len(frames)} frames")
-    try:
-        env = open_envelope(frames[0], frames[1], MAX_INBOUND_BODY, HMAC_SHA256)
-    except ProtocolError as exc:
-        return Drop("command channel: bad header or body", str(exc))
-    if env.version != "3.0":
-        return Drop("command channel: not protocol 3.0", env.version)
+    env = _open(frames, "command", HMAC_SHA256, "3.0")
+    if isinstance(env, Drop):
+        return env
     if not verify_envelope_hmac(env, key):
         return Drop("command channel: HMAC does not verify")
     problem = _check_time(env.fields, now, max_skew)
@@ -74,14 +87,9 @@ def check_heartbeat(
 ) -> ServerHeartbeat | Drop:
     """A SUB message: 2 frames, 2.0, rsa2048_sha1 with the server key, a heartbeat, fresh,
     sequence above the last one of the same server incarnation."""
-    if len(frames) != 2:
-        return Drop("heartbeat channel: wrong frame count", f"{len(frames)} frames")
-    try:
-        env = open_envelope(frames[0], frames[1], MAX_INBOUND_BODY, RSA2048_SHA1)
-    except ProtocolError as exc:
-        return Drop("heartbeat channel: bad header or body", str(exc))
-    if env.version != "2.0":
-        return Drop("heartbeat channel: not protocol 2.0", env.version)
+    env = _open(frames, "heartbeat", RSA2048_SHA1, "2.0")
+    if isinstance(env, Drop):
+        return env
     if not verify_envelope_rsa(env, public_key):
         return Drop("heartbeat channel: signature does not verify")
     if env.fields.get("type") != "heartbeat":

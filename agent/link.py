@@ -289,7 +289,7 @@ class Link:
         while True:
             session = await self._wait_session()
             try:
-                self._drain_dealer(session)
+                self._drain(session, session.dealer, self._handle_command)
                 self._flush_outbox(session)
                 if session.closed:
                     continue
@@ -308,7 +308,7 @@ class Link:
         while True:
             session = await self._wait_session()
             try:
-                self._drain_sub(session)
+                self._drain(session, session.sub, self._handle_heartbeat)
                 if session.closed:
                     continue
                 with trio.move_on_after(SAFETY_WAKE):
@@ -344,21 +344,19 @@ class Link:
 
     # ---- receiving ---------------------------------------------------------------------
 
-    def _drain_dealer(self, session: _Session) -> None:
+    @staticmethod
+    def _drain(
+        session: _Session,
+        sock: zmq.Socket[Any],
+        handle: Callable[[_Session, list[bytes]], None],
+    ) -> None:
+        """Hand every message waiting on `sock` to `handle`, without blocking."""
         while not session.closed:
             try:
-                frames = session.dealer.recv_multipart(zmq.NOBLOCK)
+                frames = sock.recv_multipart(zmq.NOBLOCK)
             except zmq.Again:
                 return
-            self._handle_command(session, frames)
-
-    def _drain_sub(self, session: _Session) -> None:
-        while not session.closed:
-            try:
-                frames = session.sub.recv_multipart(zmq.NOBLOCK)
-            except zmq.Again:
-                return
-            self._handle_heartbeat(session, frames)
+            handle(session, frames)
 
     def _handle_command(self, session: _Session, frames: list[bytes]) -> None:
         result = check_command(

@@ -61,6 +61,11 @@ def _secs(t: float | None) -> int | None:
     return None if t is None else int(t)
 
 
+def _stamp(now: float | None) -> int:
+    """`now` (default: the current time) as stored whole seconds."""
+    return int(time.time() if now is None else now)
+
+
 def _float(t: int | None) -> float | None:
     return None if t is None else float(t)
 
@@ -121,6 +126,15 @@ def _joined(blobs: tuple[Any, Any], pieces: Sequence[tuple[str, bytes]]) -> tupl
     for channel, data in pieces:
         parts[channel].append(bytes(data))
     return b"".join(parts["stdout"]), b"".join(parts["stderr"])
+
+
+def _pieces(conn: sqlite3.Connection, job_id: str, node_name: str) -> list[tuple[str, bytes]]:
+    """The appended (channel, data) pieces of an output record, by channel and position."""
+    return conn.execute(
+        "SELECT channel, data FROM job_output_chunks WHERE job_id = ? AND node_name = ? "
+        "ORDER BY channel, pos",
+        (job_id, node_name),
+    ).fetchall()
 
 
 def _piece(delta: OutputDelta, channel: str) -> tuple[int, bytes]:
@@ -198,33 +212,53 @@ class SqliteStore(Store):
             return current_version(self._conn)
 
     # -- look-up helpers (run inside a transaction or the lock) ----------------
-    def _org_id(self, conn: sqlite3.Connection, org_name: str) -> str:
-        row = conn.execute("SELECT id FROM orgs WHERE name = ?", (org_name,)).fetchone()
+    @staticmethod
+    def _id_or_missing(
+        conn: sqlite3.Connection, sql: str, params: Sequence[Any], missing: str
+    ) -> Any:
+        """The first column of the row `sql` finds; `NotFoundError(missing)` when none."""
+        row = conn.execute(sql, params).fetchone()
         if row is None:
-            raise NotFoundError(f"organization '{org_name}' not found")
+            raise NotFoundError(missing)
         return row[0]
+
+    def _global_id(self, conn: sqlite3.Connection, table: str, kind: str, name: str) -> Any:
+        """The id of the organization or user (`kind`, in `table`) `name`."""
+        return self._id_or_missing(
+            conn, f"SELECT id FROM {table} WHERE name = ?", (name,), f"{kind} '{name}' not found"
+        )
+
+    def _org_id(self, conn: sqlite3.Connection, org_name: str) -> str:
+        return self._global_id(conn, "orgs", "organization", org_name)
 
     def _user_id(self, conn: sqlite3.Connection, user_name: str) -> int:
-        row = conn.execute("SELECT id FROM users WHERE name = ?", (user_name,)).fetchone()
-        if row is None:
-            raise NotFoundError(f"user '{user_name}' not found")
-        return row[0]
+        return self._global_id(conn, "users", "user", user_name)
+
+    def _in_org_id(
+        self, conn: sqlite3.Connection, kind: str, org_id: str, org_name: str, name: str
+    ) -> int:
+        """The id of the client or group (`kind`) `name` of the org."""
+        return self._id_or_missing(
+            conn,
+            f"SELECT id FROM {kind}s WHERE org_id = ? AND name = ?",
+            (org_id, name),
+            f"{kind} '{name}' not found in organization '{org_name}'",
+        )
 
     def _client_id(self, conn: sqlite3.Connection, org_id: str, org_name: str, name: str) -> int:
-        row = conn.execute(
-            "SELECT id FROM clients WHERE org_id = ? AND name = ?", (org_id, name)
-        ).fetchone()
-        if row is None:
-            raise NotFoundError(f"client '{name}' not found in organization '{org_name}'")
-        return row[0]
+        return self._in_org_id(conn, "client", org_id, org_name, name)
 
     def _group_id(self, conn: sqlite3.Connection, org_id: str, org_name: str, name: str) -> int:
-        row = conn.execute(
-            "SELECT id FROM groups WHERE org_id = ? AND name = ?", (org_id, name)
-        ).fetchone()
-        if row is None:
-            raise NotFoundError(f"group '{name}' not found in organization '{org_name}'")
-        return row[0]
+        return self._in_org_id(conn, "group", org_id, org_name, name)
+
+    def _org_names(self, kind: str, org_name: str) -> list[str]:
+        """Names of the org's clients or groups (`kind`), sorted."""
+        with self._lock:
+            org_id = self._org_id(self._conn, org_name)
+            rows = self._conn.execute(
+                f"SELECT name FROM {kind}s WHERE org_id = ? ORDER BY name", (org_id,)
+            ).fetchall()
+        return [r[0] for r in rows]
 
     @staticmethod
     def _is_associated(conn: sqlite3.Connection, org_id: str, user_id: int) -> bool:
@@ -235,7 +269,7 @@ class SqliteStore(Store):
 
     # -- organizations ---------------------------------------------------------
     def create_org(self, name: str, full_name: str = "", now: float | None = None) -> Org:
-        created = int(time.time() if now is None else now)
+        created = _stamp(now)
         org = Org(id=uuid.uuid4().hex, name=name, full_name=full_name, created_at=float(created))
         with self._tx() as conn:
             if conn.execute("SELECT 1 FROM orgs WHERE name = ?", (name,)).fetchone():
@@ -311,7 +345,7 @@ class SqliteStore(Store):
     def create_user(
         self, name: str, public_key: str, display_name: str = "", now: float | None = None
     ) -> User:
-        created = int(time.time() if now is None else now)
+        created = _stamp(now)
         with self._tx() as conn:
             if conn.execute("SELECT 1 FROM users WHERE name = ?", (name,)).fetchone():
                 raise AlreadyExistsError(f"user '{name}' already exists")
@@ -374,7 +408,7 @@ class SqliteStore(Store):
         admin: bool = False,
         now: float | None = None,
     ) -> Client:
-        created = int(time.time() if now is None else now)
+        created = _stamp(now)
         with self._tx() as conn:
             org_id = self._org_id(conn, org_name)
             if conn.execute(
@@ -403,7 +437,7 @@ class SqliteStore(Store):
         skip_existing: bool = False,
         now: float | None = None,
     ) -> int:
-        created = int(time.time() if now is None else now)
+        created = _stamp(now)
         with self._tx() as conn:
             org_id = self._org_id(conn, org_name)
             existing = {
@@ -434,12 +468,7 @@ class SqliteStore(Store):
         return None if row is None else Client(org_name, row[0], row[1], float(row[2]))
 
     def list_clients(self, org_name: str) -> list[str]:
-        with self._lock:
-            org_id = self._org_id(self._conn, org_name)
-            rows = self._conn.execute(
-                "SELECT name FROM clients WHERE org_id = ? ORDER BY name", (org_id,)
-            ).fetchall()
-        return [r[0] for r in rows]
+        return self._org_names("client", org_name)
 
     def set_client_key(self, org_name: str, name: str, public_key: str) -> None:
         with self._tx() as conn:
@@ -510,41 +539,41 @@ class SqliteStore(Store):
             return group
 
     def list_groups(self, org_name: str) -> list[str]:
-        with self._lock:
-            org_id = self._org_id(self._conn, org_name)
-            rows = self._conn.execute(
-                "SELECT name FROM groups WHERE org_id = ? ORDER BY name", (org_id,)
-            ).fetchall()
-        return [r[0] for r in rows]
+        return self._org_names("group", org_name)
 
     def _member_rows(
         self,
         conn: sqlite3.Connection,
-        org_id: str,
         org_name: str,
         group: str,
         users: Iterable[str],
         clients: Iterable[str],
         groups: Iterable[str],
-    ) -> list[tuple[str, str, int, str]]:
-        """Resolve members to (kind, name, id, description); raises naming the first bad one."""
-        members: list[tuple[str, str, int, str]] = []
+        *,
+        adding: bool,
+    ) -> tuple[int, list[tuple[str, int, str]]]:
+        """The group's id, and its members resolved to (kind, id, description); raises
+        naming the first bad one. Members to add must also be allowed in the group
+        (associated users, not the group itself)."""
+        org_id = self._org_id(conn, org_name)
+        group_id = self._group_id(conn, org_id, org_name, group)
+        members: list[tuple[str, int, str]] = []
         for user in users:
             user_id = self._user_id(conn, user)
-            if not self._is_associated(conn, org_id, user_id):
+            if adding and not self._is_associated(conn, org_id, user_id):
                 raise InvalidOperationError(
                     f"user '{user}' is not associated with organization '{org_name}'"
                 )
-            members.append(("user", user, user_id, f"user '{user}'"))
+            members.append(("user", user_id, f"user '{user}'"))
         for client in clients:
             client_id = self._client_id(conn, org_id, org_name, client)
-            members.append(("client", client, client_id, f"client '{client}'"))
+            members.append(("client", client_id, f"client '{client}'"))
         for sub in groups:
             sub_id = self._group_id(conn, org_id, org_name, sub)
-            if sub == group:
+            if adding and sub == group:
                 raise InvalidOperationError(f"group '{group}' cannot contain itself")
-            members.append(("group", sub, sub_id, f"group '{sub}'"))
-        return members
+            members.append(("group", sub_id, f"group '{sub}'"))
+        return group_id, members
 
     def add_group_members(
         self,
@@ -555,13 +584,13 @@ class SqliteStore(Store):
         groups: Iterable[str] = (),
     ) -> None:
         with self._tx() as conn:
-            org_id = self._org_id(conn, org_name)
-            group_id = self._group_id(conn, org_id, org_name, group)
-            members = self._member_rows(conn, org_id, org_name, group, users, clients, groups)
+            group_id, members = self._member_rows(
+                conn, org_name, group, users, clients, groups, adding=True
+            )
             conn.executemany(
                 "INSERT OR IGNORE INTO group_members (group_id, member_type, member_id) "
                 "VALUES (?, ?, ?)",
-                [(group_id, kind, member_id) for kind, _, member_id, _ in members],
+                [(group_id, kind, member_id) for kind, member_id, _ in members],
             )
 
     def remove_group_members(
@@ -573,18 +602,9 @@ class SqliteStore(Store):
         groups: Iterable[str] = (),
     ) -> None:
         with self._tx() as conn:
-            org_id = self._org_id(conn, org_name)
-            group_id = self._group_id(conn, org_id, org_name, group)
-            members: list[tuple[str, int, str]] = []
-            for user in users:
-                members.append(("user", self._user_id(conn, user), f"user '{user}'"))
-            for client in clients:
-                client_id = self._client_id(conn, org_id, org_name, client)
-                members.append(("client", client_id, f"client '{client}'"))
-            for sub in groups:
-                members.append(
-                    ("group", self._group_id(conn, org_id, org_name, sub), f"group '{sub}'")
-                )
+            group_id, members = self._member_rows(
+                conn, org_name, group, users, clients, groups, adding=False
+            )
             for kind, member_id, description in members:
                 cur = conn.execute(
                     "DELETE FROM group_members WHERE group_id = ? AND member_type = ? "
@@ -801,11 +821,7 @@ class SqliteStore(Store):
     @staticmethod
     def _compact(conn: sqlite3.Connection, job_id: str, node_name: str) -> None:
         """Move a record's appended pieces into its blobs (once, when it closes)."""
-        pieces = conn.execute(
-            "SELECT channel, data FROM job_output_chunks WHERE job_id = ? AND node_name = ? "
-            "ORDER BY channel, pos",
-            (job_id, node_name),
-        ).fetchall()
+        pieces = _pieces(conn, job_id, node_name)
         if not pieces:
             return
         row = conn.execute(
@@ -830,11 +846,7 @@ class SqliteStore(Store):
             ).fetchone()
             if row is None:
                 return None
-            pieces = self._conn.execute(
-                "SELECT channel, data FROM job_output_chunks WHERE job_id = ? AND node_name = ? "
-                "ORDER BY channel, pos",
-                (job_id, node_name),
-            ).fetchall()
+            pieces = _pieces(self._conn, job_id, node_name)
         record = _output(row)
         if pieces:
             record.stdout, record.stderr = _joined((record.stdout, record.stderr), pieces)

@@ -295,9 +295,7 @@ class AsyncStore:
         method = getattr(self.store, name)
 
         async def call(*args: Any, **kwargs: Any) -> Any:
-            return await self._trio.to_thread.run_sync(
-                functools.partial(method, *args, **kwargs), limiter=self._limiter
-            )
+            return await self.run(method, *args, **kwargs)
 
         call.__name__ = name
         call.__doc__ = method.__doc__
