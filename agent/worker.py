@@ -36,6 +36,7 @@ class JobWorker:
         self._nursery: trio.Nursery | None = None
         self._process: JobProcess | None = None
         self._job_done: trio.Event | None = None
+        self._starting: trio.Event | None = None  # set once a spawn in progress has finished
         self._shutting_down = False
         self._flush_wakeup = trio.Event()
         self._dropped = 0
@@ -108,15 +109,28 @@ class JobWorker:
     # ---- process supervision -----------------------------------------------------------
 
     async def _start(self, plan: ProcessPlan) -> None:
+        starting = self._starting = trio.Event()
         try:
             process = await JobProcess.start(plan)
         except StartError as exc:
+            starting.set()
+            if self._shutting_down:
+                return
             actions = self.runner.on_start_failed(exc.reason, exc.exit_status, trio.current_time())
             await self._execute(actions)
             return
+        except BaseException:
+            starting.set()
+            raise
         self._process = process
         self._job_done = trio.Event()
+        starting.set()
         assert self._nursery is not None
+        if self._shutting_down:
+            # shutdown() came while the process was being spawned and waits for this start:
+            # it terminates the process through the supervisor; nothing is reported
+            self._nursery.start_soon(self._supervise, process, plan, self._job_done)
+            return
         try:
             await self._execute(self.runner.on_started())
         finally:
@@ -209,8 +223,12 @@ class JobWorker:
     async def shutdown(self) -> None:
         """Terminate a running job's group, clean up files and lock; send nothing."""
         self._shutting_down = True
-        process, done = self._process, self._job_done
         with trio.CancelScope(shield=True):
+            if self._starting is not None:
+                # a process being spawned right now must not escape the termination
+                with trio.move_on_after(30):
+                    await self._starting.wait()
+            process, done = self._process, self._job_done
             if process is not None and done is not None:
                 self.log.info("job %s: terminating the process group", self.runner.job_id)
                 await process.terminate(self.kill_grace, self.runner.on_signal_sent)

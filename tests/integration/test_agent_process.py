@@ -123,6 +123,12 @@ def read_pids(path: Path) -> list[int]:
     return [int(line) for line in path.read_text().split()]
 
 
+def gone(pids: list[int]) -> bool:
+    """True once none of `pids` lives. The group was signalled, but a loaded kernel delivers
+    the signal and ends the processes a moment later: callers wait for this, with a deadline."""
+    return pids_alive(pids) == []
+
+
 async def test_exit_status_and_output(harness: Harness) -> None:
     final = await harness.run_job("j1", "hello", capture=True)
     assert final.type == "failed"
@@ -182,7 +188,7 @@ async def test_abort_kills_the_whole_group(harness: Harness, tmp_path: Path) -> 
     harness.command(type="abort")
     final = await harness.final("ja")
     assert final.type == "aborted"
-    assert pids_alive(pids) == []
+    await harness.wait(lambda: gone(pids))
     assert harness.runner.idle
 
 
@@ -208,7 +214,7 @@ async def test_term_ignored_gets_killed_after_grace(harness: Harness, tmp_path: 
     pid = read_pids(pid_file)[0]
     harness.command(type="abort")
     assert (await harness.final("js")).type == "aborted"
-    assert pids_alive([pid]) == []
+    await harness.wait(lambda: gone([pid]))
 
 
 async def test_local_deadline(tmp_path: Path) -> None:
@@ -221,7 +227,7 @@ async def test_local_deadline(tmp_path: Path) -> None:
     assert final.type == "failed"
     assert final.fields["exit_status"] is None
     assert final.fields["signal"] in ("SIGTERM", "SIGKILL")
-    assert pids_alive(read_pids(pid_file)) == []
+    await h.wait(lambda: gone(read_pids(pid_file)))
 
 
 async def test_background_child_does_not_hold_the_job(harness: Harness, tmp_path: Path) -> None:
@@ -303,13 +309,39 @@ async def test_shutdown_terminates_and_sends_nothing(tmp_path: Path) -> None:
             type="commit", job_id="jq", command="group", file="raw:x", env={"PIDS": str(pid_file)}
         )
         h.command(type="run", job_id="jq")
+        # running = started and acknowledged (the pids can be written before `ack_run` is sent)
         await h.wait(lambda: pid_file.exists() and len(pid_file.read_text().split()) == 3)
+        await h.wait(lambda: "ack_run" in h.types("jq"))
         await h.worker.shutdown()
         nursery.cancel_scope.cancel()
     assert h.types("jq") == ["ack_commit", "ack_run"]
-    assert pids_alive(read_pids(pid_file)) == []
+    await h.wait(lambda: gone(read_pids(pid_file)))
     assert list(h.file_dir.iterdir()) == []
     assert h.runner.idle
+
+
+async def test_shutdown_while_the_process_is_being_spawned(tmp_path: Path) -> None:
+    h = Harness(tmp_path)
+    pid_file = tmp_path / "pids"
+    async with trio.open_nursery() as nursery:
+        await nursery.start(h.worker.run)
+        h.command(type="commit", job_id="jw", command="group", env={"PIDS": str(pid_file)})
+        h.command(type="run", job_id="jw")
+        # shut down exactly while the worker awaits the spawn (it runs in a thread)
+        with trio.fail_after(20):
+            while h.worker._starting is None:
+                await trio.sleep(0)  # a bare checkpoint: the spawn must not finish meanwhile
+        assert not h.worker._starting.is_set()
+        await h.worker.shutdown()
+        # the shutdown waited for the spawn and terminated and reaped the new process itself
+        await h.wait(lambda: h.worker._starting.is_set())
+        assert h.worker._process is None
+        nursery.cancel_scope.cancel()
+    assert h.types("jw") == ["ack_commit"]  # nothing reported after the shutdown began
+    assert h.runner.idle
+    if pid_file.exists():
+        await h.wait(lambda: gone(read_pids(pid_file)))
+    assert list(h.file_dir.iterdir()) == []
 
 
 def test_prepare_file_dir_removes_leftovers(tmp_path: Path) -> None:

@@ -92,10 +92,12 @@ async def status(srv: ServerProcess) -> dict:
 
 
 async def idle_peer(peer) -> None:
-    """Complete the handshake: abort → aborted → available."""
+    """Complete the handshake: abort → aborted → available; then heartbeat like an agent, so
+    liveness cannot end the node however slowly a loaded machine runs the rest of the test."""
     await peer.expect("abort")
     await peer.send("aborted")
     await peer.wait_node_state(status="online", availability="available")
+    peer.start_heartbeats()
 
 
 # -- connecting, rehab, liveness --------------------------------------------------------------

@@ -115,7 +115,7 @@ class AgentProcess:
         assert self.proc is not None
         return self.proc.pid
 
-    def start(self, wait: bool = True, timeout: float = 20.0) -> None:
+    def start(self, wait: bool = True, timeout: float = 45.0) -> None:
         """Start the agent; with `wait`, until the server lists the node as available."""
         assert self.proc is None or self.proc.poll() is not None, "agent already running"
         log = open(self.log_path, "ab")  # noqa: SIM115 - handed to the child process
@@ -129,7 +129,7 @@ class AgentProcess:
         if wait:
             self.wait_available(timeout)
 
-    def wait_available(self, timeout: float = 20.0) -> None:
+    def wait_available(self, timeout: float = 45.0) -> None:
         def available() -> bool:
             if self.proc is not None and self.proc.poll() is not None:
                 raise AssertionError(

@@ -102,7 +102,7 @@ async def signed_request(
     *,
     params: dict[str, str] | None = None,
     body: bytes = b"",
-    timeout: float = 10.0,
+    timeout: float = 30.0,
 ) -> httpx.Response:
     """One Chef-signed (1.3) request from trio code; `path` is absolute (`/organizations/...`)."""
     headers = sign_request(
@@ -391,7 +391,7 @@ class Peer:
         self._last_server_seq = message.sequence
         return Incoming(message.TYPE, env.version, message.sequence, env.fields, message)
 
-    async def recv(self, timeout: float = 5.0) -> Incoming:
+    async def recv(self, timeout: float = 15.0) -> Incoming:
         """The next verified message from the server; PeerError after `timeout` seconds."""
         with trio.move_on_after(timeout):
             while not self._queue:
@@ -401,7 +401,7 @@ class Peer:
         raise PeerError(f"{self.node}: nothing received within {timeout}s")
 
     async def expect(
-        self, msg_type: str, timeout: float = 5.0, *, skip: Iterable[str] = ()
+        self, msg_type: str, timeout: float = 15.0, *, skip: Iterable[str] = ()
     ) -> Incoming:
         """Wait for a message of `msg_type`; types in `skip` are discarded, others fail."""
         skipped = set(skip)
@@ -433,7 +433,7 @@ class Peer:
         return items
 
     async def server_heartbeats(
-        self, count: int = 1, timeout: float = 5.0
+        self, count: int = 1, timeout: float = 15.0
     ) -> list[ServerHeartbeat]:
         """Read `count` server heartbeats from SUB, each verified with the server's RSA key."""
         if self._sub is None:
@@ -475,7 +475,7 @@ class Peer:
         status: str | None = None,
         availability: str | None = None,
         node: str | None = None,
-        timeout: float = 10.0,
+        timeout: float = 20.0,
     ) -> dict[str, Any]:
         """Poll `node_states/<node>` until it shows the given status / availability."""
         state: dict[str, Any] = {}

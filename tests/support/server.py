@@ -18,7 +18,7 @@ import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import httpx
 import pytest
@@ -35,15 +35,22 @@ ADMIN = "admin"
 
 FAST_TIMING: dict[str, Any] = {
     "heartbeat_interval": 0.5,
+    # Liveness (lifecycle.md §3) with the default threshold 0.6 declares a node down after two
+    # empty 0.5 s intervals: a heartbeat delayed by ~1 s on a loaded CI machine (test process or
+    # server starved of CPU) would end a node mid-test. At 0.2 a node survives ~3 s of silence;
+    # a dead one is still noticed within ~3-5 s.
+    "down_threshold": 0.2,
     "rehab_interval": 0.5,
     "voting_timeout": 10,
-    "wait_complete_time": 2,
+    # the grace period in which a finished job's feed still replays every event: tests read
+    # the feed right after the job ends, which on a loaded machine can take a few seconds
+    "wait_complete_time": 5,
     "keep_alive_time": 2,
     "output_close_timeout": 5,
 }
 
 
-def wait_for(predicate, timeout: float = 10.0, interval: float = 0.05, what: str = "condition"):
+def wait_for(predicate, timeout: float = 20.0, interval: float = 0.05, what: str = "condition"):
     """Poll `predicate` until it returns a truthy value; fail the test after `timeout` seconds."""
     deadline = time.monotonic() + timeout
     while True:
@@ -83,6 +90,13 @@ def write_server_config(path: Path, data_dir: Path, overrides: dict[str, dict[st
 class ServerProcess:
     """A real server in `base_dir`: init once, then start/stop/restart the `run` process."""
 
+    _instances: ClassVar[list[ServerProcess]] = []
+
+    @classmethod
+    def running(cls) -> list[ServerProcess]:
+        """Servers of this test session whose process is alive now."""
+        return [p for p in cls._instances if p.proc is not None and p.proc.poll() is None]
+
     def __init__(self, base_dir: Path, overrides: dict[str, dict[str, Any]] | None = None) -> None:
         self.base_dir = base_dir
         self.data_dir = base_dir / "data"
@@ -100,6 +114,7 @@ class ServerProcess:
             "init", "--org", ORG, "--admin", ADMIN, "--admin-key-out", str(self.admin_key_path)
         )
         self.admin_key = load_private_key(self.admin_key_path.read_bytes())
+        ServerProcess._instances.append(self)
 
     # -- operator commands -------------------------------------------------------------------
     def admin(self, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
@@ -122,7 +137,7 @@ class ServerProcess:
         return name, key_path
 
     # -- process control ---------------------------------------------------------------------
-    def start(self, timeout: float = 20.0) -> None:
+    def start(self, timeout: float = 60.0) -> None:
         """Start `pushjobs-server run` and wait until it has written its state file."""
         assert self.proc is None or self.proc.poll() is not None, "server already running"
         state_file = self.data_dir / "server.json"
@@ -201,7 +216,7 @@ class ServerProcess:
         key: Any = None,
         headers: dict[str, str] | None = None,
         version: str = "1.3",
-        timeout: float = 10.0,
+        timeout: float = 30.0,
     ) -> httpx.Response:
         """A Chef-signed request; `path` is absolute (`/organizations/...`) or org-relative."""
         if not path.startswith("/"):
@@ -240,7 +255,7 @@ class ServerProcess:
         assert response.status_code == 200, response.text
         return response.json()
 
-    def wait_node(self, node: str, availability: str = "available", timeout: float = 15.0) -> None:
+    def wait_node(self, node: str, availability: str = "available", timeout: float = 30.0) -> None:
         """Wait until `node_states/{node}` reports the given availability (or `offline`)."""
         if availability == "offline":
             wait_for(
@@ -300,3 +315,14 @@ def server_factory(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
     finally:
         for proc in made:
             proc.stop()
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo) -> Iterator[None]:
+    """On a failing test, attach the log tail of every server still running (diagnosis)."""
+    outcome = yield
+    report = outcome.get_result()
+    if report.when != "call" or not report.failed:
+        return
+    for proc in ServerProcess.running():
+        report.sections.append((f"server log tail ({proc.log_path})", proc.log_tail(80)))
