@@ -439,7 +439,7 @@ class Broker:
         jobs = self.rt.jobs
         if msg_type == "heartbeat":
             if not created:
-                nodes.heartbeat(org, node, now)
+                nodes.heartbeat(org, node, now, judge=not self._backlogged)
             if job_id is not None and (
                 len(job_id) > JOB_ID_LIMIT
                 or jobs is None

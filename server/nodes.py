@@ -235,11 +235,20 @@ class NodeRegistry:
             self.send_command(org, node, "ack", {})
         return st, False
 
-    def heartbeat(self, org: str, node: str, now: float) -> None:
-        """A validated heartbeat of an existing state that did not just create it."""
+    def heartbeat(self, org: str, node: str, now: float, *, judge: bool = True) -> None:
+        """A validated heartbeat of an existing state that did not just create it.
+
+        `judge=False` (the broker is working through a backlog) counts the heartbeat but does
+        not declare the node down: it arrived earlier than it is processed, and it proves the
+        node alive.
+        """
         st = self._states.get((org, node))
         if st is not None:
-            self._perform(st, st.on_heartbeat(now), reason="liveness (heartbeat)")
+            outputs = st.on_heartbeat(now)
+            if outputs and not judge:
+                log.debug("node %s/%s: low liveness ignored while the broker catches up", org, node)
+                return
+            self._perform(st, outputs, reason="liveness (heartbeat)")
 
     def aborted(self, org: str, node: str) -> None:
         """`aborted` from the node: rehab → idle."""

@@ -254,6 +254,16 @@ def test_heartbeat_too_late_ends_the_state(world):
     assert watcher.downs == [("acme", "web1")]
 
 
+def test_late_heartbeat_while_the_broker_catches_up_keeps_the_node(world):
+    reg = world.registry
+    watcher = Watcher()
+    reg.watch("acme", "web1", watcher)
+    reg.accept("acme", "web1", "inc-1", b"r1", "3.0", 0.0)
+    reg.heartbeat("acme", "web1", 30.0, judge=False)
+    assert reg.state("acme", "web1") is not None
+    assert watcher.downs == []
+
+
 def test_new_incarnation_ends_old_state_then_creates_a_new_one(world):
     reg = world.registry
     watcher = Watcher(reg)
