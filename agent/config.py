@@ -143,6 +143,8 @@ def build_config(data: dict[str, Any], source: str | None = None) -> AgentConfig
         if not isinstance(names, list) or not all(isinstance(n, str) and n for n in names):
             raise ConfigError("allowed_overwritable_env_vars must be an array of strings")
         values["allowed_overwritable_env_vars"] = list(names)
+    if "file_dir" in values and not values["file_dir"].startswith("/"):
+        raise ConfigError("file_dir must be an absolute path")
     if "server_url" not in values:
         raise ConfigError("server_url is required")
     values["server_url"] = values["server_url"].rstrip("/")

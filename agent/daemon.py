@@ -12,9 +12,10 @@ import trio
 import zmq
 from cryptography.hazmat.primitives.asymmetric.rsa import RSAPrivateKey
 
+from pushjobs.agent.cgroup import JobCgroups
 from pushjobs.agent.config import AgentConfig, ConfigError, load_config
 from pushjobs.agent.link import Identity, Link
-from pushjobs.agent.process import SystemHost, prepare_file_dir
+from pushjobs.agent.process import FileDirError, SystemHost, prepare_file_dir
 from pushjobs.agent.runner import JobRunner
 from pushjobs.agent.session import (
     FetchError,
@@ -90,7 +91,10 @@ class Agent:
             job_state=lambda: (self.runner.state, self.runner.job_id),
             log=log,
         )
-        self.worker = JobWorker(self.runner, self.link.send, kill_grace=cfg.kill_grace, log=log)
+        self.cgroups = JobCgroups.detect(log)
+        self.worker = JobWorker(
+            self.runner, self.link.send, kill_grace=cfg.kill_grace, log=log, cgroups=self.cgroups
+        )
         self._schedule_changed = trio.Event()
         self._nursery: trio.Nursery | None = None
 
@@ -125,9 +129,20 @@ class Agent:
         log.info("node %s, org %s, server %s", cfg.node_name, cfg.org, cfg.server_url)
         log.info("client key %s, incarnation %s", cfg.client_key, self.ident.incarnation_id)
         log.info("unencrypted fallback %s", "allowed" if cfg.allow_unencrypted else "not allowed")
+        if self.cgroups is not None:
+            log.info("job containment: one cgroup per job below %s", self.cgroups.directory)
+            self.cgroups.sweep()
+        else:
+            log.info(
+                "job containment: process group only; a job process that calls setsid() "
+                "survives abort and timeout (run under systemd with Delegate=yes on cgroup v2 "
+                "to contain jobs)"
+            )
         try:
             for name in prepare_file_dir(cfg.file_dir):
                 log.info("removed leftover job file %s", name)
+        except FileDirError as exc:
+            raise StartupError(str(exc)) from None
         except OSError as exc:
             raise StartupError(f"cannot prepare file_dir {cfg.file_dir}: {exc}") from None
         log.info("config URL %s", config_url(cfg, self.ident.curve_public))
@@ -258,7 +273,7 @@ class Agent:
         if new.file_dir != old.file_dir:
             try:
                 prepare_file_dir(new.file_dir)
-            except OSError as exc:
+            except (OSError, FileDirError) as exc:
                 log.error(
                     "cannot prepare file_dir %s, keeping %s: %s", new.file_dir, old.file_dir, exc
                 )

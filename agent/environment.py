@@ -5,6 +5,55 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
+# Job variables that change how programs load code or find files, or that the agent sets itself
+# (security.md): a job variable on this list is renamed CHEF_PUSH_ENV_<name> unless the operator
+# names it exactly in `allowed_overwritable_env_vars`. Entries ending in "*" are prefixes.
+DENIED_ENV_VARS: tuple[str, ...] = (
+    "LD_*",  # dynamic loader: LD_PRELOAD, LD_LIBRARY_PATH, LD_AUDIT, ...
+    "DYLD_*",
+    "GLIBC_TUNABLES",
+    "GCONV_PATH",
+    "LOCPATH",
+    "NLSPATH",
+    "HOSTALIASES",
+    "RESOLV_HOST_CONF",
+    "PATH",
+    "IFS",
+    "ENV",
+    "BASH_ENV",
+    "BASH_FUNC_*",
+    "SHELLOPTS",
+    "BASHOPTS",
+    "PS4",
+    "PROMPT_COMMAND",
+    "CDPATH",
+    "PERL5*",
+    "PERLLIB",
+    "PYTHON*",
+    "RUBY*",
+    "NODE_OPTIONS",
+    "NODE_PATH",
+    "LUA_INIT*",
+    "LUA_PATH*",
+    "LUA_CPATH*",
+    "LESSOPEN",
+    "LESSCLOSE",
+    "GIT_*",
+    "JAVA_TOOL_OPTIONS",
+    "_JAVA_OPTIONS",
+    "HOME",
+    "USER",
+    "LOGNAME",
+    "SHELL",
+)
+_DENIED_EXACT = frozenset(n for n in DENIED_ENV_VARS if not n.endswith("*"))
+_DENIED_PREFIXES = tuple(n[:-1] for n in DENIED_ENV_VARS if n.endswith("*"))
+
+
+def is_denied_env_var(name: str) -> bool:
+    """True when a job may set `name` only with the operator's explicit opt-in."""
+    return name in _DENIED_EXACT or name.startswith(_DENIED_PREFIXES)
+
 
 @dataclass(frozen=True, slots=True)
 class UserInfo:
@@ -27,16 +76,19 @@ def build_environment(
     allowed_overwritable: Sequence[str] | None = None,
     file_path: str | None = None,
 ) -> dict[str, str]:
-    """Build the job's environment; later steps override earlier ones (agent.md §11)."""
+    """Build the job's environment; later steps override earlier ones (agent.md §11).
+
+    A job variable is set as is when `allowed_overwritable` names it, or when there is no such
+    list and the name is not on the deny-list; otherwise it arrives as CHEF_PUSH_ENV_<name>."""
     env = dict(base)
     if user is not None:
         env["HOME"] = user.home
         env["USER"] = user.name
         env["LOGNAME"] = user.name
     if job_env:
-        allowed = None if allowed_overwritable is None else set(allowed_overwritable)
+        allowed = set(allowed_overwritable or ())
         for name, value in job_env.items():
-            if allowed is None or name in allowed:
+            if name in allowed or (allowed_overwritable is None and not is_denied_env_var(name)):
                 env[name] = value
             else:
                 env[f"CHEF_PUSH_ENV_{name}"] = value

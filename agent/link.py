@@ -14,13 +14,15 @@ from typing import Any
 
 import trio
 import zmq
+from zmq.utils.monitor import parse_monitor_message
 
-from pushjobs.agent.inbound import Drop, check_command, check_heartbeat
+from pushjobs.agent.inbound import MAX_INBOUND_BODY, Drop, check_command, check_heartbeat
 from pushjobs.agent.liveness import OFFLINE, SEND, ServerLiveness
 from pushjobs.agent.runner import Send
 from pushjobs.agent.session import ServerConfig
 from pushjobs.protocol.envelope import seal_hmac
 from pushjobs.protocol.errors import ProtocolError
+from pushjobs.protocol.header import MAX_HEADER_BYTES
 from pushjobs.protocol.messages import (
     Aborted,
     AckCommit,
@@ -35,6 +37,10 @@ from pushjobs.protocol.messages import (
 from pushjobs.protocol.timestamps import format_rfc1123
 
 DEALER_SNDHWM = 64
+# libzmq drops a peer that sends a larger frame before buffering it, so a rogue server or a man
+# in the middle cannot make a (root) agent allocate without bound (security.md).
+SUB_MAXMSGSIZE = 64 * 1024  # a server heartbeat is a few hundred bytes
+DEALER_MAXMSGSIZE = MAX_INBOUND_BODY + MAX_HEADER_BYTES
 WATCHDOG_DELAY = 4.0
 OUTBOX_BLOCKED_LIMIT = 60.0
 SAFETY_WAKE = 1.0  # the socket loops also look around this often, whatever the FD says
@@ -48,9 +54,15 @@ _MESSAGE_CLASSES: dict[str, type[Any]] = {
 class RateLimitedLog:
     """Log dropped messages at warning, at most `burst` lines per reason per minute."""
 
-    def __init__(self, log: logging.Logger | logging.LoggerAdapter[Any], burst: int = 5) -> None:
+    def __init__(
+        self,
+        log: logging.Logger | logging.LoggerAdapter[Any],
+        burst: int = 5,
+        what: str = "dropped message",
+    ) -> None:
         self.log = log
         self.burst = burst
+        self.what = what
         self._window: dict[str, tuple[float, int]] = {}
 
     def __call__(self, reason: str, detail: str = "") -> None:
@@ -58,12 +70,12 @@ class RateLimitedLog:
         start, count = self._window.get(reason, (now, 0))
         if now - start >= 60:
             if count > self.burst:
-                self.log.warning("%d more messages dropped: %s", count - self.burst, reason)
+                self.log.warning("%s %d more times: %s", self.what, count - self.burst, reason)
             start, count = now, 0
         count += 1
         self._window[reason] = (start, count)
         if count <= self.burst:
-            self.log.warning("dropped message: %s%s", reason, f" ({detail})" if detail else "")
+            self.log.warning("%s: %s%s", self.what, reason, f" ({detail})" if detail else "")
 
 
 @dataclass
@@ -86,20 +98,26 @@ class _Session:
         self.sub = ctx.socket(zmq.SUB)
         self.sub.setsockopt(zmq.LINGER, 0)
         self.sub.setsockopt(zmq.SUBSCRIBE, b"")
+        self.sub.setsockopt(zmq.MAXMSGSIZE, SUB_MAXMSGSIZE)
         self.dealer = ctx.socket(zmq.DEALER)
         self.dealer.setsockopt(zmq.LINGER, 0)
         self.dealer.setsockopt(zmq.RCVHWM, 0)
         self.dealer.setsockopt(zmq.SNDHWM, DEALER_SNDHWM)
+        self.dealer.setsockopt(zmq.MAXMSGSIZE, DEALER_MAXMSGSIZE)
         if config.curve_public_key is not None:
             self.dealer.setsockopt_string(zmq.CURVE_SERVERKEY, config.curve_public_key)
             self.dealer.setsockopt_string(zmq.CURVE_PUBLICKEY, ident.curve_public)
             self.dealer.setsockopt_string(zmq.CURVE_SECRETKEY, ident.curve_secret)
+        # Disconnect events, so that a peer libzmq dropped (e.g. for MAXMSGSIZE) is logged.
+        self.monitors = {
+            "heartbeat": self.sub.get_monitor_socket(zmq.EVENT_DISCONNECTED),
+            "command": self.dealer.get_monitor_socket(zmq.EVENT_DISCONNECTED),
+        }
         self.sub.connect(config.out_addr)
         self.dealer.connect(config.command_addr)
         self.sub_fd: int = self.sub.getsockopt(zmq.FD)
         self.dealer_fd: int = self.dealer.getsockopt(zmq.FD)
-        self.sequence = 0  # last sequence handed to the DEALER
-        self.server_sequence = -1  # last accepted command-channel sequence
+        self.monitor_fds = {name: m.getsockopt(zmq.FD) for name, m in self.monitors.items()}
         self.heard_dealer = False
         self.closed = False
 
@@ -107,10 +125,12 @@ class _Session:
         if self.closed:
             return
         self.closed = True
-        for fd in (self.sub_fd, self.dealer_fd):
+        for fd in (self.sub_fd, self.dealer_fd, *self.monitor_fds.values()):
             trio.lowlevel.notify_closing(fd)
         self.sub.close(linger=0)
         self.dealer.close(linger=0)
+        for monitor in self.monitors.values():
+            monitor.close(linger=0)
 
 
 class Link:
@@ -141,12 +161,21 @@ class Link:
         self.job_state = job_state
         self.log = log
         self.drop = RateLimitedLog(log)
+        self.disconnected = RateLimitedLog(log, what="connection closed")
         self.ctx: zmq.Context[Any] = zmq.Context()
         self.session: _Session | None = None
         self.outbox: collections.deque[Send] = collections.deque()
         self.liveness = ServerLiveness()
         self.known_incarnation: str | None = None
         self._heartbeat_sequences: dict[str, int] = {}  # server incarnation -> last sequence
+        # Server incarnation -> last accepted command sequence. The server counts per node for
+        # its whole life, so the high-water survives reconfigures: a command recorded before a
+        # reconfigure cannot be replayed onto the new (unencrypted) connection.
+        self._command_sequences: dict[str, int] = {}
+        # Last sequence handed to a DEALER. It keeps counting across connections for the life of
+        # this process (one client incarnation), so the server can hold one high-water per
+        # incarnation and a message captured on an old connection cannot be replayed on a new one.
+        self.sequence = 0
         self._session_changed = trio.Event()
         self._dealer_wake: trio.CancelScope | None = None
         self._heartbeat_reset = trio.Event()
@@ -189,6 +218,8 @@ class Link:
         self._wake_dealer()
         if self._nursery is not None:
             self._nursery.start_soon(self._watchdog, self.session)
+            for name in self.session.monitors:
+                self._nursery.start_soon(self._monitor_loop, self.session, name)
 
     def close(self) -> None:
         """Close the sockets (nothing more is sent)."""
@@ -230,7 +261,7 @@ class Link:
         """Hand queued job messages to the DEALER in order while it accepts them."""
         while self.outbox and not session.closed:
             message = self.outbox[0]
-            sequence = session.sequence + 1
+            sequence = self.sequence + 1
             try:
                 frames = self._seal(session, message, sequence)
             except (ProtocolError, TypeError, KeyError) as exc:
@@ -256,14 +287,14 @@ class Link:
             except zmq.ZMQError as exc:
                 self.log.warning("cannot send %s: %s", message.type, exc)
                 return
-            session.sequence = sequence
+            self.sequence = sequence
             self.outbox.popleft()
             self._head_blocked_since = None
             self.log.debug("job %s: sent %s (sequence %d)", message.job_id, message.type, sequence)
 
     def _send_heartbeat(self, session: _Session) -> None:
         state, job_id = self.job_state()
-        sequence = session.sequence + 1
+        sequence = self.sequence + 1
         msg = AgentHeartbeat(job_state=state, job_id=job_id, **self._common(session, sequence))
         header, body = seal_hmac("3.0", msg.to_dict(), session.config.session_key)
         try:
@@ -275,7 +306,7 @@ class Link:
         except zmq.ZMQError as exc:
             self.log.warning("heartbeat not sent: %s", exc)
             return
-        session.sequence = sequence
+        self.sequence = sequence
         self._wake_dealer()  # a send can swallow the FD's readable edge
 
     # ---- loops -------------------------------------------------------------------------
@@ -342,6 +373,31 @@ class Link:
             )
             self.on_watchdog(self.silent_connections)
 
+    async def _monitor_loop(self, session: _Session, name: str) -> None:
+        """Log disconnects of one socket until its session closes (libzmq reconnects)."""
+        monitor, fd = session.monitors[name], session.monitor_fds[name]
+        while not session.closed:
+            try:
+                while not session.closed:
+                    event = parse_monitor_message(monitor.recv_multipart(zmq.NOBLOCK))
+                    endpoint = event.get("endpoint", b"")
+                    if isinstance(endpoint, bytes):
+                        endpoint = endpoint.decode("utf-8", "replace")
+                    self.disconnected(
+                        f"{name} socket",
+                        f"{endpoint}: closed by the peer, or it sent a message over "
+                        f"{SUB_MAXMSGSIZE if name == 'heartbeat' else DEALER_MAXMSGSIZE} bytes",
+                    )
+            except zmq.Again:
+                pass
+            except (zmq.ZMQError, ValueError, trio.ClosedResourceError):
+                return
+            try:
+                with trio.move_on_after(SAFETY_WAKE):
+                    await trio.lowlevel.wait_readable(fd)
+            except trio.ClosedResourceError:
+                return
+
     # ---- receiving ---------------------------------------------------------------------
 
     @staticmethod
@@ -363,13 +419,13 @@ class Link:
             frames,
             key=session.config.session_key,
             max_skew=session.config.max_message_skew,
-            last_sequence=session.server_sequence,
+            last_sequence=self._command_sequences.get(session.config.incarnation_id, -1),
             now=time.time(),
         )
         if isinstance(result, Drop):
             self.drop(result.reason, result.detail)
             return
-        session.server_sequence = result["sequence"]
+        _remember(self._command_sequences, session.config.incarnation_id, result["sequence"])
         session.heard_dealer = True
         self.silent_connections = 0
         self.log.debug(
@@ -391,12 +447,16 @@ class Link:
         if isinstance(beat, Drop):
             self.drop(beat.reason, beat.detail)
             return
-        sequences = self._heartbeat_sequences
-        if beat.incarnation_id not in sequences and len(sequences) >= 8:
-            sequences.pop(next(iter(sequences)))  # remember a few incarnations only
-        sequences[beat.incarnation_id] = beat.sequence
+        _remember(self._heartbeat_sequences, beat.incarnation_id, beat.sequence)
         if self.liveness.heard():
             self.log.info("server heartbeats are back, considering the server online")
             self._heartbeat_reset.set()
         if beat.incarnation_id != self.known_incarnation:
             self.on_new_incarnation(beat.incarnation_id, session.config.interval)
+
+
+def _remember(sequences: dict[str, int], incarnation: str, sequence: int) -> None:
+    """Record the high-water of one server incarnation; remember a few incarnations only."""
+    if incarnation not in sequences and len(sequences) >= 8:
+        sequences.pop(next(iter(sequences)))
+    sequences[incarnation] = sequence

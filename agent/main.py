@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import stat
 import sys
 import time
 from collections.abc import Sequence
@@ -121,11 +122,28 @@ def _check_config(cfg: AgentConfig) -> int:
                 f"jobs of {names} will be refused until it does",
                 file=sys.stderr,
             )
+    from pushjobs.agent.process import file_dir_problem
+
     _, problem = _load_client_key(cfg)
+    problem = problem or file_dir_problem(cfg.file_dir)
     if problem is not None:
         print(f"pushjobs-agent: {problem}", file=sys.stderr)
         return 2
+    warning = key_mode_warning(cfg.client_key)
+    if warning is not None:
+        print(f"warning: {warning}", file=sys.stderr)
     return 0
+
+
+def key_mode_warning(path: str) -> str | None:
+    """A warning when the private key file is readable by group or others, else None."""
+    try:
+        mode = stat.S_IMODE(os.stat(path).st_mode)
+    except OSError:
+        return None
+    if mode & 0o044:
+        return f"client_key {path} is readable by group or others (mode {mode:04o}): chmod 600 it"
+    return None
 
 
 def _load_client_key(cfg: AgentConfig) -> tuple[Any, str | None]:
@@ -186,7 +204,10 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _run(cfg: AgentConfig, config_path: str, overrides: dict[str, str | None]) -> int:
+    from pushjobs.agent.process import file_dir_problem
+
     key, problem = _load_client_key(cfg)
+    problem = problem or file_dir_problem(cfg.file_dir)
     if problem is not None:
         print(f"pushjobs-agent: {problem}", file=sys.stderr)
         return 2
@@ -210,6 +231,9 @@ def _run(cfg: AgentConfig, config_path: str, overrides: dict[str, str | None]) -
         apply_logging=_reload_logging,
     )
     logger = logging.getLogger("pushjobs.agent")
+    warning = key_mode_warning(cfg.client_key)
+    if warning is not None:
+        logger.warning("%s", warning)
     try:
         status = trio.run(agent.run)
         if status == 2 and cfg.log_file and agent.fatal_message:

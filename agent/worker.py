@@ -9,6 +9,7 @@ from typing import Any
 
 import trio
 
+from pushjobs.agent.cgroup import JobCgroups
 from pushjobs.agent.process import PIPE_DRAIN_AFTER_EXIT, JobProcess, StartError
 from pushjobs.agent.runner import Action, JobRunner, ProcessPlan, Send, StartProcess, Terminate
 
@@ -25,8 +26,10 @@ class JobWorker:
         *,
         kill_grace: float,
         log: logging.Logger | logging.LoggerAdapter[Any],
+        cgroups: JobCgroups | None = None,
     ) -> None:
         self.runner = runner
+        self.cgroups = cgroups  # None: process-group kill only
         self.send = send
         self.kill_grace = kill_grace
         self.log = log
@@ -111,7 +114,7 @@ class JobWorker:
     async def _start(self, plan: ProcessPlan) -> None:
         starting = self._starting = trio.Event()
         try:
-            process = await JobProcess.start(plan)
+            process = await JobProcess.start(plan, self.cgroups)
         except StartError as exc:
             starting.set()
             if self._shutting_down:

@@ -168,6 +168,7 @@ def test_check_config_checks_the_key_and_lock_directory(
     assert main(["-c", str(path), "--check-config"]) == 2
     assert "is not an RSA private key" in capsys.readouterr().err
     (tmp_path / "client.pem").write_bytes(client_pem)
+    (tmp_path / "client.pem").chmod(0o600)
     lock.parent.mkdir()
     assert main(["-c", str(path), "--check-config"]) == 0
     assert capsys.readouterr().err == ""
@@ -233,7 +234,7 @@ def test_env_user_overrides_home_user_logname() -> None:
     assert (env["HOME"], env["USER"], env["LOGNAME"]) == ("/home/alice", "alice", "alice")
 
 
-def test_env_without_list_takes_everything_as_is() -> None:
+def test_env_without_list_takes_all_but_the_denied_names_as_is() -> None:
     env = build_environment(
         {"PATH": "/bin"},
         node_name="n",
@@ -241,7 +242,8 @@ def test_env_without_list_takes_everything_as_is() -> None:
         user=ALICE,
         job_env={"PATH": "/evil", "HOME": "/x", "bar": "1"},
     )
-    assert env["PATH"] == "/evil" and env["HOME"] == "/x" and env["bar"] == "1"
+    assert env["PATH"] == "/bin" and env["HOME"] == "/home/alice" and env["bar"] == "1"
+    assert env["CHEF_PUSH_ENV_PATH"] == "/evil" and env["CHEF_PUSH_ENV_HOME"] == "/x"
 
 
 def test_env_with_list_renames_others() -> None:
