@@ -1,4 +1,4 @@
-"""The server's ZeroMQ side: ZAP, command ROUTER, heartbeat PUB and their timers.
+"""The server's ZeroMQ side: ZAP, command ROUTER, heartbeat publisher and their timers.
 
 Inbound messages are validated in the order of wire-protocol.md §16 — each failure drops the
 message with one rate-limited log line naming the reason — then bound to their node state
@@ -25,6 +25,9 @@ from pushjobs.protocol.messages import parse_agent_message
 from pushjobs.protocol.signing import HMAC_SHA256, verify_hmac
 from pushjobs.protocol.timestamps import format_rfc1123, parse_rfc1123
 
+from .heartbeat_pub import HeartbeatPublisher
+from .lru import LruCache
+from .sequence_guard import SequenceGuard
 from .zap import ZapHandler
 from .zmq_trio import DEFAULT_BATCH, TrioSocket
 
@@ -40,7 +43,6 @@ ORG_NEGATIVE_TTL = 5.0  # an unknown name is re-checked sooner (it may just have
 ORG_CACHE_MAX = 10_000
 MAX_ORG_LOOKUPS = 256  # organizations being looked up at once (their messages are parked)
 MAX_PARKED = 10_000  # messages parked for all of them together
-ROUTING_IDS_PER_NODE = 8  # 3.0 sequence series remembered per (org, node, incarnation)
 DROP_LOG_INTERVAL = 10.0
 DROP_LOG_KEYS_MAX = 10_000
 
@@ -93,7 +95,7 @@ def _endpoint(listen: str, port: int) -> str:
 
 
 class Broker:
-    """ZAP handler, ROUTER (commands, CURVE), PUB (heartbeats), reader and timers."""
+    """ZAP handler, ROUTER (commands, CURVE), heartbeat publisher, reader and timers."""
 
     def __init__(self, rt: Any) -> None:
         self.rt = rt
@@ -117,24 +119,23 @@ class Broker:
         self.stats = BrokerStats()
         self._backlogged = False
         self._drops = DropLog()
-        self._orgs: dict[str, tuple[bool, float]] = {}  # name -> (exists, expiry)
+        self._orgs: LruCache[str, tuple[bool, float]] = LruCache(ORG_CACHE_MAX)  # (exists, expiry)
         self._parked: dict[str, list[tuple]] = {}  # messages waiting for an org look-up
         self._parked_count = 0
         self._looking_up: set[str] = set()
         self._nursery: trio.Nursery | None = None
-        # (org, node) -> (client incarnation, {routing id: last accepted 3.0 sequence})
-        self._sequences: dict[tuple[str, str], tuple[str, dict[bytes, int]]] = {}
+        self._sequences = SequenceGuard()  # 3.0 replay protection
         self._ts_text = ""
         self._ts_value = 0.0
         self._last_error_log = float("-inf")
         self._errors_suppressed = 0
         self.router: TrioSocket | None = None
-        self.pub: TrioSocket | None = None
+        self.pub: HeartbeatPublisher | None = None
 
     # -- lifecycle ----------
 
     async def run(self, *, task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
-        """Bind ZAP, ROUTER and PUB, report started, then run the reader and timers."""
+        """Bind ZAP, ROUTER and the heartbeat port, report started, then run readers and timers."""
         rt = self.rt
         zsettings = rt.settings.zeromq
         ctx = zmq.Context()
@@ -149,13 +150,13 @@ class Broker:
                 self.router = TrioSocket(self._router_socket(ctx))
                 self.router.sock.bind(_endpoint(zsettings.listen, zsettings.command_port))
                 rt.command_port = bound_port(self.router.sock)
-                pub = ctx.socket(zmq.PUB)
-                pub.setsockopt(zmq.LINGER, 0)
-                self.pub = TrioSocket(pub)
-                pub.bind(_endpoint(zsettings.listen, zsettings.heartbeat_port))
-                rt.heartbeat_port = bound_port(pub)
+                self.pub = HeartbeatPublisher(
+                    ctx, _endpoint(zsettings.listen, zsettings.heartbeat_port)
+                )
+                rt.heartbeat_port = self.pub.port
                 rt.nodes.attach(self.router.send_nowait)
                 nursery.start_soon(self._reader, self.router)
+                nursery.start_soon(self.pub.serve)
                 nursery.start_soon(self._heartbeater, self.pub)
                 nursery.start_soon(self._rehab_timer)
                 nursery.start_soon(self._liveness_scanner)
@@ -193,8 +194,8 @@ class Broker:
 
     # -- timers ----------
 
-    async def _heartbeater(self, pub: TrioSocket) -> None:
-        """Signed 2.0 heartbeats on PUB every `heartbeat_interval`, sequence from 0."""
+    async def _heartbeater(self, pub: HeartbeatPublisher) -> None:
+        """Signed 2.0 heartbeats to every subscriber every `heartbeat_interval`, from 0."""
         rt = self.rt
         interval = self.heartbeat_interval
         sequence = 0
@@ -209,7 +210,7 @@ class Broker:
                 "incarnation_id": rt.incarnation_id,
             }
             header, body = seal_heartbeat(fields, rt.server_key)
-            pub.send_nowait([header, body])
+            pub.publish([header, body])
             self.stats.heartbeats_sent += 1
             sequence += 1
             deadline += interval
@@ -248,7 +249,7 @@ class Broker:
             if swept:
                 log.debug("expired %d CURVE allow-list entries", swept)
             if len(self._orgs) > ORG_CACHE_MAX // 2:
-                self._orgs = {k: v for k, v in self._orgs.items() if v[1] > now}
+                self._orgs.prune(lambda entry, now=now: entry[1] <= now)
 
     # -- inbound ----------
 
@@ -288,6 +289,11 @@ class Broker:
         problem = _common_field_problem(fields, env.version)
         if problem is not None:
             return self._drop(routing_id, self._peer(frames), problem, now)
+        # Step 7 before step 6: over CURVE, a message must name the node its key is bound to
+        # before its organization is looked up, so one connection cannot make the server look
+        # up (and cache) names without end.
+        if self.curve and not self._bound_to_key(frames, fields, now):
+            return None
         # Step 6: the organization exists.
         if self._check_org(fields["org"], (frames, routing_id, env, now)):
             self._after_org(frames, routing_id, env, now)
@@ -308,7 +314,7 @@ class Broker:
                 self._start_org_lookup(org)
             if cached[0]:
                 return True
-            self._drop_org(message, f"organization '{org}' does not exist")
+            self._drop_org(message, f"organization {org!r} does not exist")
             return False
         parked = self._parked.get(org)
         if parked is None:
@@ -346,9 +352,9 @@ class Broker:
                 if exists:
                     self._after_org(frames, routing_id, env, now)
                 elif exists is None:
-                    self._drop_org(message, f"cannot look up organization '{org}'")
+                    self._drop_org(message, f"cannot look up organization {org!r}")
                 else:
-                    self._drop_org(message, f"organization '{org}' does not exist")
+                    self._drop_org(message, f"organization {org!r} does not exist")
             except Exception:
                 self._internal_error()
 
@@ -359,10 +365,8 @@ class Broker:
         except Exception as exc:
             log.warning("cannot look up organization %r: %s", org, exc)
             return None  # not cached: a later message asks again
-        if len(self._orgs) >= ORG_CACHE_MAX:
-            self._orgs.clear()
         ttl = ORG_TTL if exists else ORG_NEGATIVE_TTL
-        self._orgs[org] = (exists, time.monotonic() + ttl)
+        self._orgs.put(org, (exists, time.monotonic() + ttl))
         return exists
 
     def _drop_org(self, message: tuple, reason: str) -> None:
@@ -371,25 +375,36 @@ class Broker:
 
     def forget_org(self, org: str) -> None:
         """Drop a cached organization (e.g. after it was deleted or created)."""
-        self._orgs.pop(org, None)
+        self._orgs.pop(org)
+
+    def _bound_to_key(self, frames: Sequence[zmq.Frame], fields: dict, now: float) -> bool:
+        """Step 7: the CURVE key's binding (ZAP User-Id) names the message's org and node.
+
+        A mismatch is logged per binding, not per claimed name, so a flood of made-up names
+        from one connection costs one log line per interval.
+        """
+        try:
+            user_id = frames[2].get("User-Id")
+        except zmq.ZMQError:
+            user_id = None
+        if user_id == f"{fields['org']}/{fields['node']}":
+            return True
+        self._drop(
+            ("curve", user_id),
+            f"{user_id!r} (CURVE key)",
+            f"message for {_who(fields)} does not match its CURVE key",
+            now,
+        )
+        return False
 
     def _after_org(
         self, frames: Sequence[zmq.Frame], routing_id: bytes, env: Any, now: float
     ) -> None:
-        """Steps 7-12 for a message whose organization exists."""
+        """Steps 8-12 for a message whose organization exists (step 7 passed in `handle`)."""
         fields = env.fields
         org = fields["org"]
         node = fields["node"]
         key = (org, node)
-        # Step 7: the CURVE key's binding must name this node.
-        if self.curve:
-            try:
-                user_id = frames[2].get("User-Id")
-            except zmq.ZMQError:
-                user_id = None
-            if user_id != f"{org}/{node}":
-                self._drop(key, _who(fields), "node does not match its CURVE key", now)
-                return
         # Step 8: session key and HMAC.
         session_key = self.rt.sessions.existing_key(org, node)
         if session_key is None:
@@ -414,21 +429,13 @@ class Broker:
             return
         incarnation = fields["incarnation_id"]
         version = env.version
-        # Step 10: 3.0 sequences strictly increase per (org, node, incarnation, routing id).
+        # Step 10: 3.0 sequences strictly increase per connection, and a new connection
+        # cannot replay what another one of the same incarnation sent (`SequenceGuard`).
         if version == "3.0":
-            sequence = fields["sequence"]
-            track = self._sequences.get(key)
-            if track is None or track[0] != incarnation:
-                track = (incarnation, {})
-                self._sequences[key] = track
-            series = track[1]
-            last = series.get(routing_id)
-            if last is not None and sequence <= last:
-                self._drop(key, _who(fields), f"sequence {sequence} not after {last}", now)
+            problem = self._sequences.check(key, incarnation, routing_id, fields["sequence"], ts)
+            if problem is not None:
+                self._drop(key, _who(fields), problem, now)
                 return
-            if last is None and len(series) >= ROUTING_IDS_PER_NODE:
-                del series[next(iter(series))]
-            series[routing_id] = sequence
         self.stats.accepted += 1
         # Step 11: node state.
         nodes = self.rt.nodes
@@ -496,7 +503,7 @@ class Broker:
             except zmq.ZMQError:
                 user_id = None
             if user_id:
-                return f"{user_id} (CURVE key)"
+                return f"{user_id!r} (CURVE key)"
         return f"connection {_rid(frames).hex()}"
 
     def _drop(self, key: Any, where: str, reason: str, now: float) -> None:
@@ -510,7 +517,8 @@ def _rid(frames: Sequence[zmq.Frame]) -> bytes:
 
 
 def _who(fields: dict) -> str:
-    return f"{fields['org']}/{fields['node']}"
+    """The claimed org/node of a message, quoted: they are untrusted until verified."""
+    return f"{fields['org']!r}/{fields['node']!r}"
 
 
 def _common_field_problem(fields: dict, version: str) -> str | None:

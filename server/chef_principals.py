@@ -30,6 +30,7 @@ from pushjobs.protocol.chef_auth import sign_request
 from pushjobs.protocol.errors import KeyFormatError
 from pushjobs.protocol.keys import load_private_key
 
+from .lru import LruCache
 from .principals import PrincipalBackendUnavailable, transitive_member
 from .records import PRINCIPAL_CLIENT, PRINCIPAL_USER, Group, Org, Principal
 from .store import AlreadyExistsError
@@ -79,12 +80,15 @@ def load_superuser_key(path: Path | None) -> RSAPrivateKey:
 
 
 class TTLCache:
-    """A small map whose entries expire; `clock` is a monotonic time source."""
+    """A bounded map whose entries expire; `clock` is a monotonic time source.
+
+    When full, the least recently used entry gives way, never the whole cache: a flood of
+    look-ups for made-up names cannot evict the entries real nodes and users depend on.
+    """
 
     def __init__(self, clock: Callable[[], float], max_entries: int = CACHE_MAX_ENTRIES) -> None:
         self._clock = clock
-        self._max = max_entries
-        self._entries: dict[Hashable, tuple[float, Any]] = {}
+        self._entries: LruCache[Hashable, tuple[float, Any]] = LruCache(max_entries)
 
     def get(self, key: Hashable) -> tuple[bool, Any]:
         """(True, value) for a live entry, else (False, None)."""
@@ -93,21 +97,20 @@ class TTLCache:
             return False, None
         expires, value = entry
         if self._clock() >= expires:
-            del self._entries[key]
+            self._entries.pop(key)
             return False, None
         return True, value
 
     def put(self, key: Hashable, value: Any, ttl: float) -> None:
-        """Store `value` for `ttl` seconds; when full, drop expired (or else all) entries."""
-        if len(self._entries) >= self._max and key not in self._entries:
-            now = self._clock()
-            self._entries = {k: e for k, e in self._entries.items() if e[0] > now}
-            if len(self._entries) >= self._max:
-                self._entries.clear()
-        self._entries[key] = (self._clock() + ttl, value)
+        """Store `value` for `ttl` seconds; when full, expired entries go first, then the LRU."""
+        now = self._clock()
+        entries = self._entries
+        if len(entries) >= entries.capacity and key not in entries:
+            entries.prune(lambda entry: entry[0] <= now)
+        entries.put(key, (now + ttl, value))
 
     def clear(self) -> None:
-        self._entries.clear()
+        self._entries.prune(lambda _entry: True)
 
     def __len__(self) -> int:
         return len(self._entries)

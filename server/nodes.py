@@ -225,13 +225,13 @@ class NodeRegistry:
             )
             self._states[key] = st
             self._by_org.setdefault(org, {})[node] = st
-            log.info("node %s/%s online (incarnation %s)", org, node, incarnation_id)
+            log.info("node %r/%r online (incarnation %r)", org, node, incarnation_id)
             self._perform(st, st.start(now))
             return st, True
         st.version = version
         if routing_id != st.routing_id:
             st.routing_id = routing_id
-            log.info("node %s/%s reconnected", org, node)
+            log.info("node %r/%r reconnected", org, node)
             self.send_command(org, node, "ack", {})
         return st, False
 
@@ -246,7 +246,7 @@ class NodeRegistry:
         if st is not None:
             outputs = st.on_heartbeat(now)
             if outputs and not judge:
-                log.debug("node %s/%s: low liveness ignored while the broker catches up", org, node)
+                log.debug("node %r/%r: low liveness ignored while the broker catches up", org, node)
                 return
             self._perform(st, outputs, reason="liveness (heartbeat)")
 
@@ -255,7 +255,7 @@ class NodeRegistry:
         st = self._states.get((org, node))
         if st is not None:
             if st.phase == REHAB:
-                log.info("node %s/%s idle", org, node)
+                log.info("node %r/%r idle", org, node)
             self._perform(st, st.on_aborted())
 
     def rehab(self, org: str, node: str, now: float | None = None) -> None:
@@ -278,6 +278,13 @@ class NodeRegistry:
             self._perform(st, [DOWN], reason="liveness (scan)")
         return len(down)
 
+    def end(self, org: str, node: str, reason: str) -> bool:
+        """End the node's state now (revocation): watchers are told `down`; False if offline."""
+        if (org, node) not in self._states:
+            return False
+        self._end((org, node), reason)
+        return True
+
     def shutdown(self) -> None:
         """Server shutdown: every node state ends silently."""
         self._states.clear()
@@ -290,12 +297,12 @@ class NodeRegistry:
         """Seal and send `abort`/`ack`/`commit`/`run` to an online node; dropped when offline."""
         st = self._states.get((org, node))
         if st is None:
-            log.debug("not sending %s to offline node %s/%s", msg_type, org, node)
+            log.debug("not sending %s to offline node %r/%r", msg_type, org, node)
             return
         key = self._sessions.existing_key(org, node)
         send = self._send
         if key is None or send is None:
-            log.warning("cannot send %s to %s/%s: no session key or socket", msg_type, org, node)
+            log.warning("cannot send %s to %r/%r: no session key or socket", msg_type, org, node)
             return
         seq = self._sequences.get((org, node), 0) + 1
         self._sequences[(org, node)] = seq
@@ -339,9 +346,9 @@ class NodeRegistry:
             if not by_org:
                 del self._by_org[org]
         self._rehab.pop(key, None)
-        log.info("node %s/%s down: %s", org, node, reason)
+        log.info("node %r/%r down: %s", org, node, reason)
         for watcher in list(self._watchers.get(key, {}).values()):
             try:
                 watcher.node_down(org, node)
             except Exception:
-                log.exception("watcher failed handling node %s/%s down", org, node)
+                log.exception("watcher failed handling node %r/%r down", org, node)

@@ -121,12 +121,13 @@ async def test_peer_gets_abort_becomes_available_then_goes_offline(server, versi
         state = await peer.wait_node_state(status="offline", timeout=20)
         assert state["availability"] == "unavailable"
         assert peer.errors == []
-    await wait_log(server, f"node {server.org}/{name} down: liveness")
+    await wait_log(server, f"node {server.org!r}/{name!r} down: liveness")
 
 
 async def _node_states(srv: ServerProcess, peer) -> list[dict]:
     path = f"/organizations/{srv.org}/pushy/node_states"
-    response = await signed_request(srv.http_url, "GET", path, peer.client_name, peer.key)
+    # as the org admin: a node's key may not read node_states (security issue 15, F4)
+    response = await signed_request(srv.http_url, "GET", path, srv.admin_user, srv.admin_key)
     assert response.status_code == 200
     return response.json()
 
@@ -155,7 +156,7 @@ async def test_heartbeating_peer_stays_online(server):
         peer.start_heartbeats()
         await idle_peer(peer)
         # Steady heartbeats: never declared down.
-        down_line = f"node {server.org}/{name} down"
+        down_line = f"node {server.org!r}/{name!r} down"
         with trio.move_on_after(2.5):  # longer than one scan period (I·S = 2 s)
             while True:
                 assert log_count(server, down_line) == 0
@@ -209,7 +210,7 @@ async def test_new_incarnation_gets_new_abort(server):
         assert (await peer.node_state())["availability"] == "unavailable"
         await peer.send("aborted")
         await peer.wait_node_state(availability="available")
-    await wait_log(server, f"node {server.org}/{name} down: new client incarnation")
+    await wait_log(server, f"node {server.org!r}/{name!r} down: new client incarnation")
 
 
 async def test_new_incarnation_on_the_same_connection_replaces_the_state(server):
@@ -260,8 +261,8 @@ async def assert_dropped_then_serving(srv, peer, reason: str, *, by_curve: bool 
     `by_curve`: the message was dropped before its fields named the node, so the log names
     the sender by its CURVE key binding.
     """
-    suffix = " (CURVE key)" if by_curve else ""
-    who = f"dropped message from {srv.org}/{peer.node}{suffix}: {reason}"
+    sender = repr(f"{srv.org}/{peer.node}") + " (CURVE key)" if by_curve else None
+    who = f"dropped message from {sender or f'{srv.org!r}/{peer.node!r}'}: {reason}"
     await wait_log(srv, who)
     assert (await peer.node_state())["status"] == "offline"
     await status(srv)
@@ -299,7 +300,9 @@ async def test_replayed_sequence_is_dropped(server):
         await idle_peer(peer)
         # Would rehab the node if accepted; its sequence was already used on this connection.
         await peer.send("heartbeat", job_id=secrets.token_hex(16), sequence=2)
-        await wait_log(server, f"dropped message from {server.org}/{name}: sequence 2 not after")
+        await wait_log(
+            server, f"dropped message from {server.org!r}/{name!r}: sequence 2 not after"
+        )
         assert (await peer.node_state())["availability"] == "available"
 
 
@@ -326,12 +329,14 @@ async def test_oversized_body_is_dropped(server):
         await assert_dropped_then_serving(server, peer, "bad body", by_curve=True)
 
 
-async def test_unknown_org_is_dropped(server):
+async def test_unknown_org_is_dropped(plain_server):
+    """(Over CURVE the key binding is checked first: see test_broker_security.py.)"""
+    server = plain_server
     name, key = make_client(server, "noorg")
     async with open_peer(server.http_url, server.org, name, key, hello=False) as peer:
         await peer.send("heartbeat", org="no-such-org")
         await wait_log(
-            server, f"dropped message from no-such-org/{name}: organization 'no-such-org'"
+            server, f"dropped message from 'no-such-org'/{name!r}: organization 'no-such-org'"
         )
         assert (await peer.node_state())["status"] == "offline"
         await peer.send("heartbeat")
@@ -348,7 +353,10 @@ async def test_wrong_nodes_key_over_curve_is_dropped(server):
     ):
         await peer_b.fetch_config()  # B's key registered, B's session key known
         await peer_a.send("heartbeat", node=name_b, hmac_key=peer_b.session_key)
-        reason = f"dropped message from {server.org}/{name_b}: node does not match its CURVE key"
+        reason = (
+            f"dropped message from {f'{server.org}/{name_a}'!r} (CURVE key): "
+            f"message for {server.org!r}/{name_b!r} does not match its CURVE key"
+        )
         await wait_log(server, reason)
         assert (await peer_a.node_state(name_b))["status"] == "offline"
         assert (await peer_a.node_state(name_a))["status"] == "offline"
@@ -478,7 +486,7 @@ async def test_message_for_a_node_without_session_key_is_dropped(plain_server):
     other = node_name("nokey-other")
     async with open_peer(srv.http_url, srv.org, name, key, hello=False) as peer:
         await peer.send("heartbeat", node=other, hmac_key=secrets.token_bytes(32))
-        await wait_log(srv, f"dropped message from {srv.org}/{other}: no session key")
+        await wait_log(srv, f"dropped message from {srv.org!r}/{other!r}: no session key")
         assert (await peer.node_state(other))["status"] == "offline"
         await peer.send("heartbeat")
         await peer.expect("abort")
@@ -495,6 +503,6 @@ async def test_plain_socket_accepts_any_node_with_its_session_key(plain_server):
     ):
         await helper.fetch_config()
         await peer.send("heartbeat", node=helper.node, hmac_key=secrets.token_bytes(32))
-        await wait_log(srv, f"dropped message from {srv.org}/{helper.node}: bad signature")
+        await wait_log(srv, f"dropped message from {srv.org!r}/{helper.node!r}: bad signature")
         assert (await peer.node_state(helper.node))["status"] == "offline"
         await sync_via(peer, helper)

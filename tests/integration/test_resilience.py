@@ -127,10 +127,18 @@ async def test_strangers_and_other_orgs_cannot_touch_a_job(server: ServerProcess
     other_org = f"other{os.getpid()}{secrets.token_hex(3)}"
     await trio.to_thread.run_sync(server.admin, "org", "create", other_org)
     async with ready_peers(server, 3, "strange") as (a, b, outsider):
-        # A node of another organization with the same name as member `a`.
+        # A node of another organization with the same name as member `a` (an admin client
+        # there, so that it may read its own node_states: a plain node key may not).
         twin_key = server.keys_dir / f"{other_org}-{a.node}.pem"
         await trio.to_thread.run_sync(
-            server.admin, "client", "create", other_org, a.node, "--key-out", str(twin_key)
+            server.admin,
+            "client",
+            "create",
+            other_org,
+            a.node,
+            "--key-out",
+            str(twin_key),
+            "--admin",
         )
         async with open_peer(
             server.http_url, other_org, a.node, twin_key, answer_aborts=True
@@ -221,7 +229,7 @@ async def test_duplicates_early_results_late_output_and_rewound_sequences(
         )
         await rewind.send("failed", job_id=job_id, exit_status=1, sequence=1)
         await wait_until(
-            lambda: log_contains(server, f"{rewind.node}: sequence 1 not after"),
+            lambda: log_contains(server, f"{rewind.node!r}: sequence 1 not after"),
             what="rewound sequence dropped",
         )
         job = await get_job(server, job_id)
@@ -329,11 +337,11 @@ async def test_garbage_flood_and_mixed_versions_in_one_job(server: ServerProcess
         assert detail[v3.node]["exit_status"] == 4 and grouped(detail) == job["nodes"]
         # The flooding node only produced log lines: no command, its state unchanged.
         await wait_until(
-            lambda: log_contains(server, f"{server.org}/{junk.node}: bad signature"),
+            lambda: log_contains(server, f"{server.org!r}/{junk.node!r}: bad signature"),
             what="drop log line",
         )
         # (drops are logged once per sender and interval, so only the first of a kind shows)
-        assert await log_contains(server, f"from {server.org}/{junk.node} (CURVE key): ")
+        assert await log_contains(server, f"from {f'{server.org}/{junk.node}'!r} (CURVE key): ")
         state = await junk.node_state()
         assert state["status"] == "online" and state["availability"] == "available"
         assert [m.type for m in junk.drain()] == []

@@ -429,8 +429,11 @@ def test_ttl_cache_bounded() -> None:
     clock.now += 2  # "b" expired: room is made by dropping it
     cache.put("d", 4, 10)
     assert len(cache) == 3 and cache.get("a") == (True, 1) and cache.get("b") == (False, None)
-    cache.put("e", 5, 10)  # nothing expired: everything goes
-    assert len(cache) == 1 and cache.get("e") == (True, 5)
+    assert cache.get("a") == (True, 1)  # "a" used: "c" is now the least recently used
+    cache.put("e", 5, 10)  # nothing expired: only the least recently used entry goes
+    assert len(cache) == 3 and cache.get("c") == (False, None)
+    assert cache.get("a") == (True, 1) and cache.get("d") == (True, 4)
+    assert cache.get("e") == (True, 5)
 
 
 # ---- failures --------------------------------------------------------------------------------

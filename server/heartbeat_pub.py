@@ -1,0 +1,152 @@
+"""The heartbeat publisher: ZMTP over a `ZMQ_STREAM` socket, one subscribed bit per connection.
+
+Replaces a libzmq PUB, whose subscription trie any stranger could grow without bound (see
+`zmtp_sub`). libzmq still does the TCP work in its I/O thread; this module parses each
+connection's bytes with `SubscriberConnection` and writes every heartbeat, already framed, to
+the connections subscribed to `""`. A heartbeat to a peer whose queue is full is dropped, as PUB
+would drop it.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections import OrderedDict
+from collections.abc import Sequence
+
+import zmq
+
+from .zmq_trio import TrioSocket
+from .zmtp_sub import GREETING, IGNORED, SEND, SUBSCRIBED, SubscriberConnection, ZmtpError, message
+
+log = logging.getLogger(__name__)
+
+HANDSHAKE_TIMEOUT = 10.0  # seconds a connection may take to send its greeting and READY
+MAX_CONNECTIONS = 100_000
+CLOSED_REMEMBERED = 4096  # routing ids we closed, so their late disconnect notice is not a connect
+LOG_INTERVAL = 10.0
+
+
+class _RateLimitedLog:
+    """One warning per reason per interval, with the count of those suppressed."""
+
+    def __init__(self) -> None:
+        self._last: dict[str, tuple[float, int]] = {}
+
+    def warn(self, reason: str, text: str, *args: object) -> None:
+        now = time.monotonic()
+        last, suppressed = self._last.get(reason, (float("-inf"), 0))
+        if now - last < LOG_INTERVAL:
+            self._last[reason] = (last, suppressed + 1)
+            return
+        if len(self._last) > 1000:
+            self._last.clear()
+        self._last[reason] = (now, 0)
+        more = f" ({suppressed} more since)" if suppressed else ""
+        log.warning(text + more, *args)
+
+
+class HeartbeatPublisher:
+    """Bound `ZMQ_STREAM` socket; `serve` reads connections, `publish` sends to subscribers."""
+
+    def __init__(self, ctx: zmq.Context, endpoint: str) -> None:
+        sock = ctx.socket(zmq.STREAM)
+        sock.setsockopt(zmq.LINGER, 0)
+        sock.bind(endpoint)
+        self.sock = TrioSocket(sock)
+        self._conns: dict[bytes, SubscriberConnection] = {}
+        self._subscribers: set[bytes] = set()
+        self._closed: OrderedDict[bytes, None] = OrderedDict()
+        self._log = _RateLimitedLog()
+        self.sent = 0
+
+    @property
+    def port(self) -> int:
+        endpoint = self.sock.sock.getsockopt(zmq.LAST_ENDPOINT).decode()
+        return int(endpoint.rsplit(":", 1)[1])
+
+    @property
+    def subscriber_count(self) -> int:
+        return len(self._subscribers)
+
+    async def serve(self) -> None:
+        """Read connection events and bytes until cancelled."""
+        while True:
+            for frames in await self.sock.recv_batch():
+                if len(frames) == 2:
+                    self._on_input(frames[0], frames[1])
+
+    def _on_input(self, rid: bytes, data: bytes) -> None:
+        conn = self._conns.get(rid)
+        if not data:  # STREAM: an empty frame announces a connection or its end
+            if conn is not None:
+                self._forget(rid)
+            elif rid in self._closed:
+                del self._closed[rid]  # the end of a connection we closed ourselves
+            elif len(self._conns) >= MAX_CONNECTIONS:
+                self._log.warn(
+                    "full", "heartbeat port: %d connections, refusing more", len(self._conns)
+                )
+                self._close(rid)
+            else:
+                self._conns[rid] = SubscriberConnection(created=time.monotonic())
+                self.sock.send_nowait([rid, GREETING])
+            return
+        if conn is None:
+            return
+        try:
+            events = conn.feed(data)
+        except ZmtpError as exc:
+            self._log.warn(str(exc)[:40], "heartbeat port: closing a connection: %s", exc)
+            self._close(rid)
+            return
+        for kind, detail in events:
+            if kind == SEND:
+                self.sock.send_nowait([rid, detail])
+            elif kind == SUBSCRIBED:
+                self._subscribers.add(rid)
+            elif kind == IGNORED:
+                self._log.warn(
+                    "topic",
+                    'heartbeat port: ignored a subscription to %r (only "" is served)',
+                    detail,
+                )
+            else:
+                self._subscribers.discard(rid)
+
+    def publish(self, parts: Sequence[bytes]) -> int:
+        """Send one multipart message to every subscriber; returns how many took it."""
+        data = message(list(parts))
+        send = self.sock.send_nowait
+        sent = 0
+        for rid in list(self._subscribers):
+            if send([rid, data]):
+                sent += 1
+        self.sent += sent
+        self._sweep(time.monotonic())
+        return sent
+
+    def _sweep(self, now: float) -> None:
+        """Close connections that never finished their handshake."""
+        stale = [
+            rid
+            for rid, conn in self._conns.items()
+            if not conn.ready and now - conn.created > HANDSHAKE_TIMEOUT
+        ]
+        for rid in stale:
+            self._log.warn("slow", "heartbeat port: closing a connection: no handshake in time")
+            self._close(rid)
+
+    def _close(self, rid: bytes) -> None:
+        self._forget(rid)
+        self._closed[rid] = None
+        if len(self._closed) > CLOSED_REMEMBERED:
+            self._closed.popitem(last=False)
+        self.sock.send_nowait([rid, b""])  # STREAM: an empty frame closes the connection
+
+    def _forget(self, rid: bytes) -> None:
+        self._conns.pop(rid, None)
+        self._subscribers.discard(rid)
+
+    def close(self) -> None:
+        self.sock.close()
