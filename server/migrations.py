@@ -131,8 +131,30 @@ CREATE TABLE job_output_chunks (
 );
 """
 
+# Revocation (security issue 15, F2): every change of a client's key and every client deletion
+# (also cascaded from an organization's) is recorded, whichever process made it, so the running
+# server finds the nodes whose session it must revoke with one cheap query. The server prunes
+# old rows.
+_V3 = """
+CREATE TABLE client_key_changes (
+    seq         INTEGER PRIMARY KEY AUTOINCREMENT,
+    org_id      TEXT NOT NULL,
+    name        TEXT NOT NULL,
+    changed_at  INTEGER NOT NULL DEFAULT (CAST(strftime('%s', 'now') AS INTEGER))
+);
+CREATE INDEX client_key_changes_by_time ON client_key_changes(changed_at);
+
+CREATE TRIGGER clients_key_changed AFTER UPDATE OF public_key ON clients
+WHEN NEW.public_key IS NOT OLD.public_key BEGIN
+    INSERT INTO client_key_changes (org_id, name) VALUES (OLD.org_id, OLD.name);
+END;
+CREATE TRIGGER clients_deleted_key AFTER DELETE ON clients BEGIN
+    INSERT INTO client_key_changes (org_id, name) VALUES (OLD.org_id, OLD.name);
+END;
+"""
+
 # MIGRATIONS[i] brings the schema from version i to version i + 1.
-MIGRATIONS: list[str] = [_V1, _V2]
+MIGRATIONS: list[str] = [_V1, _V2, _V3]
 LATEST_VERSION = len(MIGRATIONS)
 
 

@@ -10,11 +10,13 @@ from urllib.parse import unquote
 from starlette.responses import Response
 
 from pushjobs.protocol.errors import KeyFormatError
-from pushjobs.protocol.keys import encrypt_session_key, z85_decode_key
+from pushjobs.protocol.keys import encrypt_session_key, key_fingerprint, z85_decode_key
 
 from .http_errors import HttpError, RequestContext
 from .json_response import json_response
 from .records import PRINCIPAL_CLIENT
+from .revocation import revoke_if_new_owner
+from .sessions import CurveKeyConflict, SessionOwner
 
 if TYPE_CHECKING:
     from .runtime import ServerRuntime
@@ -115,18 +117,31 @@ def config_document(rt: ServerRuntime, org_name: str, node: str) -> dict[str, An
 
 async def get_config(ctx: RequestContext, rt: ServerRuntime) -> Response:
     """`GET org/config/{node}`: the config document; the node's own client also gets its
-    session key, and its `ccpk` is allowed on the command socket for that node only."""
+    session key, and its `ccpk` is allowed on the command socket for that node only.
+
+    A session key issued to another key of the client is revoked first (a new key gets a new
+    session); a `ccpk` bound, unexpired, to another node is refused with 409.
+    """
     assert ctx.org is not None and ctx.requestor is not None
     org_name = ctx.org.name
     node = ctx.params["node"]
     doc = config_document(rt, org_name, node)
     requestor = ctx.requestor
     if requestor.type == PRINCIPAL_CLIENT and requestor.name == node:
+        owner = SessionOwner(ctx.org.id, key_fingerprint(requestor.public_key))
+        revoke_if_new_owner(rt, org_name, node, owner)
         if curve_enabled(rt):
-            rt.sessions.register_curve_key(
-                org_name, node, decode_ccpk(ctx.request.scope.get("query_string", b""))
-            )
-        session_key = rt.sessions.session_key(org_name, node)
+            ccpk = decode_ccpk(ctx.request.scope.get("query_string", b""))
+            try:
+                rt.sessions.register_curve_key(org_name, node, ccpk)
+            except CurveKeyConflict:
+                log.warning(
+                    "config for node %r/%r refused: its ccpk is registered to another node",
+                    org_name,
+                    node,
+                )
+                raise HttpError(409, "ccpk is registered to another node") from None
+        session_key = rt.sessions.session_key(org_name, node, owner)
         encoded = {
             "method": "hmac_sha256",
             "key": encrypt_session_key(requestor.public_key, session_key),
@@ -135,7 +150,7 @@ async def get_config(ctx: RequestContext, rt: ServerRuntime) -> Response:
         items = list(doc.items())
         at = next(i for i, (k, _) in enumerate(items) if k == "lifetime")
         doc = dict([*items[:at], ("encoded_session_key", encoded), *items[at:]])
-        log.info("config for node %s/%s: session key issued", org_name, node)
+        log.info("config for node %r/%r: session key issued", org_name, node)
     return json_response(doc)
 
 

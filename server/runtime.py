@@ -78,8 +78,27 @@ def configure_logging(level: str, log_file: str | os.PathLike[str] | None) -> No
     logging.getLogger("hypercorn.access").setLevel(logging.WARNING)
 
 
+def warn_if_exposed(path: Path, what: str) -> bool:
+    """Log a warning when the private key file at `path` is readable by group or others."""
+    try:
+        mode = path.stat().st_mode
+    except OSError:
+        return False
+    if mode & 0o044 == 0:
+        return False
+    log.warning(
+        "%s %s is readable by group or others (mode %04o); run: chmod 600 %s",
+        what,
+        path,
+        mode & 0o7777,
+        path,
+    )
+    return True
+
+
 def load_server_key(path: Path) -> RSAPrivateKey:
     """Load the persistent server RSA key; StartupError when it is missing or unreadable."""
+    warn_if_exposed(path, "server private key")
     try:
         pem = path.read_bytes()
     except FileNotFoundError:
@@ -98,9 +117,12 @@ def build_principals(settings: Settings, store: Any) -> PrincipalBackend:
         from .chef_principals import ChefBackendConfigError, ChefServerPrincipals
 
         try:
-            return ChefServerPrincipals(settings, store=store)
+            backend = ChefServerPrincipals(settings, store=store)
         except ChefBackendConfigError as exc:
             raise StartupError(str(exc)) from None
+        if settings.principals.superuser_key is not None:
+            warn_if_exposed(Path(settings.principals.superuser_key), "Chef superuser key")
+        return backend
     from .principals import EmbeddedPrincipals
 
     return EmbeddedPrincipals(store)
@@ -119,6 +141,8 @@ def build_runtime(settings: Settings) -> ServerRuntime:
     if not db_path.exists():
         raise StartupError(f"{db_path} not found; run pushjobs-server init first")
     server_key = load_server_key(settings.server_key_path)
+    if settings.http.tls_key:
+        warn_if_exposed(Path(settings.http.tls_key), "TLS private key")
     rt = ServerRuntime(
         settings=settings,
         server_key=server_key,
@@ -185,6 +209,7 @@ async def serve(rt: ServerRuntime) -> None:
     from hypercorn.trio import serve as hypercorn_serve
 
     from .http_app import create_app
+    from .revocation import KeyWatch
 
     shutdown = trio.Event()
     settings = rt.settings
@@ -209,6 +234,8 @@ async def serve(rt: ServerRuntime) -> None:
                 "CURVE disabled" if settings.zeromq.disable_curve_encryption else "CURVE",
             )
             await nursery.start(rt.jobs.run)
+            # Before HTTP: the key-change baseline must precede the first session key.
+            await nursery.start(KeyWatch(rt).run)
             app = create_app(rt)
             http_stopped = trio.Event()
 

@@ -482,6 +482,22 @@ class SqliteStore(Store):
             client_id = self._client_id(conn, org_id, org_name, name)
             conn.execute("DELETE FROM clients WHERE id = ?", (client_id,))
 
+    def client_key_changes(self, after: int | None) -> tuple[int, list[tuple[str, str]]]:
+        if after is None:
+            row = self._one("SELECT COALESCE(MAX(seq), 0) FROM client_key_changes")
+            return int(row[0]) if row else 0, []
+        rows = self._query(
+            "SELECT seq, org_id, name FROM client_key_changes WHERE seq > ? ORDER BY seq", (after,)
+        )
+        cursor = int(rows[-1][0]) if rows else after
+        return cursor, [(r[1], r[2]) for r in rows]
+
+    def prune_client_key_changes(self, before: float) -> int:
+        with self._tx() as conn:
+            return conn.execute(
+                "DELETE FROM client_key_changes WHERE changed_at < ?", (_stamp(before),)
+            ).rowcount
+
     # -- principals and groups -------------------------------------------------
     def principals(self, org_name: str, name: str) -> list[Principal]:
         with self._lock:

@@ -166,6 +166,15 @@ class Store(abc.ABC):
     def delete_client(self, org_name: str, name: str) -> None:
         """Delete the client and its memberships."""
 
+    @abc.abstractmethod
+    def client_key_changes(self, after: int | None) -> tuple[int, list[tuple[str, str]]]:
+        """(cursor, [(org id, client name)]) of key changes and deletions recorded after the
+        cursor `after`; with None only the current cursor (a baseline) and no rows."""
+
+    @abc.abstractmethod
+    def prune_client_key_changes(self, before: float) -> int:
+        """Forget key changes recorded before the epoch time `before`; returns the count."""
+
     # -- principals and groups (http-api.md §9) -----------------------------
     @abc.abstractmethod
     def principals(self, org_name: str, name: str) -> list[Principal]:

@@ -2,7 +2,12 @@
 
 import pytest
 
-from pushjobs.server.sessions import SessionKeys
+from pushjobs.server.sessions import (
+    MAX_CURVE_KEYS_PER_NODE,
+    CurveKeyConflict,
+    SessionKeys,
+    SessionOwner,
+)
 from pushjobs.server.zap import zap_reply
 
 KEY_A = bytes(range(32))
@@ -39,12 +44,63 @@ def test_registered_key_is_bound_until_expiry():
     assert keys.lookup_curve(KEY_B, now=1000.0) is None
 
 
-def test_reregistration_replaces_binding_and_renews():
+def test_reregistration_by_the_same_node_renews():
     keys = SessionKeys(lifetime=100)
     keys.register_curve_key("acme", "web1", KEY_A, now=0.0)
-    keys.register_curve_key("acme", "web2", KEY_A, now=50.0)
-    assert keys.lookup_curve(KEY_A, now=120.0) == ("acme", "web2")
+    keys.register_curve_key("acme", "web1", KEY_A, now=50.0)
+    assert keys.lookup_curve(KEY_A, now=120.0) == ("acme", "web1")
     assert keys.lookup_curve(KEY_A, now=150.0) is None
+    assert keys.curve_keys_of("acme", "web1") == [KEY_A]
+
+
+def test_a_live_key_of_another_node_is_refused():
+    keys = SessionKeys(lifetime=100)
+    keys.register_curve_key("acme", "web1", KEY_A, now=0.0)
+    for org, node in (("acme", "web2"), ("other", "web1")):
+        with pytest.raises(CurveKeyConflict):
+            keys.register_curve_key(org, node, KEY_A, now=99.0)
+    assert keys.lookup_curve(KEY_A, now=99.0) == ("acme", "web1")
+
+
+def test_an_expired_key_of_another_node_may_be_rebound():
+    keys = SessionKeys(lifetime=100)
+    keys.register_curve_key("acme", "web1", KEY_A, now=0.0)
+    keys.register_curve_key("acme", "web2", KEY_A, now=100.0)
+    assert keys.lookup_curve(KEY_A, now=150.0) == ("acme", "web2")
+    assert keys.curve_keys_of("acme", "web1") == []
+    assert keys.curve_keys_of("acme", "web2") == [KEY_A]
+
+
+def test_at_most_four_curve_keys_per_node_the_oldest_is_evicted():
+    keys = SessionKeys(lifetime=100)
+    many = [bytes([i]) * 32 for i in range(1, 7)]
+    for i, key in enumerate(many[:4]):
+        keys.register_curve_key("acme", "web1", key, now=float(i))
+    keys.register_curve_key("acme", "web1", many[0], now=5.0)  # renewed: now the newest
+    keys.register_curve_key("acme", "web1", many[4], now=6.0)
+    assert keys.curve_keys_of("acme", "web1") == [many[2], many[3], many[0], many[4]]
+    assert keys.lookup_curve(many[1], now=6.0) is None
+    assert MAX_CURVE_KEYS_PER_NODE == 4
+    keys.register_curve_key("acme", "web2", many[5], now=6.0)  # other nodes are not affected
+    assert keys.curve_entry_count() == 5
+
+
+def test_revoke_drops_session_key_owner_and_curve_keys_of_that_node_only():
+    keys = SessionKeys(lifetime=100)
+    owner = SessionOwner("org-id", "aa:bb")
+    first = keys.session_key("acme", "web1", owner)
+    keys.session_key("acme", "web2")
+    keys.register_curve_key("acme", "web1", KEY_A, now=0.0)
+    keys.register_curve_key("acme", "web2", KEY_B, now=0.0)
+    assert keys.owner("acme", "web1") == owner
+    assert keys.owned_sessions() == [("acme", "web1", owner)]
+    assert keys.revoke("acme", "web1") is True
+    assert keys.existing_key("acme", "web1") is None and keys.owner("acme", "web1") is None
+    assert keys.lookup_curve(KEY_A, now=1.0) is None
+    assert keys.lookup_curve(KEY_B, now=1.0) == ("acme", "web2")
+    assert keys.existing_key("acme", "web2") is not None
+    assert keys.session_key("acme", "web1", owner) != first
+    assert keys.revoke("acme", "nobody") is False
 
 
 def test_sweep_drops_only_expired_entries():
