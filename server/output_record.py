@@ -4,6 +4,12 @@ Per channel: the stored bytes, `received_end` (next expected stream position), `
 (bytes known to be missing from what is stored) and the total the agent reported.
 Stored bytes only grow (2.0 results replace them whole), so each write to the store sends
 just what was added since the last one (`NodeOutput.take_delta`).
+
+The cap counts every stored byte, gap markers included, except one marker line: a channel
+never holds more than `cap` bytes plus one marker. Once something does not fit, everything
+later is dropped and counted, and a single marker for all of it closes the channel. The one
+free marker is the first gap marker (the agent's head/tail omission): up to its length of
+bytes past the cap is held back and stored at close, unless something had to be dropped.
 """
 
 from __future__ import annotations
@@ -31,11 +37,13 @@ class ChannelOutput:
     data: bytearray = field(default_factory=bytearray)
     received_end: int = 0
     omitted: int = 0
-    payload: int = 0  # stored bytes that are output, not markers (the cap applies to these)
-    discarded: int = 0  # bytes dropped at the cap, marked once when the record closes
+    payload: int = 0  # stored bytes that are output, not markers
+    discarded: int = 0  # bytes dropped at the cap (gaps included), marked once at close
     reported: int | None = None  # total the agent reported in its final message
     flushed: int = 0  # leading bytes of `data` the store already holds
     generation: int = 0  # bumped when `data` is replaced: a write of older bytes no longer counts
+    slack: int = 0  # length of the first gap marker: how far past the cap `held` may reach
+    held: bytearray = field(default_factory=bytearray)  # bytes past the cap, stored at close
 
     def add_chunk(self, offset: int, chunk: bytes, cap: int) -> int:
         """Store a chunk at stream position `offset`; return the gap it revealed (0 if none)."""
@@ -43,20 +51,50 @@ class ChannelOutput:
         end = offset + len(chunk)
         if offset > self.received_end:
             gap = offset - self.received_end
-            self.data += omission_marker(gap, self.data)
             self.omitted += gap
         elif offset < self.received_end:
             chunk = chunk[self.received_end - offset :]
         self.received_end = max(self.received_end, end)
+        if gap:
+            self._add_gap(gap, cap)
         if chunk:
-            room = max(cap - self.payload, 0)
-            kept = chunk[:room]
-            self.data += kept
-            self.payload += len(kept)
-            lost = len(chunk) - len(kept)
-            self.discarded += lost
-            self.omitted += lost
+            self._add_bytes(chunk, cap)
         return gap
+
+    def _add_gap(self, gap: int, cap: int) -> None:
+        if self.discarded or self.held:
+            # Past the cap already: the gap joins the one closing marker.
+            self._drop(gap, counted=True)
+            return
+        marker = omission_marker(gap, self.data)
+        if len(self.data) + len(marker) >= cap:  # room for the marker and at least one byte
+            self._drop(gap, counted=True)
+            return
+        self.data += marker
+        if not self.slack:
+            self.slack = len(marker)
+
+    def _add_bytes(self, chunk: bytes, cap: int) -> None:
+        if self.discarded:
+            self._drop(len(chunk))
+            return
+        room = max(cap - len(self.data), 0)
+        kept = chunk[:room]
+        self.data += kept
+        self.payload += len(kept)
+        rest = chunk[room:]
+        if not rest:
+            return
+        if len(self.held) + len(rest) <= self.slack:
+            self.held += rest
+        else:
+            self._drop(len(rest))
+
+    def _drop(self, count: int, *, counted: bool = False) -> None:
+        """Drop `count` bytes (and the held ones): from now on nothing more is stored."""
+        self.discarded += count + len(self.held)
+        self.omitted += len(self.held) + (0 if counted else count)
+        self.held.clear()
 
     def set_whole(self, content: bytes) -> None:
         """Replace the channel with a complete content (protocol 2.0 results)."""
@@ -67,17 +105,23 @@ class ChannelOutput:
         self.received_end = len(content)
         self.omitted = 0
         self.discarded = 0
+        self.slack = 0
+        self.held.clear()
 
     def close(self) -> None:
-        """Append the cap marker, and a marker for reported bytes that never arrived."""
+        """Store the held bytes, or one marker for everything dropped or never received."""
+        if self.reported is not None and self.reported > self.received_end:
+            missing = self.reported - self.received_end
+            self.omitted += missing
+            self.received_end = self.reported
+            self._drop(missing, counted=True)
         if self.discarded:
             self.data += omission_marker(self.discarded, self.data)
             self.discarded = 0
-        if self.reported is not None and self.reported > self.received_end:
-            missing = self.reported - self.received_end
-            self.data += omission_marker(missing, self.data)
-            self.omitted += missing
-            self.received_end = self.reported
+        elif self.held:
+            self.data += self.held
+            self.payload += len(self.held)
+            self.held.clear()
 
     @property
     def total(self) -> int:

@@ -76,6 +76,14 @@ class EmbeddedPrincipals:
         """True when the requestor is a transitive member of the group."""
         return await transitive_member(self, org_name, group, requestor)
 
+    async def client_key_changes(self, after: int | None) -> tuple[int, list[tuple[str, str]]]:
+        """Clients whose key changed or who were deleted since `after` (see `revocation.py`)."""
+        return await _call(self._store.client_key_changes, after)
+
+    async def prune_client_key_changes(self, before: float) -> int:
+        """Forget key changes recorded before the epoch time `before`."""
+        return await _call(self._store.prune_client_key_changes, before)
+
 
 async def transitive_member(backend: Any, org_name: str, group: str, requestor: Requestor) -> bool:
     """Depth-first search through nested groups; each group is read at most once (cycles)."""
@@ -153,10 +161,20 @@ def _denied(requestor: Requestor) -> HttpError:
 
 
 async def may_read(backend: PrincipalBackend, org_name: str, requestor: Requestor) -> bool:
-    """The read rule: no readers group, or a transitive member of it."""
-    if await backend.group(org_name, READERS_GROUP) is None:
+    """The read rule: a transitive member of the readers group when it exists; else every
+    user, but a client only as a member of the writers or admins group.
+
+    Clients are node keys: one compromised node must not read every job's env, file and
+    output (security issue 15, F4).
+    """
+    if await backend.group(org_name, READERS_GROUP) is not None:
+        return await backend.is_member(org_name, READERS_GROUP, requestor)
+    if requestor.type != PRINCIPAL_CLIENT:
         return True
-    return await backend.is_member(org_name, READERS_GROUP, requestor)
+    for group in (WRITERS_GROUP, ADMINS_GROUP):
+        if await backend.is_member(org_name, group, requestor):
+            return True
+    return False
 
 
 async def may_write(backend: PrincipalBackend, org_name: str, requestor: Requestor) -> bool:

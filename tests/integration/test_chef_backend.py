@@ -228,8 +228,12 @@ def test_principals_known_only_to_chef(shared_chef: FakeChefServer, chef_server:
     as_user = srv.get(api_path("node_states"), user="chefuser", key=rsa_key(1))
     assert as_user.status_code == 200, as_user.text
     assert isinstance(as_user.json(), list)
+    # A plain client (a node's key) may not read: only its own config (security issue 15, F4).
     as_client = srv.get(api_path("node_states"), user="node1", key=rsa_key(2))
-    assert as_client.status_code == 200, as_client.text
+    assert as_client.status_code == 403, as_client.text
+    assert error(as_client) == [
+        "User or client 'node1' does not have access to that action on this server."
+    ]
 
     outsider = srv.get(api_path("node_states"), user="outsider", key=rsa_key(3))
     assert outsider.status_code == 403
@@ -313,8 +317,12 @@ async def test_node_of_a_chef_client_connects(
     # Config (client name = node name), session key, ZeroMQ handshake: the broker's
     # organization check also goes through the Chef backend.
     fake_chef.add("web1", "client", rsa_key(2))
+    fake_chef.add("watcher", "user", rsa_key(1))  # reads node_states: a client may not
     srv = chef_server
-    async with open_peer(srv.http_url, ORG, "web1", rsa_key(2), answer_aborts=True) as peer:
+    reader = ("watcher", rsa_key(1))
+    async with open_peer(
+        srv.http_url, ORG, "web1", rsa_key(2), answer_aborts=True, reader=reader
+    ) as peer:
         peer.start_heartbeats()
         state = await peer.wait_node_state(availability="available", timeout=15)
         assert state == {"node_name": "web1", "status": "online", "availability": "available"}

@@ -461,7 +461,7 @@ def test_authentication_errors_are_documented(world: World) -> None:
     assert check(response, template, "get") == {
         "error": ["organization 'oa-no-such-org' does not exist."]
     }
-    # a client that is not an admin may read but not write: 403
+    # a client that is not an admin may not write: 403
     response = world.call(
         "post",
         template,

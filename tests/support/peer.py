@@ -33,7 +33,9 @@ verifies each heartbeat's rsa2048_sha1 signature with the config's `public_key`.
 
 `reconnect()` replaces the DEALER (new routing id, sequence restarts at 1), optionally with a
 new client incarnation (`new_incarnation=True`). `node_state()` reads `node_states/<node>`
-over signed HTTP as the peer's client, without blocking the event loop.
+over signed HTTP, without blocking the event loop, as `reader=(name, key)` when given, else as
+the admin of the test's `ServerProcess` at `http_url` (a plain node key may not read), else as
+the peer's own client.
 """
 
 from __future__ import annotations
@@ -59,6 +61,7 @@ from pushjobs.protocol.messages import ServerHeartbeat, ServerMessage, parse_ser
 from pushjobs.protocol.signing import HMAC_SHA256, RSA2048_SHA1, verify_rsa_sha1
 from pushjobs.protocol.timestamps import format_rfc1123
 from pushjobs.server.zmq_trio import TrioSocket
+from tests.support.server import ServerProcess
 
 PEER_MAX_BODY = 2 * 1024 * 1024
 
@@ -134,6 +137,7 @@ class Peer:
         answer_aborts: bool = False,
         heartbeat_interval: float | None = None,
         curve: bool | None = None,
+        reader: tuple[str, Any] | None = None,
     ) -> None:
         self._nursery = nursery
         self.http_url = http_url.rstrip("/")
@@ -146,6 +150,7 @@ class Peer:
         self.answer_aborts = answer_aborts
         self.heartbeat_interval = heartbeat_interval
         self.want_curve = curve
+        self.reader = (reader[0], _load_key(reader[1])) if reader else None
         public, secret = zmq.curve_keypair()
         self.curve_public = public.decode("ascii")
         self.curve_secret = secret.decode("ascii")
@@ -462,12 +467,22 @@ class Peer:
     # -- HTTP views ---------------------------------------------------------------------------
 
     async def node_state(self, node: str | None = None) -> dict[str, Any]:
-        """`GET node_states/<node>` (default: this peer's node), signed as the peer's client."""
+        """`GET node_states/<node>` (default: this peer's node), signed as `_read_as`."""
         path = f"/organizations/{self.org}/pushy/node_states/{node or self.node}"
-        response = await signed_request(self.http_url, "GET", path, self.client_name, self.key)
+        name, key = self._read_as()
+        response = await signed_request(self.http_url, "GET", path, name, key)
         if response.status_code != 200:
             raise PeerError(f"node_states failed: {response.status_code} {response.text}")
         return response.json()
+
+    def _read_as(self) -> tuple[str, Any]:
+        """Who reads the HTTP views: see the module docstring."""
+        if self.reader is not None:
+            return self.reader
+        for srv in ServerProcess.running():
+            if srv.state.get("http_url", "").rstrip("/") == self.http_url and srv.org == self.org:
+                return srv.admin_user, srv.admin_key
+        return self.client_name, self.key
 
     async def wait_node_state(
         self,

@@ -24,6 +24,9 @@ ABORT = f"{JOBS}/aaaaaaaaaaaa25fd67fa8715fd547d3d/abort"
 CONFIG = f"/organizations/{ORG}/pushy/config"
 CCPK_QUERY = "ccpk=" + quote(CLIENT_CCPK, safe="")
 HTML = {"Accept": "text/html"}
+JOB_ID = "aaaaaaaaaaaa25fd67fa8715fd547d3d"
+FEED = f"/organizations/{ORG}/pushy/job_status_feed"
+JOB_FEED = f"{FEED}/{JOB_ID}"
 
 
 def denied(name: str) -> list[str]:
@@ -60,9 +63,38 @@ async def write_passes(h: Harness, user: str, path: str = JOBS) -> bool:
 # --- read rule
 
 
-async def test_read_without_readers_group_allows_every_member(h: Harness) -> None:
-    for user in ("alice", "bob", "carol", "web1", "robot"):
+async def test_read_without_readers_group_allows_every_user_and_admin_clients(h: Harness) -> None:
+    for user in ("alice", "bob", "carol", "robot"):
         assert await read_status(h, user) == 200
+
+
+async def test_plain_client_may_not_read_without_readers_group(h: Harness) -> None:
+    # A node key reads nothing but its own config (security issue 15, F4).
+    for path in (NODE_STATES, f"{NODE_STATES}/web1", JOBS, f"{JOBS}/{JOB_ID}", FEED, JOB_FEED):
+        r = await h.request("GET", path, user="web1")
+        assert r.status_code == 403, path
+        assert error_of(r) == denied("web1")
+    r = await h.request("GET", f"{CONFIG}/web1", user="web1", query=CCPK_QUERY)
+    assert r.status_code == 200
+
+
+async def test_client_reads_as_member_of_writers_or_admins(h: Harness) -> None:
+    h.add_client("deployer", 6)
+    h.store.create_group(ORG, "pushy_job_writers")
+    h.store.create_group(ORG, "ops")
+    h.store.add_group_members(ORG, "pushy_job_writers", groups=["ops"])
+    h.store.add_group_members(ORG, "ops", clients=["deployer"])
+    assert await read_status(h, "deployer") == 200  # nested writer
+    assert await read_status(h, "robot") == 200  # admin, not a writer
+    assert await read_status(h, "web1") == 403
+    assert await read_status(h, "bob") == 200  # users keep Chef's rule
+
+
+async def test_readers_group_decides_for_clients_too(h: Harness) -> None:
+    h.store.create_group(ORG, "pushy_job_readers")
+    h.store.add_group_members(ORG, "pushy_job_readers", clients=["web1"])
+    assert await read_status(h, "web1") == 200
+    assert await read_status(h, "robot") == 403  # admin client, not a reader: no override
 
 
 async def test_empty_readers_group_denies_everyone_even_admins(h: Harness) -> None:
@@ -235,6 +267,8 @@ async def test_rule_functions_on_the_embedded_backend(h: Harness) -> None:
     bob = Requestor("bob", "user")
     web1 = Requestor("web1", "client")
     assert await may_read(backend, ORG, bob)
+    assert not await may_read(backend, ORG, web1)
+    assert await may_read(backend, ORG, Requestor("robot", "client"))
     assert not await may_write(backend, ORG, bob)
     assert await may_write(backend, ORG, Requestor("alice", "user"))
     assert await may_write(backend, ORG, Requestor("robot", "client"))

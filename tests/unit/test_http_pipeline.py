@@ -260,6 +260,7 @@ async def test_signing_versions_accepted(h: Harness, version: str) -> None:
     assert r.json() == {"node_name": "web1", "status": "offline", "availability": "unavailable"}
     body = json.dumps({"command": "x"}).encode()
     # a body is covered too (hash checked); GET with a body is fine
+    h.store.add_group_members(ORG, "admins", clients=["web1"])  # a client reads as an admin
     r = await h.request("GET", f"{NODE_STATES}/web1", user="web1", version=version, body=body)
     assert r.status_code == 200
 
@@ -571,7 +572,7 @@ async def test_node_states(h: Harness) -> None:
         "never-seen": ("offline", "unavailable"),
     }
     for node, (status, availability) in cases.items():
-        r = await h.request("GET", f"{NODE_STATES}/{node}", user="web1")
+        r = await h.request("GET", f"{NODE_STATES}/{node}", user="bob")
         assert r.status_code == 200
         assert r.json() == {"node_name": node, "status": status, "availability": availability}
 
@@ -678,6 +679,7 @@ async def test_handler_gets_the_request_context(h: Harness) -> None:
         transport=httpx.ASGITransport(app=create_app(h.rt, routes)), base_url="http://push.test"
     )
     path = f"{JOBS}/{JOB_ID}/output/web%201/stderr"
+    h.store.add_group_members(ORG, "admins", clients=["web1"])  # a client reads as an admin
     r = await h.request(
         "POST", path, user="web1", body=b"payload", headers={"Accept": "text/event-stream"}
     )

@@ -69,24 +69,85 @@ def test_cap_discards_and_marks_at_close():
     assert record.stdout_omitted == 4 and record.stdout_total == 12 and record.closed
 
 
-def test_markers_do_not_count_towards_cap():
-    r = rec(cap=6)
+def test_markers_count_towards_cap():
+    r = rec(cap=40)
     r.add_chunk("stdout", 0, b"abc\n")
-    r.add_chunk("stdout", 100, b"de")
+    r.add_chunk("stdout", 100, b"de")  # marker (28) + "de" fit: 34 bytes
     assert bytes(r.stdout.data) == b"abc\n[pushjobs: 96 bytes omitted]\nde"
-    assert r.stdout.payload == 6
+    r.add_chunk("stdout", 200, b"fg")  # a second marker would pass the cap: dropped
+    assert bytes(r.stdout.data) == b"abc\n[pushjobs: 96 bytes omitted]\nde"
+    assert r.stdout.omitted == 96 + 98 + 2 and r.stdout.payload == 6
+    r.close()
+    assert (
+        bytes(r.stdout.data)
+        == b"abc\n[pushjobs: 96 bytes omitted]\nde\n[pushjobs: 100 bytes omitted]\n"
+    )
+    assert r.stdout.total == 202
+
+
+def test_marker_that_leaves_no_room_for_data_is_not_stored():
+    r = rec(cap=30)
+    r.add_chunk("stdout", 0, b"ab\n")
+    r.add_chunk("stdout", 10, b"x")  # 3 + 28 bytes of marker: no room for "x"
+    assert bytes(r.stdout.data) == b"ab\n"
+    r.close()
+    assert bytes(r.stdout.data) == b"ab\n[pushjobs: 8 bytes omitted]\n"
+    assert r.stdout.omitted == 8
 
 
 def test_agent_style_head_and_tail_with_omitted_bytes():
-    # C = 16: H = 12, T = 4; total 30 → tail at 26 with omitted_bytes 14
-    r = rec(cap=16)
-    r.add_chunk("stdout", 0, b"0123456789AB")
-    r.add_chunk("stdout", 26, b"WXYZ")
-    r.set_v3_totals(30, 0)
+    # C = 256: H = 192, T = 64; total 300 → tail at 236 with omitted_bytes 44
+    r = rec(cap=256)
+    head, tail = b"h" * 191 + b"\n", b"t" * 64
+    r.add_chunk("stdout", 0, head)
+    r.add_chunk("stdout", 236, tail[:40])
+    r.add_chunk("stdout", 276, tail[40:])
+    marker = b"[pushjobs: 44 bytes omitted]\n"
+    assert bytes(r.stdout.data) == head + marker + tail[: 256 - 192 - len(marker)]
+    r.set_v3_totals(300, 0)
     r.close()
-    assert bytes(r.stdout.data) == b"0123456789AB\n[pushjobs: 14 bytes omitted]\nWXYZ"
-    assert r.to_record().stdout_total == 30
-    assert r.stdout.omitted == 14
+    # the one marker line beyond the cap: the tail is stored whole
+    assert bytes(r.stdout.data) == head + marker + tail
+    assert len(r.stdout.data) == 256 + len(marker)
+    assert r.to_record().stdout_total == 300
+    assert r.stdout.omitted == 44
+
+
+def test_held_tail_bytes_give_way_to_the_closing_marker():
+    r = rec(cap=256)
+    r.add_chunk("stdout", 0, b"h" * 191 + b"\n")
+    r.add_chunk("stdout", 236, b"t" * 64)  # 29 bytes (the marker's length) held past the cap
+    r.add_chunk("stdout", 300, b"more")  # beyond what the agent may send: now it overflows
+    r.close()
+    data = bytes(r.stdout.data)
+    assert data.endswith(b"t\n[pushjobs: 33 bytes omitted]\n")
+    assert len(data) == 256 + len(b"\n[pushjobs: 33 bytes omitted]\n")
+    assert r.stdout.omitted == 44 + 33 and r.stdout.total == 304
+
+
+def test_lost_tail_after_the_cap_is_one_marker():
+    r = rec(cap=8)
+    r.add_chunk("stdout", 0, b"0123456789")
+    r.set_v3_totals(20, None)
+    r.close()
+    assert bytes(r.stdout.data) == b"01234567\n[pushjobs: 12 bytes omitted]\n"
+    assert r.stdout.omitted == 12 and r.stdout.total == 20
+
+
+def test_one_byte_chunks_with_gaps_stay_within_cap_plus_one_marker():
+    cap = 4096
+    r = rec(cap=cap)
+    for i in range(50_000):
+        r.add_chunk("stdout", 2 * i, b"x")
+    assert len(r.stdout.data) <= cap
+    r.set_v3_totals(100_000, 0)
+    r.close()
+    data = bytes(r.stdout.data)
+    last = data[data.rindex(b"\n[pushjobs: ") :]
+    assert len(data) <= cap + len(last) and len(last) <= 64
+    assert data.count(b"[pushjobs:") < cap // 28 + 2
+    assert r.stdout.total == 100_000
+    assert r.stdout.omitted == 100_000 - r.stdout.payload
 
 
 def test_closed_record_drops_chunks():
