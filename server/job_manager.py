@@ -33,6 +33,7 @@ from .job_state import (
     RehabRequest,
     SendCommand,
 )
+from .nodes import IDLE
 from .output_record import NodeOutput
 from .records import Job, JobNode, JobSpec, Org, OutputDelta, OutputRecord
 
@@ -245,18 +246,34 @@ class JobManager:
         )
         live = LiveJob(self, job, state)
         self._live[job.id] = live
+        registry = self.rt.nodes
+        # The node states the job is created against. One that ends while the job is being
+        # stored (an agent restarted: new client incarnation) takes its part in the job with
+        # it; the new state must not get this job's commit (lifecycle.md §2.4).
+        members = {name: registry.node_state(org.name, name) for name in spec.nodes}
         try:
             await self.rt.store.create_job(job, list(spec.nodes))
         except BaseException:
             del self._live[job.id]
             live.started.set()
             raise
-        registry = self.rt.nodes
-        idle = set()
+        idle: set[str] = set()
+        replaced: set[str] = set()
         for name in spec.nodes:
             registry.watch(org.name, name, live)
-            if registry.state(org.name, name) == "idle":
+            current = registry.node_state(org.name, name)
+            if current is not members[name]:
+                replaced.add(name)
+            elif current is not None and current.phase == IDLE:
                 idle.add(name)
+        if replaced:
+            log.info(
+                "job %s: %d node(s) connected, restarted or went down while the job was being "
+                "created, counted down: %s",
+                job.id,
+                len(replaced),
+                ", ".join(repr(name) for name in sorted(replaced)[:10]),
+            )
         log.info(
             "job %s started by %s %s in %s: %d node(s), quorum %d",
             job.id,
@@ -266,7 +283,7 @@ class JobManager:
             len(spec.nodes),
             spec.quorum,
         )
-        self._apply(live, lambda t: state.start(t, idle))
+        self._apply(live, lambda t: state.start(t, idle, replaced))
         live.started.set()
         await self._flush_soft()
         return job.id

@@ -160,20 +160,30 @@ class JobState:
 
     # ---- inputs -----------------------------------------------------------------------
 
-    def start(self, now: float, idle_nodes: set[str] | frozenset[str]) -> list[Output]:
-        """Start (§4.3): `start` event, `voting`, commit to idle nodes, downs for the rest."""
+    def start(
+        self,
+        now: float,
+        idle_nodes: set[str] | frozenset[str],
+        replaced: set[str] | frozenset[str] = frozenset(),
+    ) -> list[Output]:
+        """Start (§4.3): `start` event, `voting`, commit to idle nodes, downs for the rest.
+
+        `replaced` nodes had their node state end (e.g. a new client incarnation) after the job
+        was created: they are down like the rest, but no rehab request is sent, since it would
+        reach a node state that is not part of this job (and may be running another job).
+        """
         if self.status != NEW:
             return []
         self._emit(Event("start", dict(self.start_data)))
         self._set_status(VOTING, now)
         down: list[str] = []
         for name in self.nodes:
-            if name in idle_nodes:
+            if name in idle_nodes and name not in replaced:
                 self._emit(SendCommand(name, "commit"))
             else:
                 down.append(name)
         for name in down:
-            self._down_while_voting(self.nodes[name], now)
+            self._down_while_voting(self.nodes[name], now, rehab=name not in replaced)
         self._check_phase_end(now)
         return self._take()
 
@@ -287,10 +297,13 @@ class JobState:
             self._set_node(entry, UNAVAILABLE, now)
             self._rehab(name)
 
-    def _down_while_voting(self, entry: NodeInJob, now: float) -> None:
+    def _down_while_voting(self, entry: NodeInJob, now: float, *, rehab: bool = True) -> None:
         self._vote(entry.name, "down")
         self._set_node(entry, UNAVAILABLE, now)
-        self._rehab(entry.name)
+        if rehab:
+            self._rehab(entry.name)
+        else:  # the event stays, as when a node state ends while voting (the request is moot)
+            self._emit(Event("rehab", {"node": entry.name}))
 
     def _end_voting(self, now: float) -> None:
         ready = [e for e in self.nodes.values() if e.status == READY]

@@ -6,6 +6,7 @@ answer, crash isolation of a failing job, graceful shutdown, and output record r
 
 from __future__ import annotations
 
+import threading
 from types import SimpleNamespace
 from typing import Any
 
@@ -32,12 +33,24 @@ class RecordingRegistry:
         self.rehabs: list[str] = []
         self.watchers: dict[tuple[str, str], dict[int, Any]] = {}
         self.offline: set[str] = set()
+        self._states: dict[str, Any] = {}
 
     def state(self, org: str, node: str) -> str | None:
-        return None if node in self.offline else "idle"
+        st = self.node_state(org, node)
+        return None if st is None else st.phase
 
     def node_state(self, org: str, node: str) -> Any:
-        return SimpleNamespace(version="3.0")
+        if node in self.offline:
+            return None
+        st = self._states.get(node)
+        if st is None:
+            st = self._states[node] = SimpleNamespace(version="3.0", phase="idle")
+        return st
+
+    def restart(self, node: str) -> None:
+        """A new client incarnation: watchers told `down`, a fresh (idle) state replaces it."""
+        self.down("acme", node)
+        self._states[node] = SimpleNamespace(version="3.0", phase="idle")
 
     def send_command(self, org: str, node: str, msg_type: str, fields: dict) -> None:
         self.sent.append((node, msg_type, fields))
@@ -75,6 +88,13 @@ class CountingStore(SqliteStore):
     def save_outputs(self, records: Any) -> None:
         self._count("save_outputs")
         super().save_outputs(records)
+
+    create_gate: threading.Event | None = None  # set: create_job waits for it (a slow disk)
+
+    def create_job(self, job: Any, node_names: Any) -> None:
+        if self.create_gate is not None:
+            assert self.create_gate.wait(10)
+        super().create_job(job, node_names)
 
 
 @pytest.fixture
@@ -194,6 +214,57 @@ async def test_node_down_and_org_feed(env) -> None:
     assert [e.name for e in feed.log.since(0)] == ["start", "job_complete"]
     # watchers are gone once the job finished
     assert not any(env.rt.nodes.watchers.get(("acme", n)) for n in ("gone", "here"))
+
+
+async def test_node_restarted_while_the_job_is_stored_gets_no_commit(env) -> None:
+    m = env.manager
+    nodes = env.rt.nodes
+    nodes.offline.add("late")  # offline when the job is created, online before it starts
+    gate = env.store.create_gate = threading.Event()
+    started: list[str] = []
+
+    async def start() -> None:
+        started.append(await m.start_job(env.org, ADMIN, spec(["r", "k", "late"], quorum=1)))
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(start)
+        with trio.fail_after(5):
+            while not m.live_job_ids():
+                await trio.sleep(0.01)
+        nodes.restart("r")  # the agent restarts while the job is being stored
+        nodes.offline.discard("late")
+        gate.set()
+    (job_id,) = started
+    live = m.live_job("acme", job_id)
+    assert [(node, t) for node, t, _ in nodes.sent] == [("k", "commit")]
+    assert nodes.rehabs == []  # the new states are not part of the job: no abort either
+    assert live.state.nodes_by_status() == {"new": ["k"], "unavailable": ["late", "r"]}
+    assert [(e.name, e.data.get("node"), e.data.get("status")) for e in live.log.events] == [
+        ("start", None, None),
+        ("quorum_vote", "r", "down"),
+        ("rehab", "r", None),
+        ("quorum_vote", "late", "down"),
+        ("rehab", "late", None),
+    ]
+    m.on_job_message("acme", "k", msg(AckCommit, "k", job_id), "3.0")
+    assert [(node, t) for node, t, _ in nodes.sent] == [("k", "commit"), ("k", "run")]
+
+
+async def test_node_restarted_while_voting_is_counted_out(env) -> None:
+    m = env.manager
+    nodes = env.rt.nodes
+    job_id = await m.start_job(env.org, ADMIN, spec(["r", "v", "k"], quorum=1))
+    m.on_job_message("acme", "v", msg(AckCommit, "v", job_id), "3.0")
+    nodes.restart("r")  # had not voted
+    nodes.restart("v")  # had voted in its old incarnation
+    live = m.live_job("acme", job_id)
+    assert live.state.nodes_by_status() == {"new": ["k"], "unavailable": ["r", "v"]}
+    m.on_job_message("acme", "k", msg(AckCommit, "k", job_id), "3.0")
+    assert live.state.status == "running"
+    assert [(node, t) for node, t, _ in nodes.sent if node != "k"] == [
+        ("r", "commit"),
+        ("v", "commit"),
+    ]
 
 
 async def test_shutdown_crashes_live_jobs(env) -> None:

@@ -110,6 +110,29 @@ def test_start_offline_node_is_down_and_no_commit():
     assert job.status == "voting"
 
 
+def test_start_replaced_node_is_down_without_commit_or_rehab_request():
+    # B's node state ended (agent restarted) while the job was being stored: its new state is
+    # idle but not part of the job, so it gets neither the commit nor an abort.
+    job = make_job(("A", "B"), quorum=1)
+    out = job.start(T0, {"A", "B"}, {"B"})
+    assert sends(out) == [("A", "commit")]
+    assert events(out) == [("start",), ("quorum_vote", "B", "down"), ("rehab", "B")]
+    assert rehabs(out) == []
+    assert job.node_status("B") == "unavailable"
+    assert job.status == "voting"
+    out = job.message("A", "ack_commit", T0 + 1)
+    assert sends(out) == [("A", "run")]
+    assert job.nodes_by_status() == {"ready": ["A"], "unavailable": ["B"]}
+
+
+def test_start_replaced_only_node_fails_quorum_at_once():
+    job = make_job(("A",))
+    out = job.start(T0, {"A"}, {"A"})
+    assert sends(out) == [] and rehabs(out) == []
+    assert job.status == "quorum_failed"
+    assert job.nodes_by_status() == {"unavailable": ["A"]}
+
+
 def test_all_offline_start_quorum_failed_at_once():
     job, out = started(("A", "B"), idle=set())
     assert sends(out) == []

@@ -280,6 +280,17 @@ def test_new_incarnation_ends_old_state_then_creates_a_new_one(world):
     assert (routing_id, env.fields["type"], env.fields["sequence"]) == (b"r2", "abort", 2)
 
 
+def test_node_state_object_is_kept_across_reconnects_and_replaced_by_a_new_incarnation(world):
+    # The job manager relies on this identity: a job created against one state object counts
+    # the node down when, at its start, another object (or none) is there.
+    reg = world.registry
+    first, _ = reg.accept("acme", "web1", "inc-1", b"r1", "3.0", 0.0)
+    same, created = reg.accept("acme", "web1", "inc-1", b"r2", "3.0", 0.1)
+    assert same is first and not created and reg.node_state("acme", "web1") is first
+    other, created = reg.accept("acme", "web1", "inc-2", b"r2", "3.0", 0.2)
+    assert created and other is not first and reg.node_state("acme", "web1") is other
+
+
 def test_watchers_survive_offline_periods_and_can_unwatch(world):
     reg = world.registry
     a, b = Watcher(), Watcher()
