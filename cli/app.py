@@ -11,8 +11,8 @@ from dataclasses import dataclass, field
 from typing import Any, BinaryIO, TextIO
 
 from pushjobs.cli.client import SignedClient, load_signing_key
-from pushjobs.cli.render import format_table
-from pushjobs.cli.settings import Settings, load_settings
+from pushjobs.cli.render import format_table, rich_table
+from pushjobs.cli.settings import Settings, key_file_warning, load_settings
 
 
 @dataclass
@@ -76,6 +76,9 @@ class App:
         if self._client is None:
             settings = self.settings()
             key = load_signing_key(settings)
+            warning = key_file_warning(settings.key)
+            if warning:
+                self.warn(warning)
             self._client = SignedClient(
                 settings, key, verbose=bool(getattr(self.args, "verbose", 0))
             )
@@ -110,11 +113,5 @@ class App:
             self.stdout.flush()
             return
         from rich.console import Console
-        from rich.table import Table
 
-        table = Table(box=None, show_edge=False, pad_edge=False, header_style="bold")
-        for name in header:
-            table.add_column(name, no_wrap=True, overflow="ignore")
-        for row in rows:
-            table.add_row(*row)
-        Console(file=self.stdout, highlight=False, soft_wrap=True).print(table)
+        Console(file=self.stdout, highlight=False, soft_wrap=True).print(rich_table(header, rows))

@@ -62,11 +62,12 @@ class RichDisplay(Display):
             self.console = Console(
                 file=file, no_color=no_color, highlight=False, force_terminal=True, width=120
             )
+        # markup=False: phase and status names come from the server, `[...]` stays literal
         self.progress = Progress(
-            TextColumn("{task.fields[phase]:<13}"),
+            TextColumn("{task.fields[phase]:<13}", markup=False),
             BarColumn(),
             MofNCompleteColumn(),
-            TextColumn("{task.fields[counts]}"),
+            TextColumn("{task.fields[counts]}", markup=False),
             console=self.console,
             transient=False,
         )

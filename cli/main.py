@@ -54,7 +54,11 @@ def _add_follow_options(p: argparse.ArgumentParser) -> None:
         choices=("failed", "all"),
         help="print captured output of failed nodes or of every node that ran",
     )
-    p.add_argument("--events", action="store_true", help="print every feed event as a JSON line")
+    p.add_argument(
+        "--events",
+        action="store_true",
+        help='JSON lines only: every feed event, then {"event": "job", "data": JOB} last',
+    )
     p.add_argument("--knife-compatible-exit", action="store_true", help="knife-push exit codes")
 
 
@@ -241,11 +245,18 @@ def _silence_stdout() -> None:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Console-script entry point."""
-    return run(list(sys.argv[1:] if argv is None else argv))
+    try:
+        return run(list(sys.argv[1:] if argv is None else argv))
+    except KeyboardInterrupt:  # before any job exists (e.g. while importing): no traceback
+        return exitcodes.INTERRUPTED
 
 
 def _interrupted(job_id: str) -> int:
-    sys.stderr.write(
-        f"Job {job_id} continues on the server; follow it with: pushjobs job watch {job_id}\n"
-    )
+    from pushjobs.cli.interrupt import sigint_ignored
+
+    with sigint_ignored():
+        sys.stderr.write(
+            f"Job {job_id} continues on the server; follow it with: pushjobs job watch {job_id}\n"
+        )
+        sys.stderr.flush()
     return exitcodes.INTERRUPTED

@@ -153,6 +153,19 @@ def format_table(header: list[str], rows: list[list[str]]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def rich_table(header: list[str], rows: list[list[str]]) -> Any:
+    """The rich table of `print_table`: cells are `Text`, so `[...]` in data is never markup."""
+    from rich.table import Table
+    from rich.text import Text
+
+    table = Table(box=None, show_edge=False, pad_edge=False, header_style="bold")
+    for name in header:
+        table.add_column(Text(name), no_wrap=True, overflow="ignore")
+    for row in rows:
+        table.add_row(*(Text(cell) for cell in row))
+    return table
+
+
 def output_header(
     node: str, channel: str, status: str | None = None, exit_status: Any = None
 ) -> str:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import stat
 import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -56,6 +58,25 @@ class Settings:
     sign_version: str = "1.3"
     chef_server_url: str | None = None
     profile: str = "default"
+
+
+def key_file_warning(key: str) -> str | None:
+    """A one-line warning when the key file is open to group or others (as ssh checks), else None.
+
+    `key` is a settings value: a path, or an inline PEM (never warned about).
+    """
+    if key.lstrip().startswith("-----BEGIN"):
+        return None
+    try:
+        mode = stat.S_IMODE(os.stat(key).st_mode)
+    except OSError:
+        return None
+    if not mode & 0o077:
+        return None
+    return (
+        f"private key file {key} is accessible by group or others (mode {mode:04o}); "
+        f"restrict it with: chmod 600 {key}"
+    )
 
 
 def choose_profile(flag: str | None, environ: Mapping[str, str]) -> tuple[str, bool]:

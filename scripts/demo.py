@@ -354,6 +354,8 @@ class Demo:
         self.out.step(f"Initialising a server in {self.base}")
         for folder in (self.logs, self.keys, self.agents_dir):
             folder.mkdir(parents=True, exist_ok=True)
+        # private keys go here: `client import --key-dir` refuses a folder others can write
+        self.keys.chmod(0o700)
         lines = [
             'server_name = "127.0.0.1"',
             f"data_dir = {toml_str(str(self.data_dir))}",

@@ -100,7 +100,8 @@ def _key_options(parser: argparse.ArgumentParser) -> None:
     keys.add_argument(
         "--key-out",
         metavar="FILE",
-        help="generate a 2048-bit key pair and write the private key here (mode 0600; - = stdout)",
+        help="generate a 2048-bit key pair and write the private key to this new file "
+        "(mode 0600; an existing file or symlink is refused; - = stdout)",
     )
 
 
@@ -196,7 +197,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("file", metavar="FILE", help="one node name per line (- = stdin)")
     keys = p.add_mutually_exclusive_group(required=True)
     keys.add_argument(
-        "--key-dir", metavar="DIR", help="generate a key pair per node into DIR/<node>.pem"
+        "--key-dir",
+        metavar="DIR",
+        help="generate a key pair per node into DIR/<node>.pem (DIR is created with mode 0700; "
+        "an existing DIR must be yours and not writable by group or others)",
     )
     keys.add_argument(
         "--public-key",

@@ -110,12 +110,11 @@ def cmd_user_create(ctx: Context) -> int:
         raise OperationFailed(f"user '{user}' already exists")
     if args.org is not None:
         org_or_fail(ctx, args.org)
-    material = key_material(args)
     display_name = args.display_name if args.display_name is not None else user
-    store.create_user(user, material.public_pem, display_name)
-    if args.org is not None:
-        store.add_org_user(args.org, user, admin=args.admin)
-    material.deliver()
+    with key_material(args) as material:
+        store.create_user(user, material.public_pem, display_name)
+        if args.org is not None:
+            store.add_org_user(args.org, user, admin=args.admin)
     extra = ""
     if args.org is not None:
         extra = f", {'administrator of' if args.admin else 'member of'} '{args.org}'"
@@ -160,9 +159,8 @@ def cmd_user_set_key(ctx: Context) -> int:
     store = ctx.store()
     user = ctx.args.user
     require(store.get_user(user), f"user '{user}' not found")
-    material = key_material(ctx.args)
-    store.set_user_key(user, material.public_pem)
-    material.deliver()
+    with key_material(ctx.args) as material:
+        store.set_user_key(user, material.public_pem)
     ctx.say(f"replaced the key of user '{user}'{material.written_note}", stderr=material.to_stdout)
     return EXIT_OK
 

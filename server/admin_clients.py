@@ -35,9 +35,8 @@ def cmd_client_create(ctx: Context) -> int:
     org_or_fail(ctx, args.org)
     if store.get_client(args.org, client) is not None:
         raise OperationFailed(f"client '{client}' already exists in organization '{args.org}'")
-    material = key_material(args)
-    store.create_client(args.org, client, material.public_pem, admin=args.admin)
-    material.deliver()
+    with key_material(args) as material:
+        store.create_client(args.org, client, material.public_pem, admin=args.admin)
     suffix = " as administrator" if args.admin else ""
     ctx.say(
         f"created client '{client}' in organization '{args.org}'{suffix}{material.written_note}",
@@ -66,10 +65,10 @@ def cmd_client_import(ctx: Context) -> int:
     org = check_name("organization", args.org)
     entries = _read_node_names(args.file)
     for number, name in entries:
-        if not CLIENT_RE.match(name):
+        if not CLIENT_RE.fullmatch(name):
             where = "stdin" if args.file == "-" else args.file
             raise UsageError(
-                f"invalid client name '{name}' (line {number} of {where}); "
+                f"invalid client name {name!r} (line {number} of {where}); "
                 f"{NAME_RULES['client'][1]}"
             )
     store = ctx.store()
@@ -144,9 +143,8 @@ def cmd_client_set_key(ctx: Context) -> int:
     store = ctx.store()
     org, name = ctx.args.org, ctx.args.client
     _client_or_fail(ctx, org, name)
-    material = key_material(ctx.args)
-    store.set_client_key(org, name, material.public_pem)
-    material.deliver()
+    with key_material(ctx.args) as material:
+        store.set_client_key(org, name, material.public_pem)
     ctx.say(
         f"replaced the key of client '{name}'{material.written_note}", stderr=material.to_stdout
     )

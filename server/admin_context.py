@@ -18,9 +18,10 @@ EXIT_OK = 0
 EXIT_FAILED = 1
 EXIT_USAGE = 2
 
-_ORG_OR_GROUP_RE = re.compile(r"^[a-z0-9][a-z0-9_-]{0,254}$")
-_USER_RE = re.compile(r"^[a-z0-9][a-z0-9_.-]{0,254}$")
-CLIENT_RE = re.compile(r"^[A-Za-z0-9_.:-]{1,255}$")
+# Always `fullmatch`: `match` with `$` accepts a trailing newline (`acme\n`).
+_ORG_OR_GROUP_RE = re.compile(r"[a-z0-9][a-z0-9_-]{0,254}")
+_USER_RE = re.compile(r"[a-z0-9][a-z0-9_.-]{0,254}")
+CLIENT_RE = re.compile(r"[A-Za-z0-9_.:-]{1,255}")
 
 NAME_RULES: dict[str, tuple[re.Pattern[str], str]] = {
     "organization": (
@@ -44,8 +45,8 @@ class OperationFailed(Exception):
 def check_name(kind: str, name: str) -> str:
     """Return `name` if valid for `kind` (cli.md §14), else raise `UsageError`."""
     pattern, rule = NAME_RULES[kind]
-    if not pattern.match(name):
-        raise UsageError(f"invalid {kind} name '{name}' ({rule})")
+    if not pattern.fullmatch(name):
+        raise UsageError(f"invalid {kind} name {name!r} ({rule})")
     return name
 
 

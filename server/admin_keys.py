@@ -1,41 +1,80 @@
-"""Key files of the `pushjobs-server` commands: `--public-key`, `--key-out`, `--key-dir`."""
+"""Key files of the `pushjobs-server` commands: `--public-key`, `--key-out`, `--key-dir`.
+
+A private key file is always a new file (`O_CREAT|O_EXCL|O_NOFOLLOW`, mode 0600): an existing
+path, a symlink included, is refused before anything changes, and nothing is ever truncated.
+"""
 
 from __future__ import annotations
 
 import argparse
 import os
+import stat
 import sys
 import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from types import TracebackType
 from typing import TextIO
 
-from .admin_context import OperationFailed, os_failure
+from .admin_context import OperationFailed, UsageError, os_failure
 
 RSA_BITS = 2048
+_NEW_FILE = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
 
 
-def write_private_file(path: Path, data: bytes) -> None:
-    """Write `data` to `path` with mode 0600 (also when the file existed)."""
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with open(fd, "wb") as fh:  # closes fd, also when fchmod fails
-        os.fchmod(fd, 0o600)
+def _exists_message(shown: Path, name: Path | str, dir_fd: int | None) -> str:
+    try:
+        mode = os.lstat(name, dir_fd=dir_fd).st_mode
+    except OSError:
+        mode = 0
+    if stat.S_ISLNK(mode):
+        return f"{shown} is a symbolic link; not writing a key file through it"
+    if stat.S_ISDIR(mode):
+        return f"{shown} is a directory"
+    return f"{shown} already exists; not overwriting a key file"
+
+
+def create_private_file(path: Path, *, dir_fd: int | None = None, name: str | None = None) -> int:
+    """Create a new key file (mode 0600) and return its fd; an existing path is a usage error.
+
+    With `dir_fd`, `name` is created in that directory and `path` is only what messages show.
+    """
+    target: Path | str = path if name is None else name
+    try:
+        fd = os.open(target, _NEW_FILE, 0o600, dir_fd=dir_fd)
+    except FileExistsError:
+        raise UsageError(_exists_message(path, target, dir_fd)) from None
+    except OSError as exc:
+        raise os_failure(f"cannot create key file {path}", exc) from None
+    try:
+        os.fchmod(fd, 0o600)  # exactly 0600 whatever the umask
+    except OSError as exc:
+        os.close(fd)
+        raise os_failure(f"cannot set the mode of {path}", exc) from None
+    return fd
+
+
+def _write_fd(fd: int, data: bytes) -> None:
+    with open(fd, "wb", closefd=True) as fh:
         fh.write(data)
 
 
-def check_key_out(path_text: str) -> Path | None:
-    """Validate a `--key-out` target before anything is changed; None means stdout."""
-    if path_text == "-":
-        return None
-    path = Path(path_text)
-    if path.is_dir():
-        raise OperationFailed(f"{path} is a directory")
-    if path.exists() and path.stat().st_size > 0:
-        raise OperationFailed(f"{path} already exists; not overwriting a key file")
-    if not path.absolute().parent.is_dir():
-        raise OperationFailed(f"directory {path.absolute().parent} not found")
-    return path
+def _unlink(name: Path | str, dir_fd: int | None = None) -> None:
+    try:
+        os.unlink(name, dir_fd=dir_fd)
+    except OSError:
+        pass
+
+
+def write_private_file(path: Path, data: bytes) -> None:
+    """Write `data` to the new file `path` (mode 0600); refuses an existing path."""
+    fd = create_private_file(path)
+    try:
+        _write_fd(fd, data)
+    except BaseException:
+        _unlink(path)
+        raise
 
 
 def generate_key_pem() -> tuple[str, bytes]:
@@ -78,11 +117,30 @@ def fingerprint_of(public_pem: str) -> str:
 
 @dataclass
 class KeyMaterial:
-    """The public key to store, and the private key to write afterwards (when generated)."""
+    """The public key to store, and the private key to write afterwards (when generated).
+
+    Use it as a context manager around the database change: on success the private key is
+    written (to the file created up front, or stdout); on failure that file is removed.
+    """
 
     public_pem: str
     private_pem: bytes | None = None
     out: Path | None = None  # None with private_pem set = stdout
+    fd: int | None = None  # the new, still empty key file `out`
+
+    def __enter__(self) -> KeyMaterial:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        if exc_type is None:
+            self.deliver()
+        else:
+            self.discard()
 
     def deliver(self) -> None:
         """Write the generated private key (mode 0600, or to stdout)."""
@@ -91,8 +149,18 @@ class KeyMaterial:
         if self.out is None:
             sys.stdout.write(self.private_pem.decode("ascii"))
             sys.stdout.flush()
-        else:
-            write_private_file(self.out, self.private_pem)
+            return
+        if self.fd is None:
+            raise RuntimeError("key file already written or discarded")
+        fd, self.fd = self.fd, None
+        _write_fd(fd, self.private_pem)
+
+    def discard(self) -> None:
+        """Remove the key file created for this key (nothing was stored)."""
+        if self.fd is not None and self.out is not None:
+            fd, self.fd = self.fd, None
+            os.close(fd)
+            _unlink(self.out)
 
     @property
     def to_stdout(self) -> bool:
@@ -106,13 +174,25 @@ class KeyMaterial:
         return f" (private key written to {self.out})"
 
 
+def new_key_material(key_out: str) -> KeyMaterial:
+    """A new key pair for `--key-out FILE` (`-` = stdout); FILE is created first, empty."""
+    out = None if key_out == "-" else Path(key_out)
+    material = KeyMaterial("", out=out)
+    if out is not None:
+        material.fd = create_private_file(out)
+    try:
+        material.public_pem, material.private_pem = generate_key_pem()
+    except BaseException:
+        material.discard()
+        raise
+    return material
+
+
 def key_material(args: argparse.Namespace) -> KeyMaterial:
-    """The key of `--public-key FILE`, or a new pair for `--key-out FILE` (checked first)."""
+    """The key of `--public-key FILE`, or a new pair for `--key-out FILE`."""
     if args.public_key is not None:
         return KeyMaterial(read_public_key(args.public_key))
-    out = check_key_out(args.key_out)
-    public_pem, private_pem = generate_key_pem()
-    return KeyMaterial(public_pem, private_pem, out)
+    return new_key_material(args.key_out)
 
 
 class _Progress:
@@ -158,21 +238,64 @@ def remove_files(paths: Iterable[Path]) -> None:
             pass
 
 
+def open_key_dir(key_dir: Path) -> int:
+    """Open `--key-dir`, created with mode 0700 when missing; return a directory fd.
+
+    An existing directory must belong to this user and not be writable by group or others
+    (like ssh's checks): anyone else who can write there could swap or read the new keys.
+    """
+    try:
+        key_dir.mkdir(parents=True, mode=0o700)
+        os.chmod(key_dir, 0o700)  # mkdir's mode is reduced by the umask
+    except FileExistsError:
+        pass
+    except OSError as exc:
+        raise os_failure(f"cannot create directory {key_dir}", exc) from None
+    try:
+        fd = os.open(key_dir, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    except NotADirectoryError:
+        raise UsageError(f"{key_dir} is not a directory") from None
+    except OSError as exc:
+        raise os_failure(f"cannot open directory {key_dir}", exc) from None
+    st = os.fstat(fd)
+    problem = ""
+    if st.st_uid != os.geteuid():
+        problem = f"is owned by another user (uid {st.st_uid})"
+    elif st.st_mode & 0o022:
+        problem = f"is writable by group or others (mode {stat.S_IMODE(st.st_mode):04o})"
+    if problem:
+        os.close(fd)
+        raise UsageError(
+            f"{key_dir} {problem}; use a directory of your own with mode 0700 (or a new one)"
+        )
+    return fd
+
+
 def generate_key_files(
     key_dir: Path, names: Sequence[str]
 ) -> tuple[list[tuple[str, str]], list[Path]]:
     """Generate a key pair per name into `key_dir/<name>.pem` (`--key-dir`).
 
-    Returns the `(name, public PEM)` pairs and the files written; refuses to overwrite a
-    non-empty key file, and removes what it wrote when it fails part way.
+    Returns the `(name, public PEM)` pairs and the files written; refuses an existing key file
+    or an unsafe directory before generating anything, and removes what it wrote when it fails
+    part way.
     """
-    if key_dir.exists() and not key_dir.is_dir():
-        raise OperationFailed(f"{key_dir} is not a directory")
-    for name in names:
-        target = key_dir / f"{name}.pem"
-        if target.exists() and target.stat().st_size > 0:
-            raise OperationFailed(f"{target} already exists; not overwriting a key file")
-    key_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+    dir_fd = open_key_dir(key_dir)
+    try:
+        for name in names:
+            try:
+                os.lstat(f"{name}.pem", dir_fd=dir_fd)
+            except FileNotFoundError:
+                continue
+            raise UsageError(_exists_message(key_dir / f"{name}.pem", f"{name}.pem", dir_fd))
+        return _write_key_files(key_dir, dir_fd, names)
+    finally:
+        os.close(dir_fd)
+
+
+def _write_key_files(
+    key_dir: Path, dir_fd: int, names: Sequence[str]
+) -> tuple[list[tuple[str, str]], list[Path]]:
     pairs: list[tuple[str, str]] = []
     written: list[Path] = []
     progress = _Progress(len(names), sys.stderr)
@@ -181,8 +304,9 @@ def generate_key_files(
             zip(names, _generate_keys(len(names)), strict=True), start=1
         ):
             target = key_dir / f"{name}.pem"
-            write_private_file(target, private_pem)
+            fd = create_private_file(target, dir_fd=dir_fd, name=f"{name}.pem")
             written.append(target)
+            _write_fd(fd, private_pem)
             pairs.append((name, public_pem))
             progress.update(done)
     except BaseException:

@@ -17,7 +17,7 @@ from .admin_context import (
     open_store,
     os_failure,
 )
-from .admin_keys import RSA_BITS, KeyMaterial, check_key_out, generate_key_pem, write_private_file
+from .admin_keys import RSA_BITS, generate_key_pem, new_key_material, write_private_file
 from .config import Settings, load_settings, machine_fqdn
 
 
@@ -129,13 +129,12 @@ def _init_admin(ctx: Context, store: Any, org: str, user: str, key_out: str) -> 
         store.create_org(org, org)
         ctx.say(f"created organization '{org}'")
     if store.get_user(user) is None:
-        out = check_key_out(key_out)
-        public_pem, private_pem = generate_key_pem()
-        store.create_user(user, public_pem, user)
-        material = KeyMaterial(public_pem, private_pem, out)
-        material.deliver()
-        where = "stdout" if out is None else str(out)
-        ctx.say(f"created user '{user}' (private key written to {where})", stderr=out is None)
+        with new_key_material(key_out) as material:
+            store.create_user(user, material.public_pem, user)
+        where = "stdout" if material.out is None else str(material.out)
+        ctx.say(
+            f"created user '{user}' (private key written to {where})", stderr=material.to_stdout
+        )
     else:
         ctx.say(
             f"user '{user}' already exists; its key is unchanged and {key_out} was not written",

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import base64
+import json
 import re
 from typing import Any
 
@@ -11,6 +13,7 @@ from pushjobs.cli.client import HttpError, SignedClient, segment
 from pushjobs.cli.display import Display, EventsDisplay, PlainDisplay, RichDisplay
 from pushjobs.cli.errors import RequestError, UsageError
 from pushjobs.cli.follow import FINAL_JOB_STATUSES, JobProgress
+from pushjobs.cli.interrupt import GatedDisplay, honour_sigint, run_in_worker
 from pushjobs.cli.jobspec import (
     NO_NODES,
     build_job_body,
@@ -28,8 +31,11 @@ RAN_NODE_STATUSES = ("succeeded", *FAILED_NODE_STATUSES)
 _FINISHED_409 = re.compile(r"with status '([^']*)'")
 
 
-class Interrupted(Exception):
-    """Ctrl-C while following: the job continues on the server."""
+class Interrupted(KeyboardInterrupt):
+    """Ctrl-C once the job id is known: the job continues on the server.
+
+    A KeyboardInterrupt, so that no `except Exception` on the way up can swallow it.
+    """
 
     def __init__(self, job_id: str) -> None:
         super().__init__(job_id)
@@ -83,6 +89,7 @@ def cmd_job_start(app: App) -> int:
         raise UsageError("--poll-interval must be a positive number of seconds")
     if a.timeout is not None and a.timeout < 0:
         raise UsageError("--timeout must be a whole number of seconds (0 or more)")
+    honour_sigint()
     # Check every local input before touching the network.
     parse_quorum(a.quorum, 0)
     env = parse_env(a.with_env) if a.with_env is not None else {}
@@ -103,22 +110,31 @@ def cmd_job_start(app: App) -> int:
     )
     client = app.client()
     response, doc = client.post_json("jobs", body)
-    uri = doc.get("uri") if isinstance(doc, dict) else None
-    if not isinstance(uri, str) or not uri:
-        uri = response.headers.get("location", "")
-    if not uri:
-        raise RequestError("the server created the job but returned no uri")
-    job_id = job_id_from_uri(uri)
+    job_id: str | None = None
     try:
-        if not app.json and (a.nowait or not a.events):
-            app.print(f"Started.  Job ID: {job_id}")
-        if a.nowait:
+        uri = doc.get("uri") if isinstance(doc, dict) else None
+        if not isinstance(uri, str) or not uri:
+            uri = response.headers.get("location", "")
+        if not uri:
+            raise RequestError("the server created the job but returned no uri")
+        job_id = job_id_from_uri(uri)
+        if a.events:
+            if a.nowait:
+                print_event(app, "created", {"id": job_id, "uri": uri})
+                return exitcodes.OK
+        elif not app.json or a.nowait:
             if app.json:
                 app.print_json({"id": job_id, "uri": uri})
-            return exitcodes.OK
-    except KeyboardInterrupt:
+            else:
+                app.print(f"Started.  Job ID: {job_id}")
+            if a.nowait:
+                return exitcodes.OK
+        return follow_and_finish(app, client, JobProgress(job_id, nodes))
+    except KeyboardInterrupt as e:
+        # From here on every Ctrl-C names the job (even one right after `Started.`).
+        if job_id is None or isinstance(e, Interrupted):
+            raise
         raise Interrupted(job_id) from None
-    return follow_and_finish(app, client, JobProgress(job_id, nodes))
 
 
 # ---------------------------------------------------------------- following and final output
@@ -129,26 +145,39 @@ def follow_and_finish(app: App, client: SignedClient, progress: JobProgress) -> 
     from pushjobs.cli.watch import follow_job
 
     a = app.args
+    display = GatedDisplay(make_display(app))
+
+    def work() -> tuple[dict[str, Any], dict[str, dict[str, Any]] | None]:
+        job = follow_job(client, progress, display, poll=a.poll, poll_interval=a.poll_interval)
+        return job, fetch_outputs(client, job, a.show_output) if a.show_output else None
+
     try:
-        job = follow_job(
-            client,
-            progress,
-            make_display(app),
-            poll=a.poll,
-            poll_interval=a.poll_interval,
-        )
+        job, outputs = run_in_worker(work)
     except KeyboardInterrupt:
+        display.shut(progress)
         raise Interrupted(progress.job_id) from None
-    return finish(app, client, job)
+    return report(app, job, outputs)
 
 
 def finish(app: App, client: SignedClient, job: dict[str, Any]) -> int:
-    """Print the final job (and output) and return the exit code of §10."""
+    """Print a finished job (and its output) and return the exit code of §10."""
     a = app.args
-    outputs: dict[str, dict[str, Any]] | None = None
+    outputs = None
     if a.show_output:
-        outputs = fetch_outputs(client, job, a.show_output)
-    if app.json:
+        outputs = run_in_worker(lambda: fetch_outputs(client, job, a.show_output))
+    return report(app, job, outputs)
+
+
+def report(app: App, job: dict[str, Any], outputs: dict[str, dict[str, Any]] | None) -> int:
+    """Print the final job (§3.6) and any output; return the exit code of §10."""
+    if app.args.events:
+        # JSON lines only: one line per output channel, then the job itself as the last line
+        for node, parts in (outputs or {}).items():
+            for channel, data in parts["channels"].items():
+                if data is not None:
+                    print_event(app, "output", {"node": node, "channel": channel, **_blob(data)})
+        print_event(app, "job", job)
+    elif app.json:
         if outputs is None:
             app.print_json(job)
         else:
@@ -166,6 +195,20 @@ def finish(app: App, client: SignedClient, job: dict[str, Any]) -> int:
         if outputs is not None:
             print_outputs(app, outputs)
     return exitcodes.job_exit_code(job, app.knife)
+
+
+def print_event(app: App, name: str, data: Any) -> None:
+    """One `--events` line of our own: `{"event": name, "data": data}`."""
+    line = json.dumps({"event": name, "data": data}, ensure_ascii=False, separators=(",", ":"))
+    app.print(line)
+
+
+def _blob(data: bytes) -> dict[str, str]:
+    """`{"text": ...}` for valid UTF-8, else `{"base64": ...}`."""
+    try:
+        return {"text": data.decode("utf-8")}
+    except UnicodeDecodeError:
+        return {"base64": base64.b64encode(data).decode("ascii")}
 
 
 def _text(data: bytes | None) -> str | None:
@@ -254,13 +297,17 @@ def cmd_job_watch(app: App) -> int:
     a = app.args
     if a.poll_interval <= 0:
         raise UsageError("--poll-interval must be a positive number of seconds")
+    honour_sigint()
     client = app.client()
-    job = get_job(client, a.job_id)
-    if job.get("status") in FINAL_JOB_STATUSES:
-        return finish(app, client, job)
-    progress = JobProgress(str(job.get("id") or a.job_id))
-    progress.apply_job(job)
-    return follow_and_finish(app, client, progress)
+    try:
+        job = run_in_worker(lambda: get_job(client, a.job_id))
+        if job.get("status") in FINAL_JOB_STATUSES:
+            return finish(app, client, job)
+        progress = JobProgress(str(job.get("id") or a.job_id))
+        progress.apply_job(job)
+        return follow_and_finish(app, client, progress)
+    except KeyboardInterrupt as e:
+        raise e if isinstance(e, Interrupted) else Interrupted(a.job_id) from None
 
 
 # ---------------------------------------------------------------- job list / status / abort

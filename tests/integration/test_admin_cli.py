@@ -333,7 +333,7 @@ def test_org_user_client_group_flow(env: Env) -> None:
         "nope",
     )
     env.fails(
-        1, "already exists; not overwriting", "user", "create", "carl", "--key-out", "alice.pem"
+        2, "already exists; not overwriting", "user", "create", "carl", "--key-out", "alice.pem"
     )
     env.fails(
         1, "is not a usable RSA public key", "user", "create", "carl", "--public-key", "alice.pem"
@@ -562,7 +562,7 @@ def test_client_import_with_key_dir(env: Env) -> None:
     (env.root / "more.txt").write_text("n4\nn1\n")
     (keys / "n4.pem").write_text("keep me")
     env.fails(
-        1,
+        2,
         "already exists; not overwriting",
         *("client", "import", "acme", "more.txt", "--key-dir", str(keys), "--skip-existing"),
     )
@@ -633,3 +633,115 @@ def test_help_and_usage_errors(env: Env) -> None:
         [sys.executable, "-m", "pushjobs.server", "--help"], capture_output=True, text=True
     )
     assert proc.returncode == 0 and "pushjobs-server" in proc.stdout
+
+
+# ---------------------------------------------------------------------------
+# private key files are always new files (security issue 15, F9)
+
+
+def test_key_out_never_follows_a_symlink_or_reuses_a_file(env: Env) -> None:
+    env.ok("org", "create", "acme")
+    env.ok("client", "create", "acme", "keep", "--key-out", "keep.pem")
+    env.ok("user", "create", "ann", "--key-out", "ann.pem")
+    before = json.loads(env.ok("--json", "client", "show", "acme", "keep"))["key_fingerprint"]
+    victim = env.root / "victim"  # an empty file someone else cares about
+    victim.write_text("")
+    (env.root / "link.pem").symlink_to(victim)
+    (env.root / "dangling.pem").symlink_to(env.root / "elsewhere.pem")
+    (env.root / "empty.pem").write_text("")
+    for target, message in (
+        ("link.pem", "link.pem is a symbolic link; not writing a key file through it"),
+        ("dangling.pem", "dangling.pem is a symbolic link"),
+        ("empty.pem", "empty.pem already exists; not overwriting a key file"),
+    ):
+        for args in (
+            ("client", "create", "acme", "web1", "--key-out", target),
+            ("client", "set-key", "acme", "keep", "--key-out", target),
+            ("user", "create", "bob", "--key-out", target),
+            ("user", "set-key", "ann", "--key-out", target),
+        ):
+            r = env.run(*args)
+            assert r.code == 2, (args, r)
+            assert r.err.startswith(f"error: {message}"), r
+            assert r.err.count("\n") == 1, r
+    r = env.run(
+        *("init", "--org", "beta", "--admin", "carl", "--admin-key-out", "link.pem"),
+    )
+    assert r.code == 2 and "link.pem is a symbolic link" in r.err, r
+    assert victim.read_text() == ""
+    assert not (env.root / "elsewhere.pem").exists()
+    assert (env.root / "empty.pem").read_text() == ""
+    assert "web1" not in env.ok("client", "list", "acme").split()
+    assert "bob" not in env.ok("user", "list").split()
+    after = json.loads(env.ok("--json", "client", "show", "acme", "keep"))["key_fingerprint"]
+    assert after == before  # set-key refused before the key was replaced
+
+
+def test_key_dir_must_be_private(env: Env) -> None:
+    env.ok("org", "create", "acme")
+    fleet = env.root / "fleet.txt"
+    fleet.write_text("n1\nn2\n")
+
+    def refused(key_dir: Path, message: str) -> None:
+        r = env.run("client", "import", "acme", str(fleet), "--key-dir", str(key_dir))
+        assert r.code == 2 and message in r.err, r
+        assert r.err.count("\n") == 1, r
+        assert not list(key_dir.glob("*.pem"))
+        assert "n1" not in env.ok("client", "list", "acme").split()
+
+    shared = env.root / "shared"
+    shared.mkdir()
+    for bits in (0o770, 0o702, 0o1777):
+        shared.chmod(bits)
+        refused(shared, f"{shared} is writable by group or others (mode {bits:04o})")
+    if os.geteuid() == 0:
+        foreign = env.root / "foreign"
+        foreign.mkdir(mode=0o700)
+        os.chown(foreign, 65534, 65534)
+        refused(foreign, f"{foreign} is owned by another user (uid 65534)")
+
+    # a symlink planted at one of the key files is refused, its target untouched
+    mine = env.root / "mine"
+    mine.mkdir(mode=0o700)
+    victim = env.root / "victim"
+    victim.write_text("")
+    (mine / "n2.pem").symlink_to(victim)
+    r = env.run("client", "import", "acme", str(fleet), "--key-dir", str(mine))
+    assert r.code == 2 and f"{mine / 'n2.pem'} is a symbolic link" in r.err, r
+    assert victim.read_text() == "" and not (mine / "n1.pem").exists()
+
+    # a missing directory is created with mode 0700, whatever the umask
+    new = env.root / "new" / "keys"
+    old_umask = os.umask(0)
+    try:
+        r = env.run("client", "import", "acme", str(fleet), "--key-dir", str(new))
+    finally:
+        os.umask(old_umask)
+    assert r.code == 0, r
+    assert mode(new) == 0o700
+    assert [mode(new / f"{n}.pem") for n in ("n1", "n2")] == [0o600, 0o600]
+
+
+def test_names_with_a_trailing_newline_are_refused(fresh: Env) -> None:
+    r = fresh.run(
+        *("--data-dir", "data", "init", "--org", "acme\n", "--admin", "alice"),
+        *("--admin-key-out", "a.pem"),
+    )
+    assert r.code == 2 and "invalid organization name 'acme\\n'" in r.err, r
+    env = fresh
+    env.ok("--data-dir", "data", "init")
+    env.ok("org", "create", "acme")
+    for args, kind in (
+        (("org", "create", "beta\n"), "organization"),
+        (("user", "create", "bob\n", "--key-out", "b.pem"), "user"),
+        (("client", "create", "acme", "web1\n", "--key-out", "w.pem"), "client"),
+        (("group", "create", "acme", "ops\n"), "group"),
+    ):
+        r = env.run(*args)
+        assert r.code == 2, (args, r)
+        assert r.err.startswith(f"error: invalid {kind} name '"), r
+        assert r.err.count("\n") == 1, r  # the name is shown escaped, on one line
+    assert env.ok("org", "list") == "acme\n"
+    assert env.ok("user", "list") == ""
+    assert env.ok("client", "list", "acme") == ""
+    assert not (env.root / "b.pem").exists() and not (env.root / "w.pem").exists()

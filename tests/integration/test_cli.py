@@ -30,6 +30,7 @@ WHITELIST = """
 "both" = { run = "echo out; echo err >&2", shell = true }
 "fail" = { run = "echo failing; exit 3", shell = true }
 "sleep" = "sleep 60"
+"binary" = { run = "printf 'ok\\\\377\\\\n'; echo fine >&2", shell = true }
 "lines" = { run = "echo one; sleep 1; echo two; echo oops >&2; sleep 1; echo three", shell = true }
 """
 JOB_ID_LEN = 32
@@ -308,15 +309,16 @@ def test_json_shapes(server: ServerProcess, home: Path, agents: list[str]) -> No
     assert doc["job"]["nodes"] == {"succeeded": [agents[1]]}
 
 
+def json_lines(stdout: str) -> list[dict[str, Any]]:
+    """Every stdout line as JSON (`--events` prints nothing else)."""
+    assert stdout.endswith("\n"), stdout
+    return [json.loads(line) for line in stdout.splitlines()]
+
+
 def test_events(server: ServerProcess, home: Path, agents: list[str]) -> None:
     r = pushjobs(home, "job", "start", "hello", agents[0], "--events")
     assert r.returncode == 0, r.stderr
-    assert not r.stdout.startswith("Started.")
-    events = []
-    for line in r.stdout.splitlines():
-        if not line.startswith("{"):
-            break
-        events.append(json.loads(line))
+    events = json_lines(r.stdout)
     names = [e["event"] for e in events]
     assert names == [
         "start",
@@ -325,10 +327,38 @@ def test_events(server: ServerProcess, home: Path, agents: list[str]) -> None:
         "run_start",
         "run_complete",
         "job_complete",
+        "job",
     ]
     assert events[0]["id"] == "job-1" and events[0]["data"]["command"] == "hello"
-    assert events[-1]["data"]["status"] == "complete"
-    assert "status:      complete" in r.stdout  # the final object follows
+    assert events[-2]["data"]["status"] == "complete"
+    job = events[-1]["data"]  # the final job object is the last line
+    assert set(events[-1]) == {"event", "data"}
+    assert job == server.get(f"jobs/{job['id']}").json()
+
+
+def test_events_show_output_and_watch(server: ServerProcess, home: Path, agents: list[str]) -> None:
+    a = agents[1]
+    r = pushjobs(home, "job", "start", "binary", a, "--events", "--show-output", "all")
+    assert r.returncode == 0, r.stderr
+    events = json_lines(r.stdout)
+    assert [e["event"] for e in events[-3:]] == ["output", "output", "job"]
+    assert events[-3]["data"] == {"node": a, "channel": "stdout", "base64": "b2v/Cg=="}
+    assert events[-2]["data"] == {"node": a, "channel": "stderr", "text": "fine\n"}
+    job = events[-1]["data"]
+    assert job["status"] == "complete" and job["nodes"] == {"succeeded": [a]}
+
+    # --nowait: one JSON line; `job watch --events` follows it and ends with the same shape
+    r = pushjobs(home, "job", "start", "hello", a, "--events", "--nowait")
+    assert r.returncode == 0, r.stderr
+    (created,) = json_lines(r.stdout)
+    assert created["event"] == "created" and created["data"]["uri"].endswith(created["data"]["id"])
+    r = pushjobs(home, "job", "watch", created["data"]["id"], "--events")
+    assert r.returncode == 0, r.stderr
+    events = json_lines(r.stdout)
+    assert events[-1]["event"] == "job" and events[-1]["data"]["status"] == "complete"
+    # a finished job: just the job line
+    r = pushjobs(home, "job", "watch", created["data"]["id"], "--events", "--json")
+    assert json_lines(r.stdout) == [{"event": "job", "data": events[-1]["data"]}]
 
 
 # ---------------------------------------------------------------- watch, status, list, output
@@ -482,15 +512,17 @@ def test_forbidden_user_exit_3(server: ServerProcess, tmp_path: Path, agents: li
         f'[default]\nclient_name = "{name}"\nclient_key = "{key}"\n'
         f'chef_server_url = "{server.org_url}"\n'
     )
-    r = pushjobs(home, "node", "status", agents[0])
-    assert r.returncode == 0 and r.stdout == f"{agents[0]}\tavailable\n"  # may read
-    r = pushjobs(home, "job", "start", "hello", agents[0])
-    no_traceback(r)
-    assert r.returncode == 3
-    assert r.stderr == (
+    forbidden = (
         f"ERROR: 403 Forbidden: User or client '{name}' does not have access to that action on "
         "this server.\n"
     )
+    r = pushjobs(home, "node", "status", agents[0])  # a node's key may not read either (F4)
+    no_traceback(r)
+    assert r.returncode == 3 and r.stderr == forbidden
+    r = pushjobs(home, "job", "start", "hello", agents[0])
+    no_traceback(r)
+    assert r.returncode == 3
+    assert r.stderr == forbidden
     r = pushjobs(home, "job", "start", "hello", agents[0], "--knife-compatible-exit")
     assert r.returncode == 100
 
@@ -502,6 +534,7 @@ def test_bad_signature_and_unreachable_server(
     from pushjobs.protocol.keys import generate_rsa_key, private_key_pem
 
     other.write_bytes(private_key_pem(generate_rsa_key()))
+    other.chmod(0o600)  # else the CLI warns about the key's mode on stderr
     r = pushjobs(home, "node", "status", "-k", str(other))
     assert r.returncode == 3
     assert r.stderr == (

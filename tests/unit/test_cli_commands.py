@@ -286,6 +286,22 @@ def test_job_start_events(run, peer: Peer) -> None:
         "data": {"status": "complete"},
     }
     assert "Started." not in out and code == 0
+    assert [json.loads(line) for line in lines[1:]] == [{"event": "job", "data": peer.final}]
+
+
+def test_events_output_lines_then_the_job(run, peer: Peer) -> None:
+    peer.final = job_object("complete", {"failed": ["b"], "succeeded": ["a"]})
+    peer.outputs = {("b", "stdout"): b"\xffbin", ("b", "stderr"): "é\n".encode()}
+    code, out, _ = run("job", "start", "hello", "a", "b", "--events", "--show-output", "failed")
+    assert code == 1
+    assert [json.loads(line) for line in out.splitlines()][1:] == [
+        {"event": "output", "data": {"node": "b", "channel": "stdout", "base64": "/2Jpbg=="}},
+        {"event": "output", "data": {"node": "b", "channel": "stderr", "text": "é\n"}},
+        {"event": "job", "data": peer.final},
+    ]
+    code, out, _ = run("job", "start", "hello", "a", "--events", "--nowait")
+    uri = f"{BASE}/pushy/jobs/{JOB_ID}"
+    assert (code, json.loads(out)) == (0, {"event": "created", "data": {"id": JOB_ID, "uri": uri}})
 
 
 def test_job_start_usage_errors(run, peer: Peer) -> None:

@@ -11,6 +11,7 @@ from pushjobs.cli.render import (
     jobs_table,
     node_summary,
     output_header,
+    rich_table,
 )
 
 JOB = {
@@ -146,3 +147,39 @@ def test_error_exit_codes() -> None:
     assert error_exit_code(is_usage=False) == 3
     assert error_exit_code(is_usage=True, knife_compatible=True) == 1
     assert error_exit_code(is_usage=False, knife_compatible=True) == 100
+
+
+def _rich_text(renderable: object) -> str:
+    import io
+
+    from rich.console import Console
+
+    out = io.StringIO()
+    Console(file=out, width=200, no_color=True, highlight=False).print(renderable)
+    return out.getvalue()
+
+
+def test_rich_table_prints_markup_literally() -> None:
+    header, rows = jobs_table(
+        [{"id": "1", "status": "new", "command": "cmd [/x]"}, {"command": "[bold]b[/bold]"}]
+    )
+    text = _rich_text(rich_table(header, rows))
+    assert "cmd [/x]" in text and "[bold]b[/bold]" in text
+    assert _rich_text(rich_table(["[/H]"], [["[red"]])).split() == ["[/H]", "[red"]
+
+
+def test_rich_progress_prints_server_status_literally() -> None:
+    import io
+    import re
+
+    from pushjobs.cli.display import RichDisplay
+    from pushjobs.cli.follow import JobProgress
+
+    out = io.StringIO()
+    d = RichDisplay(no_color=True, file=out)
+    p = JobProgress("j", ["a"])
+    p.apply_job({"status": "[/x]", "nodes": {"[bold]odd[/bold]": ["a"]}})
+    d.update(p)
+    d.close(p)
+    text = re.sub(r"\x1b\[[0-9;?]*[A-Za-z]", "", out.getvalue())
+    assert "[/x]" in text and "[bold]odd[/bold] 1" in text

@@ -5,7 +5,7 @@ from pathlib import Path
 import pytest
 
 from pushjobs.cli.errors import UsageError
-from pushjobs.cli.settings import choose_profile, load_settings
+from pushjobs.cli.settings import choose_profile, key_file_warning, load_settings
 
 
 def write(path: Path, text: str) -> Path:
@@ -174,3 +174,15 @@ def test_urls_must_be_http(home: Path) -> None:
         load_settings(
             {"server_url": "push.example.com/organizations/o", "user": "u", "key": "/k"}, {}, home
         )
+
+
+def test_key_file_warning(tmp_path: Path) -> None:
+    key = write(tmp_path / "k.pem", "x")
+    for bits, warned in ((0o600, False), (0o400, False), (0o640, True), (0o604, True)):
+        key.chmod(bits)
+        warning = key_file_warning(str(key))
+        assert (warning is not None) == warned, oct(bits)
+        if warning:
+            assert f"(mode {bits:04o})" in warning and "\n" not in warning
+    assert key_file_warning("-----BEGIN RSA PRIVATE KEY-----\n...") is None
+    assert key_file_warning(str(tmp_path / "missing.pem")) is None
