@@ -39,6 +39,16 @@ DENIED_ENV_VARS: tuple[str, ...] = (
     "LESSOPEN",
     "LESSCLOSE",
     "GIT_*",
+    "GEM_HOME",  # Ruby gems: chef-client is the most common whitelisted command
+    "GEM_PATH",
+    "BUNDLE_GEMFILE",
+    "OPENSSL_CONF",  # can load engine/provider modules
+    "OPENSSL_ENGINES",
+    "OPENSSL_MODULES",
+    "ZDOTDIR",  # zsh reads $ZDOTDIR/.zshenv even when not interactive
+    "PHPRC",
+    "PHP_INI_SCAN_DIR",
+    "TCLLIBPATH",
     "JAVA_TOOL_OPTIONS",
     "_JAVA_OPTIONS",
     "HOME",

@@ -24,6 +24,13 @@ log = logging.getLogger(__name__)
 HANDSHAKE_TIMEOUT = 10.0  # seconds a connection may take to send its greeting and READY
 MAX_CONNECTIONS = 100_000
 CLOSED_REMEMBERED = 4096  # routing ids we closed, so their late disconnect notice is not a connect
+# A subscriber sends a greeting, READY, one subscription and now and then a PING: a few hundred
+# bytes. More than this between two heartbeats is a flood, and the connection is closed, so no
+# peer can make libzmq buffer its bytes or keep the event loop busy answering PINGs.
+INPUT_BUDGET = 16 * 1024
+# libzmq buffers this many messages (raw chunks of up to 8 KiB) per connection and direction.
+RCVHWM = 8
+SNDHWM = 16  # a heartbeat that cannot be queued is worthless by the time it could be
 LOG_INTERVAL = 10.0
 
 
@@ -52,11 +59,15 @@ class HeartbeatPublisher:
     def __init__(self, ctx: zmq.Context, endpoint: str) -> None:
         sock = ctx.socket(zmq.STREAM)
         sock.setsockopt(zmq.LINGER, 0)
+        sock.setsockopt(zmq.RCVHWM, RCVHWM)
+        sock.setsockopt(zmq.SNDHWM, SNDHWM)
         sock.bind(endpoint)
         self.sock = TrioSocket(sock)
         self._conns: dict[bytes, SubscriberConnection] = {}
         self._subscribers: set[bytes] = set()
         self._closed: OrderedDict[bytes, None] = OrderedDict()
+        self._closing: set[bytes] = set()  # closes refused by a full queue, retried at publish
+        self._received: dict[bytes, int] = {}  # bytes per connection since the last heartbeat
         self._log = _RateLimitedLog()
         self.sent = 0
 
@@ -83,6 +94,7 @@ class HeartbeatPublisher:
                 self._forget(rid)
             elif rid in self._closed:
                 del self._closed[rid]  # the end of a connection we closed ourselves
+                self._closing.discard(rid)
             elif len(self._conns) >= MAX_CONNECTIONS:
                 self._log.warn(
                     "full", "heartbeat port: %d connections, refusing more", len(self._conns)
@@ -94,15 +106,24 @@ class HeartbeatPublisher:
             return
         if conn is None:
             return
+        received = self._received.get(rid, 0) + len(data)
+        if received > INPUT_BUDGET:
+            self._log.warn("flood", "heartbeat port: closing a connection that floods it")
+            self._close(rid)
+            return
+        self._received[rid] = received
         try:
             events = conn.feed(data)
         except ZmtpError as exc:
             self._log.warn(str(exc)[:40], "heartbeat port: closing a connection: %s", exc)
             self._close(rid)
             return
-        for kind, detail in events:
+        answered = False
+        for kind, detail in reversed(events):  # newest first: one PONG answers every PING
             if kind == SEND:
-                self.sock.send_nowait([rid, detail])
+                if not answered:
+                    self.sock.send_nowait([rid, detail])
+                    answered = True
             elif kind == SUBSCRIBED:
                 self._subscribers.add(rid)
             elif kind == IGNORED:
@@ -116,13 +137,17 @@ class HeartbeatPublisher:
 
     def publish(self, parts: Sequence[bytes]) -> int:
         """Send one multipart message to every subscriber; returns how many took it."""
-        data = message(list(parts))
+        data = zmq.Frame(message(list(parts)))  # one buffer shared by every send
         send = self.sock.send_nowait
         sent = 0
         for rid in list(self._subscribers):
-            if send([rid, data]):
+            if send([rid, data], copy=False):
                 sent += 1
         self.sent += sent
+        self._received.clear()
+        for rid in list(self._closing):
+            if self.sock.send_nowait([rid, b""]):
+                self._closing.discard(rid)
         self._sweep(time.monotonic())
         return sent
 
@@ -142,11 +167,14 @@ class HeartbeatPublisher:
         self._closed[rid] = None
         if len(self._closed) > CLOSED_REMEMBERED:
             self._closed.popitem(last=False)
-        self.sock.send_nowait([rid, b""])  # STREAM: an empty frame closes the connection
+        # STREAM: an empty frame closes the connection; when its queue is full, retry later
+        if not self.sock.send_nowait([rid, b""]) and len(self._closing) < CLOSED_REMEMBERED:
+            self._closing.add(rid)
 
     def _forget(self, rid: bytes) -> None:
         self._conns.pop(rid, None)
         self._subscribers.discard(rid)
+        self._received.pop(rid, None)
 
     def close(self) -> None:
         self.sock.close()

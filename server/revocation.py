@@ -104,19 +104,21 @@ class KeyWatch:
 
     async def check_once(self) -> int:
         """One round; returns how many sessions were revoked."""
-        sessions = self.rt.sessions.owned_sessions()
+        # Sessions are listed after each poll returns: one issued while the poll ran is then
+        # checked against the change rows that poll consumed.
         if self._changes is None:
-            suspects = sessions
+            suspects = self.rt.sessions.owned_sessions()
         elif self._cursor is None:  # no baseline yet (the store failed): re-check everyone once
             cursor = await self._poll_changes(None)
             if cursor is None:
                 return 0
-            self._cursor, suspects = cursor, sessions
+            self._cursor, suspects = cursor, self.rt.sessions.owned_sessions()
         else:
             changed = await self._poll_changes(self._cursor)
             if changed is None:
                 return 0
             self._cursor, names = changed
+            sessions = self.rt.sessions.owned_sessions()
             suspects = [s for s in sessions if (s[2].org_id, s[1]) in names]
             await self._maybe_prune()
         if not suspects:

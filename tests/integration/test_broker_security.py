@@ -104,17 +104,54 @@ async def test_many_subscriptions_are_ignored(server, minor):
                     # Stop early when memory runs away (the unfixed server took ~1 GB).
                     if read_rss_kb(pid) - before > 4 * RSS_GROWTH_LIMIT_KB:
                         break
-                # Subscribing to "" last: the first heartbeat read proves that the server has
-                # processed every subscription before it (they arrive in order).
-                raw.subscribe([b""])
-                _verify_heartbeat(raw.read_message(), public_key)
-                return read_rss_kb(pid) - before
+            except OSError:
+                pass  # the server closed the flooding connection: what it should do
             finally:
                 raw.close()
+            # A new subscriber to "" is still served: the first heartbeat proves the server
+            # processed (and dropped) everything before it.
+            fresh = RawSubscriber("127.0.0.1", server.heartbeat_port, minor=minor, timeout=30)
+            try:
+                fresh.handshake()
+                fresh.subscribe([b""])
+                _verify_heartbeat(fresh.read_message(), public_key)
+            finally:
+                fresh.close()
+            return read_rss_kb(pid) - before
 
         growth = await trio.to_thread.run_sync(attack)
         assert growth < RSS_GROWTH_LIMIT_KB, f"server RSS grew by {growth} KiB"
         await wait_log(server, "heartbeat port: ignored a subscription to b'000000")
+        await wait_log(server, "heartbeat port: closing a connection that floods it")
+        await _assert_serving(server, peer)
+
+
+async def test_ping_flood_is_cut_off(server):
+    """PINGs faster than heartbeats: one PONG per read, and the connection is closed once the
+    flood passes the input budget, so it can neither fill libzmq's buffers nor busy the loop."""
+    name, key = make_client(server, "f8ping")
+    async with open_peer(server.http_url, server.org, name, key) as peer:
+        await idle_peer(peer)
+        pid = server.proc.pid
+        before = read_rss_kb(pid)
+
+        def flood() -> bool:
+            raw = RawSubscriber("127.0.0.1", server.heartbeat_port, minor=1, timeout=10)
+            ping = bytes((0x04, 6)) + b"\x04PING\x00\x00"  # command frame: PING, TTL 0
+            try:
+                raw.handshake()
+                for _ in range(2000):
+                    raw.sock.sendall(ping * 512)
+            except OSError:
+                return True  # closed by the server
+            finally:
+                raw.close()
+            return False
+
+        closed = await trio.to_thread.run_sync(flood)
+        assert closed, "the server kept a connection flooding it with PINGs"
+        await wait_log(server, "heartbeat port: closing a connection that floods it")
+        assert read_rss_kb(pid) - before < RSS_GROWTH_LIMIT_KB
         await _assert_serving(server, peer)
 
 
