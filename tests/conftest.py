@@ -2,6 +2,7 @@
 
 from tests.support.agents import agent_factory_fixture  # noqa: F401
 from tests.support.server import (  # noqa: F401
+    plain_server,
     pytest_runtest_makereport,
     server,
     server_factory,

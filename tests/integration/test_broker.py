@@ -426,18 +426,6 @@ async def test_missing_common_field_is_dropped(server):
 # same connection, is processed after it; once that node shows online, the first was handled.
 
 
-@pytest.fixture(scope="module")
-def plain_server(tmp_path_factory):
-    proc = ServerProcess(
-        tmp_path_factory.mktemp("plain"), {"zeromq": {"disable_curve_encryption": True}}
-    )
-    proc.start()
-    try:
-        yield proc
-    finally:
-        proc.stop()
-
-
 async def sync_via(peer, helper) -> None:
     """Send a heartbeat for `helper`'s node on `peer`'s connection; wait until it is online."""
     await peer.send(

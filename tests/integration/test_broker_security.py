@@ -25,18 +25,6 @@ server = server_support.server  # the module-scoped fixture
 RSS_GROWTH_LIMIT_KB = 50 * 1024
 
 
-@pytest.fixture(scope="module")
-def plain_server(tmp_path_factory):
-    proc = ServerProcess(
-        tmp_path_factory.mktemp("plain"), {"zeromq": {"disable_curve_encryption": True}}
-    )
-    proc.start()
-    try:
-        yield proc
-    finally:
-        proc.stop()
-
-
 # -- F8: the heartbeat port keeps no subscription but "" ----------------------------------------
 
 

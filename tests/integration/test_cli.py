@@ -23,6 +23,7 @@ from urllib.parse import parse_qs, urlsplit
 import pytest
 
 from tests.support.agents import AgentProcess, agent_factory_fixture, unique_name  # noqa: F401
+from tests.support.cli import cli_env, make_cli_home
 from tests.support.server import ServerProcess
 
 WHITELIST = """
@@ -55,26 +56,7 @@ def agents(server: ServerProcess, tmp_path_factory: pytest.TempPathFactory) -> I
 
 @pytest.fixture(scope="module")
 def home(server: ServerProcess, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    home = tmp_path_factory.mktemp("cli-home")
-    cfg = home / ".config" / "pushjobs" / "config.toml"
-    cfg.parent.mkdir(parents=True)
-    cfg.write_text(
-        "[default]\n"
-        f'server_url = "{server.org_url}"\n'
-        f'user = "{server.admin_user}"\n'
-        f'key = "{server.admin_key_path}"\n'
-    )
-    return home
-
-
-def cli_env(home: Path, **extra: str) -> dict[str, str]:
-    env = {
-        k: v
-        for k, v in os.environ.items()
-        if not k.startswith(("PUSHJOBS_", "CHEF_")) and k != "NO_COLOR"
-    }
-    env.update(HOME=str(home), **extra)
-    return env
+    return make_cli_home(server, tmp_path_factory.mktemp("cli-home"))
 
 
 def pushjobs(

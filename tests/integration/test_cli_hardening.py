@@ -18,38 +18,24 @@ from pathlib import Path
 import pytest
 
 from tests.support.agents import unique_name
+from tests.support.cli import cli_env, make_cli_home
 from tests.support.server import ServerProcess
 
 
-def cli_env(home: Path, **extra: str) -> dict[str, str]:
-    env = {
-        k: v
-        for k, v in os.environ.items()
-        if not k.startswith(("PUSHJOBS_", "CHEF_")) and k != "NO_COLOR"
-    }
-    env.update(HOME=str(home), TERM="xterm-256color", COLUMNS="200", **extra)
-    return env
+def terminal_env(home: Path, **extra: str) -> dict[str, str]:
+    return cli_env(home, TERM="xterm-256color", COLUMNS="200", **extra)
 
 
 @pytest.fixture(scope="module")
 def home(server: ServerProcess, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    home = tmp_path_factory.mktemp("cli-home")
-    cfg = home / ".config" / "pushjobs" / "config.toml"
-    cfg.parent.mkdir(parents=True)
-    cfg.write_text(
-        "[default]\n"
-        f'server_url = "{server.org_url}"\n'
-        f'user = "{server.admin_user}"\n'
-        f'key = "{server.admin_key_path}"\n'
-    )
-    return home
+    return make_cli_home(server, tmp_path_factory.mktemp("cli-home"))
 
 
 def pushjobs(home: Path, *args: str) -> subprocess.CompletedProcess[str]:
     """The CLI with stdout and stderr on pipes (plain output)."""
     return subprocess.run(
         [sys.executable, "-m", "pushjobs.cli", *args],
-        env=cli_env(home),
+        env=terminal_env(home),
         capture_output=True,
         text=True,
         timeout=60,
@@ -61,7 +47,7 @@ def pushjobs_on_tty(home: Path, *args: str, timeout: float = 60) -> tuple[int, s
     master, slave = pty.openpty()
     proc = subprocess.Popen(
         [sys.executable, "-m", "pushjobs.cli", *args],
-        env=cli_env(home),
+        env=terminal_env(home),
         stdin=subprocess.DEVNULL,
         stdout=slave,
         stderr=subprocess.PIPE,

@@ -298,6 +298,19 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
         proc.stop()
 
 
+@pytest.fixture(scope="module")
+def plain_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
+    """A server with CURVE disabled (a plain command socket), one per test module."""
+    proc = ServerProcess(
+        tmp_path_factory.mktemp("plain"), {"zeromq": {"disable_curve_encryption": True}}
+    )
+    proc.start()
+    try:
+        yield proc
+    finally:
+        proc.stop()
+
+
 @pytest.fixture
 def server_factory(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
     """Make private servers: `server_factory(timing={...}, zeromq={...}, start=True)`."""
