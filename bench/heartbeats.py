@@ -23,10 +23,10 @@ from zmq.utils import z85
 from pushjobs.protocol.envelope import seal_hmac
 from pushjobs.protocol.keys import generate_rsa_key
 from pushjobs.protocol.timestamps import format_rfc1123
-from pushjobs.server.broker import Broker
 from pushjobs.server.config import Settings
-from pushjobs.server.nodes import NodeRegistry
-from pushjobs.server.sessions import SessionKeys
+from pushjobs.server.nodes.registry import NodeRegistry
+from pushjobs.server.nodes.sessions import SessionKeys
+from pushjobs.server.zeromq.broker import Broker
 
 ORG = "bench"
 

@@ -22,10 +22,10 @@ import tempfile
 import time
 from pathlib import Path
 
-from pushjobs.server.job_manager import OUTPUT_FLUSH_INTERVAL
-from pushjobs.server.output_record import NodeOutput
-from pushjobs.server.records import Job
-from pushjobs.server.sqlite_store import SqliteStore
+from pushjobs.server.jobs.manager import OUTPUT_FLUSH_INTERVAL
+from pushjobs.server.jobs.output import NodeOutput
+from pushjobs.server.store.records import Job
+from pushjobs.server.store.sqlite import SqliteStore
 
 CAP = 1_048_576  # default `limits.max_output_bytes`; the agent's head is 3/4 of it
 

@@ -34,7 +34,7 @@ from pushjobs.protocol.errors import ProtocolError
 from pushjobs.protocol.keys import decrypt_session_key, load_private_key, load_public_key
 from pushjobs.protocol.signing import HMAC_SHA256, RSA2048_SHA1
 from pushjobs.protocol.timestamps import format_rfc1123
-from pushjobs.server.zmq_trio import TrioSocket
+from pushjobs.server.zeromq.trio_socket import TrioSocket
 
 MAX_BODY = 2 * 1024 * 1024
 DISPATCH_SLICE = 64  # inbound messages handled between two yields to the scheduler

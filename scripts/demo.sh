@@ -49,7 +49,7 @@ else
     stamp=.venv/.pushjobs-demo-installed
     wanted="$(sha256sum pyproject.toml | cut -d' ' -f1)"
     if [ "$install" = "1" ] && [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$wanted" ] \
-        && "$py" -c 'import pushjobs.server.admin, pushjobs.agent.main, pushjobs.cli.main, hypercorn' \
+        && "$py" -c 'import pushjobs.server.admin.main, pushjobs.agent.main, pushjobs.cli.main, hypercorn' \
             >/dev/null 2>&1; then
         install=0
     fi

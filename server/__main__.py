@@ -2,6 +2,6 @@
 
 import sys
 
-from .admin import main
+from pushjobs.server.admin.main import main
 
 sys.exit(main())

@@ -24,13 +24,13 @@ from pushjobs.protocol.timestamps import StrictClock
 if TYPE_CHECKING:
     from cryptography.hazmat.primitives.asymmetric.rsa import RSAPrivateKey
 
-    from .broker import Broker
-    from .config import Settings
-    from .job_manager import JobManager
-    from .nodes import NodeRegistry
-    from .principals import PrincipalBackend
-    from .sessions import SessionKeys
-    from .store import AsyncStore
+    from pushjobs.server.config import Settings
+    from pushjobs.server.jobs.manager import JobManager
+    from pushjobs.server.nodes.registry import NodeRegistry
+    from pushjobs.server.nodes.sessions import SessionKeys
+    from pushjobs.server.principals.rules import PrincipalBackend
+    from pushjobs.server.store.interfaces import AsyncStore
+    from pushjobs.server.zeromq.broker import Broker
 
 log = logging.getLogger("pushjobs.server")
 
@@ -114,7 +114,10 @@ def load_server_key(path: Path) -> RSAPrivateKey:
 def build_principals(settings: Settings, store: Any) -> PrincipalBackend:
     """The principal backend named by `[principals] backend` (http-api.md §9)."""
     if settings.principals.backend == "chef-server":
-        from .chef_principals import ChefBackendConfigError, ChefServerPrincipals
+        from pushjobs.server.principals.chef_server import (
+            ChefBackendConfigError,
+            ChefServerPrincipals,
+        )
 
         try:
             backend = ChefServerPrincipals(settings, store=store)
@@ -123,19 +126,19 @@ def build_principals(settings: Settings, store: Any) -> PrincipalBackend:
         if settings.principals.superuser_key is not None:
             warn_if_exposed(Path(settings.principals.superuser_key), "Chef superuser key")
         return backend
-    from .principals import EmbeddedPrincipals
+    from pushjobs.server.principals.rules import EmbeddedPrincipals
 
     return EmbeddedPrincipals(store)
 
 
 def build_runtime(settings: Settings) -> ServerRuntime:
     """Open the store (migrations, crash recovery) and construct every part; no sockets yet."""
-    from .broker import Broker
-    from .job_manager import JobManager
-    from .nodes import NodeRegistry
-    from .sessions import SessionKeys
-    from .sqlite_store import SqliteStore
-    from .store import AsyncStore
+    from pushjobs.server.jobs.manager import JobManager
+    from pushjobs.server.nodes.registry import NodeRegistry
+    from pushjobs.server.nodes.sessions import SessionKeys
+    from pushjobs.server.store.interfaces import AsyncStore
+    from pushjobs.server.store.sqlite import SqliteStore
+    from pushjobs.server.zeromq.broker import Broker
 
     db_path = settings.database_path
     if not db_path.exists():
@@ -208,8 +211,8 @@ async def serve(rt: ServerRuntime) -> None:
     """Run every part until SIGTERM/SIGINT, then shut down gracefully."""
     from hypercorn.trio import serve as hypercorn_serve
 
-    from .http_app import create_app
-    from .revocation import KeyWatch
+    from pushjobs.server.http.app import create_app
+    from pushjobs.server.nodes.revocation import KeyWatch
 
     shutdown = trio.Event()
     settings = rt.settings

@@ -18,9 +18,9 @@ import httpx
 import pytest
 
 from pushjobs.protocol.keys import key_fingerprint, load_private_key
-from pushjobs.server.admin import main
-from pushjobs.server.records import Job
-from pushjobs.server.sqlite_store import SqliteStore
+from pushjobs.server.admin.main import main
+from pushjobs.server.store.records import Job
+from pushjobs.server.store.sqlite import SqliteStore
 
 
 @dataclass
@@ -43,7 +43,7 @@ class Env:
         if config:
             env["PUSHJOBS_SERVER_CONFIG"] = str(self.config)
         proc = subprocess.run(
-            [sys.executable, "-m", "pushjobs.server.admin", *args],
+            [sys.executable, "-m", "pushjobs.server.admin.main", *args],
             cwd=self.root,
             env=env,
             input=stdin,

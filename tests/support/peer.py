@@ -60,7 +60,7 @@ from pushjobs.protocol.keys import decrypt_session_key, load_private_key, load_p
 from pushjobs.protocol.messages import ServerHeartbeat, ServerMessage, parse_server_message
 from pushjobs.protocol.signing import HMAC_SHA256, RSA2048_SHA1, verify_rsa_sha1
 from pushjobs.protocol.timestamps import format_rfc1123
-from pushjobs.server.zmq_trio import TrioSocket
+from pushjobs.server.zeromq.trio_socket import TrioSocket
 from tests.support.server import ServerProcess
 
 PEER_MAX_BODY = 2 * 1024 * 1024

@@ -18,14 +18,14 @@ import httpx
 from pushjobs.protocol.chef_auth import sign_request
 from pushjobs.protocol.keys import generate_rsa_key, public_key_pem
 from pushjobs.server.config import Settings
-from pushjobs.server.http_app import create_app
-from pushjobs.server.job_manager import JobManager
-from pushjobs.server.nodes import NodeRegistry
-from pushjobs.server.principals import EmbeddedPrincipals
+from pushjobs.server.http.app import create_app
+from pushjobs.server.jobs.manager import JobManager
+from pushjobs.server.nodes.registry import NodeRegistry
+from pushjobs.server.nodes.sessions import SessionKeys
+from pushjobs.server.principals.rules import EmbeddedPrincipals
 from pushjobs.server.runtime import ServerRuntime
-from pushjobs.server.sessions import SessionKeys
-from pushjobs.server.sqlite_store import SqliteStore
-from pushjobs.server.store import AsyncStore
+from pushjobs.server.store.interfaces import AsyncStore
+from pushjobs.server.store.sqlite import SqliteStore
 
 BASE_URL = "http://push.test"
 ORG = "acme"

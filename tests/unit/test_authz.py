@@ -14,8 +14,8 @@ from urllib.parse import quote
 
 import pytest
 
-from pushjobs.server.http_errors import Requestor
-from pushjobs.server.principals import may_read, may_write, transitive_member
+from pushjobs.server.http.errors import Requestor
+from pushjobs.server.principals.rules import may_read, may_write, transitive_member
 from tests.unit.http_harness import CLIENT_CCPK, ORG, Harness, error_of, make_harness
 
 NODE_STATES = f"/organizations/{ORG}/pushy/node_states"

@@ -20,19 +20,19 @@ import trio.testing
 
 from pushjobs.protocol.chef_auth import sign_request, validate_auth_headers, verify_request
 from pushjobs.protocol.keys import generate_rsa_key, private_key_pem, public_key_pem
-from pushjobs.server.chef_principals import (
+from pushjobs.server.config import Settings
+from pushjobs.server.http.errors import HttpError, Requestor
+from pushjobs.server.principals.chef_server import (
     NEGATIVE_TTL_MAX,
     ChefBackendConfigError,
     ChefServerPrincipals,
     TTLCache,
     load_superuser_key,
 )
-from pushjobs.server.config import Settings
-from pushjobs.server.http_errors import HttpError, Requestor
-from pushjobs.server.principals import PrincipalBackendUnavailable, authenticate, authorize
-from pushjobs.server.records import Group, Org, Principal
+from pushjobs.server.principals.rules import PrincipalBackendUnavailable, authenticate, authorize
 from pushjobs.server.runtime import StartupError, build_principals
-from pushjobs.server.sqlite_store import SqliteStore
+from pushjobs.server.store.records import Group, Org, Principal
+from pushjobs.server.store.sqlite import SqliteStore
 
 CHEF_HOST = "chef.test"
 PRINCIPALS_HOST = "chef-internal.test"
@@ -559,7 +559,7 @@ def test_build_principals_chooses_backend(tmp_path: Path) -> None:
 
 
 async def test_outage_warned_once_and_recovery_logged(caplog: pytest.LogCaptureFixture) -> None:
-    caplog.set_level(logging.DEBUG, logger="pushjobs.server.chef_principals")
+    caplog.set_level(logging.DEBUG, logger="pushjobs.server.principals.chef_server")
     fake = FakeChef()
     chef = backend(fake)
     fake.fail = "connect"

@@ -19,8 +19,8 @@ from starlette.responses import Response
 
 from pushjobs.protocol.keys import decrypt_session_key, public_key_pem, z85_decode_key
 from pushjobs.protocol.timestamps import format_xops_timestamp
-from pushjobs.server.http_app import create_app
-from pushjobs.server.routes import AUTHZ_NONE, AUTHZ_READ, Endpoint, Route
+from pushjobs.server.http.app import create_app
+from pushjobs.server.http.routes import AUTHZ_NONE, AUTHZ_READ, Endpoint, Route
 from tests.unit.http_harness import (
     CLIENT_CCPK,
     ORG,
@@ -713,7 +713,7 @@ async def test_non_ascii_user_name(h: Harness) -> None:
 
 
 async def test_unreachable_principal_backend_is_502(h: Harness) -> None:
-    from pushjobs.server.principals import PrincipalBackendUnavailable
+    from pushjobs.server.principals.rules import PrincipalBackendUnavailable
 
     class UnreachableBackend:
         """Stands in for a remote backend (Chef Server) whose host refuses connections."""

@@ -6,7 +6,7 @@ import itertools
 import json
 
 from pushjobs.protocol.timestamps import format_sse_time
-from pushjobs.server.job_events import (
+from pushjobs.server.jobs.events import (
     KEEPALIVE,
     JobEventLog,
     OrgFeedLog,
@@ -15,7 +15,7 @@ from pushjobs.server.job_events import (
     format_sse,
     start_event_data,
 )
-from pushjobs.server.records import JobSpec
+from pushjobs.server.store.records import JobSpec
 
 
 class FixedClock:

@@ -16,11 +16,11 @@ import trio
 from pushjobs.protocol.messages import AckCommit, AckRun, Output, Succeeded
 from pushjobs.protocol.timestamps import StrictClock
 from pushjobs.server.config import Settings, TimingSettings
-from pushjobs.server.http_errors import Requestor
-from pushjobs.server.job_manager import JobAlreadyFinished, JobManager, JobNotFound
-from pushjobs.server.records import JobSpec
-from pushjobs.server.sqlite_store import SqliteStore
-from pushjobs.server.store import AsyncStore
+from pushjobs.server.http.errors import Requestor
+from pushjobs.server.jobs.manager import JobAlreadyFinished, JobManager, JobNotFound
+from pushjobs.server.store.interfaces import AsyncStore
+from pushjobs.server.store.records import JobSpec
+from pushjobs.server.store.sqlite import SqliteStore
 
 COMMON = {"client": "h", "timestamp": "x", "incarnation_id": "i"}
 

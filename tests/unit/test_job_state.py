@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from pushjobs.server.job_state import (
+from pushjobs.server.jobs.state import (
     Event,
     JobChanged,
     JobState,

@@ -7,8 +7,8 @@ import json
 
 import pytest
 
-from pushjobs.server.job_validation import JobValidationError, validate_job_body
-from pushjobs.server.records import JobSpec
+from pushjobs.server.jobs.validation import JobValidationError, validate_job_body
+from pushjobs.server.store.records import JobSpec
 
 UNKNOWN = "an unknown validation error has occurred"
 CMD = "invalid command supplied"

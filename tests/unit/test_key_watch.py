@@ -7,10 +7,10 @@ from types import SimpleNamespace
 from typing import Any
 
 from pushjobs.protocol.keys import generate_rsa_key, key_fingerprint, public_key_pem
-from pushjobs.server.principals import PrincipalBackendUnavailable
-from pushjobs.server.records import PRINCIPAL_CLIENT, PRINCIPAL_USER, Principal
-from pushjobs.server.revocation import KeyWatch, revoke_if_new_owner
-from pushjobs.server.sessions import SessionKeys, SessionOwner
+from pushjobs.server.nodes.revocation import KeyWatch, revoke_if_new_owner
+from pushjobs.server.nodes.sessions import SessionKeys, SessionOwner
+from pushjobs.server.principals.rules import PrincipalBackendUnavailable
+from pushjobs.server.store.records import PRINCIPAL_CLIENT, PRINCIPAL_USER, Principal
 
 
 @functools.cache

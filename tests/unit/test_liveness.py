@@ -6,7 +6,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from pushjobs.server.liveness import LivenessParams, NodeLiveness
+from pushjobs.server.nodes.liveness import LivenessParams, NodeLiveness
 
 DEFAULTS = LivenessParams(interval=10.0, window=4.0, threshold=0.6)
 

@@ -1,10 +1,10 @@
-"""The Accept rule of http-api.md §3 (pure functions of server/negotiation.py)."""
+"""The Accept rule of http-api.md §3 (pure functions of server/http/negotiation.py)."""
 
 from __future__ import annotations
 
 import pytest
 
-from pushjobs.server.negotiation import negotiate, parse_accept, quality
+from pushjobs.server.http.negotiation import negotiate, parse_accept, quality
 
 JSON = ("application/json",)
 FEED = ("text/event-stream",)

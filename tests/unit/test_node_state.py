@@ -11,9 +11,9 @@ import pytest
 from pushjobs.protocol.envelope import open_envelope, verify_envelope_hmac
 from pushjobs.protocol.signing import HMAC_SHA256
 from pushjobs.server.config import TimingSettings
-from pushjobs.server.liveness import LivenessParams
-from pushjobs.server.nodes import DOWN, IDLE, REHAB, SEND_ABORT, NodeRegistry, NodeState
-from pushjobs.server.sessions import SessionKeys
+from pushjobs.server.nodes.liveness import LivenessParams
+from pushjobs.server.nodes.registry import DOWN, IDLE, REHAB, SEND_ABORT, NodeRegistry, NodeState
+from pushjobs.server.nodes.sessions import SessionKeys
 
 PARAMS = LivenessParams(interval=1.0, window=4.0, threshold=0.6)
 

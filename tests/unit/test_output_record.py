@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from pushjobs.server.output_record import NodeOutput, omission_marker
-from pushjobs.server.records import OutputRecord, OutputTotals
+from pushjobs.server.jobs.output import NodeOutput, omission_marker
+from pushjobs.server.store.records import OutputRecord, OutputTotals
 
 
 def rec(cap=1024):

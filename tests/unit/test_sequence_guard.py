@@ -1,6 +1,6 @@
 """SequenceGuard: 3.0 replay protection across connections (security issue 15, F7)."""
 
-from pushjobs.server.sequence_guard import SequenceGuard
+from pushjobs.server.zeromq.sequence_guard import SequenceGuard
 
 KEY = ("acme", "web1")
 T0 = 1_800_000_000.0

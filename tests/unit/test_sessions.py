@@ -2,13 +2,13 @@
 
 import pytest
 
-from pushjobs.server.sessions import (
+from pushjobs.server.nodes.sessions import (
     MAX_CURVE_KEYS_PER_NODE,
     CurveKeyConflict,
     SessionKeys,
     SessionOwner,
 )
-from pushjobs.server.zap import zap_reply
+from pushjobs.server.zeromq.zap import zap_reply
 
 KEY_A = bytes(range(32))
 KEY_B = bytes(range(1, 33))

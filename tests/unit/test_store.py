@@ -9,9 +9,16 @@ from pathlib import Path
 import pytest
 import trio
 
-from pushjobs.server.migrations import LATEST_VERSION
-from pushjobs.server.output_record import NodeOutput
-from pushjobs.server.records import (
+from pushjobs.server.jobs.output import NodeOutput
+from pushjobs.server.store.interfaces import (
+    AlreadyExistsError,
+    AsyncStore,
+    InvalidOperationError,
+    NotFoundError,
+    SchemaError,
+)
+from pushjobs.server.store.migrations import LATEST_VERSION
+from pushjobs.server.store.records import (
     Group,
     Job,
     JobNode,
@@ -20,14 +27,7 @@ from pushjobs.server.records import (
     OutputTotals,
     Principal,
 )
-from pushjobs.server.sqlite_store import SqliteStore
-from pushjobs.server.store import (
-    AlreadyExistsError,
-    AsyncStore,
-    InvalidOperationError,
-    NotFoundError,
-    SchemaError,
-)
+from pushjobs.server.store.sqlite import SqliteStore
 
 T0 = 1_700_000_000.0
 

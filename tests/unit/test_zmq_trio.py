@@ -3,7 +3,7 @@
 import trio
 import zmq
 
-from pushjobs.server.zmq_trio import TrioSocket
+from pushjobs.server.zeromq.trio_socket import TrioSocket
 
 
 def pair(ctx: zmq.Context, name: str) -> tuple[TrioSocket, TrioSocket]:

@@ -4,7 +4,7 @@ import struct
 
 import pytest
 
-from pushjobs.server.zmtp_sub import (
+from pushjobs.server.zeromq.zmtp_sub import (
     GREETING,
     IGNORED,
     MAX_FRAME,

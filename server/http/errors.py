@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from starlette.requests import Request
 
-    from .records import Org
+    from pushjobs.server.store.records import Org
 
 WWW_AUTHENTICATE = 'X-Ops-Sign version="1.0" version="1.1"'
 

@@ -15,8 +15,7 @@ from typing import Any, Protocol
 
 from pushjobs.protocol.envelope import seal_hmac
 from pushjobs.protocol.timestamps import format_rfc1123
-
-from .liveness import LivenessParams, NodeLiveness
+from pushjobs.server.nodes.liveness import LivenessParams, NodeLiveness
 
 log = logging.getLogger(__name__)
 

@@ -16,7 +16,7 @@ import functools
 from collections.abc import Callable, Iterable, Sequence
 from typing import TYPE_CHECKING, Any
 
-from .records import (
+from pushjobs.server.store.records import (
     Client,
     Group,
     Job,

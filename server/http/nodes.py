@@ -11,17 +11,16 @@ from starlette.responses import Response
 
 from pushjobs.protocol.errors import KeyFormatError
 from pushjobs.protocol.keys import encrypt_session_key, key_fingerprint, z85_decode_key
-
-from .http_errors import HttpError, RequestContext
-from .json_response import json_response
-from .records import PRINCIPAL_CLIENT
-from .revocation import revoke_if_new_owner
-from .sessions import CurveKeyConflict, SessionOwner
+from pushjobs.server.http.errors import HttpError, RequestContext
+from pushjobs.server.http.responses import json_response
+from pushjobs.server.nodes.revocation import revoke_if_new_owner
+from pushjobs.server.nodes.sessions import CurveKeyConflict, SessionOwner
+from pushjobs.server.store.records import PRINCIPAL_CLIENT
 
 if TYPE_CHECKING:
-    from .runtime import ServerRuntime
+    from pushjobs.server.runtime import ServerRuntime
 
-log = logging.getLogger("pushjobs.server.node_api")
+log = logging.getLogger("pushjobs.server.http.nodes")
 
 PROTOCOL_VERSIONS = ["2.0", "3.0"]
 OFFLINE_THRESHOLD = 3

@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from .admin_context import (
+from pushjobs.server.admin.context import (
     EXIT_OK,
     Context,
     OperationFailed,
@@ -17,8 +17,13 @@ from .admin_context import (
     open_store,
     os_failure,
 )
-from .admin_keys import RSA_BITS, generate_key_pem, new_key_material, write_private_file
-from .config import Settings, load_settings, machine_fqdn
+from pushjobs.server.admin.keys import (
+    RSA_BITS,
+    generate_key_pem,
+    new_key_material,
+    write_private_file,
+)
+from pushjobs.server.config import Settings, load_settings, machine_fqdn
 
 
 def _toml_string(text: str) -> str:
@@ -198,6 +203,6 @@ def cmd_run(ctx: Context) -> int:
             raise OperationFailed(
                 f"{path} not found; run pushjobs-server init first{ctx.no_config_note()}"
             )
-    from .runtime import run_server
+    from pushjobs.server.runtime import run_server
 
     return int(run_server(settings))

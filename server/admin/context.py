@@ -11,8 +11,8 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
-from .config import ConfigError, Settings, default_config_path, load_settings
-from .store import StoreError
+from pushjobs.server.config import ConfigError, Settings, default_config_path, load_settings
+from pushjobs.server.store.interfaces import StoreError
 
 EXIT_OK = 0
 EXIT_FAILED = 1
@@ -67,7 +67,7 @@ def utc(t: float) -> str:
 
 def open_store(db: Path) -> Any:
     """Open (or create) the SQLite store; failures other than `StoreError` exit 1."""
-    from .sqlite_store import SqliteStore
+    from pushjobs.server.store.sqlite import SqliteStore
 
     try:
         return SqliteStore(db)

@@ -12,16 +12,15 @@ from starlette.responses import Response
 
 from pushjobs.protocol.chef_auth import validate_auth_headers
 from pushjobs.protocol.errors import ChefAuthError
-
-from .http_errors import WWW_AUTHENTICATE, HttpError, RequestContext
-from .json_response import json_response
-from .negotiation import negotiate
-from .node_api import curve_enabled, decode_ccpk
-from .principals import PrincipalBackendUnavailable, authenticate, authorize
-from .routes import ROUTES, Route, find_route, split_path
+from pushjobs.server.http.errors import WWW_AUTHENTICATE, HttpError, RequestContext
+from pushjobs.server.http.negotiation import negotiate
+from pushjobs.server.http.nodes import curve_enabled, decode_ccpk
+from pushjobs.server.http.responses import json_response
+from pushjobs.server.http.routes import ROUTES, Route, find_route, split_path
+from pushjobs.server.principals.rules import PrincipalBackendUnavailable, authenticate, authorize
 
 if TYPE_CHECKING:
-    from .runtime import ServerRuntime
+    from pushjobs.server.runtime import ServerRuntime
 
 log = logging.getLogger("pushjobs.server.http")
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import time
 
-from .admin_context import EXIT_OK, Context, UsageError, need_yes, plural
+from pushjobs.server.admin.context import EXIT_OK, Context, UsageError, need_yes, plural
 
 
 def cmd_job_prune(ctx: Context) -> int:

@@ -13,18 +13,17 @@ from starlette.responses import Response, StreamingResponse
 from starlette.types import Send
 
 from pushjobs.protocol.timestamps import format_rfc1123
-
-from .http_errors import HttpError, RequestContext
-from .job_events import KEEPALIVE, format_sse, make_event
-from .job_manager import JobAlreadyFinished, JobNotFound
-from .job_state import FINAL_NODE_STATUSES
-from .job_validation import JobValidationError, validate_job_body
-from .json_response import json_response
-from .records import JOB_STATUSES, Job, JobNode, OutputTotals
+from pushjobs.server.http.errors import HttpError, RequestContext
+from pushjobs.server.http.responses import json_response
+from pushjobs.server.jobs.events import KEEPALIVE, format_sse, make_event
+from pushjobs.server.jobs.manager import JobAlreadyFinished, JobNotFound
+from pushjobs.server.jobs.state import FINAL_NODE_STATUSES
+from pushjobs.server.jobs.validation import JobValidationError, validate_job_body
+from pushjobs.server.store.records import JOB_STATUSES, Job, JobNode, OutputTotals
 
 if TYPE_CHECKING:
-    from .job_manager import JobManager, LiveJob, OutputSlot
-    from .runtime import ServerRuntime
+    from pushjobs.server.jobs.manager import JobManager, LiveJob, OutputSlot
+    from pushjobs.server.runtime import ServerRuntime
 
 EVENT_STREAM = "text/event-stream"
 OCTET_STREAM = "application/octet-stream"

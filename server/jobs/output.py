@@ -17,7 +17,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from .records import OutputDelta, OutputRecord, OutputTotals
+from pushjobs.server.store.records import OutputDelta, OutputRecord, OutputTotals
 
 CHANNELS = ("stdout", "stderr")
 

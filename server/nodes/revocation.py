@@ -26,16 +26,15 @@ from typing import TYPE_CHECKING, Any
 import trio
 
 from pushjobs.protocol.keys import key_fingerprint, load_public_key
-
-from .principals import PrincipalBackendUnavailable
-from .records import PRINCIPAL_CLIENT
+from pushjobs.server.principals.rules import PrincipalBackendUnavailable
+from pushjobs.server.store.records import PRINCIPAL_CLIENT
 
 if TYPE_CHECKING:
-    from .records import Principal
-    from .runtime import ServerRuntime
-    from .sessions import SessionOwner
+    from pushjobs.server.nodes.sessions import SessionOwner
+    from pushjobs.server.runtime import ServerRuntime
+    from pushjobs.server.store.records import Principal
 
-log = logging.getLogger("pushjobs.server.revocation")
+log = logging.getLogger("pushjobs.server.nodes.revocation")
 
 POLL_INTERVAL = 10.0
 CHECK_CONCURRENCY = 8  # principal look-ups in flight at once (chef-server backend)

@@ -17,7 +17,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import TextIO
 
-from .admin_context import OperationFailed, UsageError, os_failure
+from pushjobs.server.admin.context import OperationFailed, UsageError, os_failure
 
 RSA_BITS = 2048
 _NEW_FILE = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC

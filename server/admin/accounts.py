@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from .admin_context import (
+from pushjobs.server.admin.context import (
     EXIT_OK,
     Context,
     OperationFailed,
@@ -14,8 +14,8 @@ from .admin_context import (
     require,
     utc,
 )
-from .admin_keys import fingerprint_of, key_material
-from .records import ADMINS_GROUP
+from pushjobs.server.admin.keys import fingerprint_of, key_material
+from pushjobs.server.store.records import ADMINS_GROUP
 
 # ---------------------------------------------------------------------------
 # organizations

@@ -17,8 +17,15 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from .migrations import apply_migrations, current_version
-from .records import (
+from pushjobs.server.store.interfaces import (
+    AlreadyExistsError,
+    InvalidOperationError,
+    NotFoundError,
+    SchemaError,
+    Store,
+)
+from pushjobs.server.store.migrations import apply_migrations, current_version
+from pushjobs.server.store.records import (
     ADMINS_GROUP,
     JOB_FINAL_STATUSES,
     JOB_OPEN_STATUSES,
@@ -35,13 +42,6 @@ from .records import (
     OutputTotals,
     Principal,
     User,
-)
-from .store import (
-    AlreadyExistsError,
-    InvalidOperationError,
-    NotFoundError,
-    SchemaError,
-    Store,
 )
 
 _JOB_COLUMNS = (

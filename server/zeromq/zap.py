@@ -14,8 +14,8 @@ from collections.abc import Callable
 import trio
 import zmq
 
-from .sessions import SessionKeys
-from .zmq_trio import TrioSocket
+from pushjobs.server.nodes.sessions import SessionKeys
+from pushjobs.server.zeromq.trio_socket import TrioSocket
 
 ZAP_ENDPOINT = "inproc://zeromq.zap.01"
 ZAP_VERSION = b"1.0"

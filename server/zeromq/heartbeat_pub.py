@@ -16,8 +16,16 @@ from collections.abc import Sequence
 
 import zmq
 
-from .zmq_trio import TrioSocket
-from .zmtp_sub import GREETING, IGNORED, SEND, SUBSCRIBED, SubscriberConnection, ZmtpError, message
+from pushjobs.server.zeromq.trio_socket import TrioSocket
+from pushjobs.server.zeromq.zmtp_sub import (
+    GREETING,
+    IGNORED,
+    SEND,
+    SUBSCRIBED,
+    SubscriberConnection,
+    ZmtpError,
+    message,
+)
 
 log = logging.getLogger(__name__)
 

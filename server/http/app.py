@@ -16,11 +16,11 @@ from starlette.routing import Route as StarletteRoute
 from starlette.types import Receive, Scope, Send
 from starlette.websockets import WebSocketClose
 
-from .pipeline import handle_request
-from .routes import ROUTES, Route
+from pushjobs.server.http.pipeline import handle_request
+from pushjobs.server.http.routes import ROUTES, Route
 
 if TYPE_CHECKING:
-    from .runtime import ServerRuntime
+    from pushjobs.server.runtime import ServerRuntime
 
 log = logging.getLogger("pushjobs.server.http")
 

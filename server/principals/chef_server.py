@@ -29,19 +29,18 @@ import trio
 from pushjobs.protocol.chef_auth import sign_request
 from pushjobs.protocol.errors import KeyFormatError
 from pushjobs.protocol.keys import load_private_key
-
-from .lru import LruCache
-from .principals import PrincipalBackendUnavailable, transitive_member
-from .records import PRINCIPAL_CLIENT, PRINCIPAL_USER, Group, Org, Principal
-from .store import AlreadyExistsError
+from pushjobs.server.lru import LruCache
+from pushjobs.server.principals.rules import PrincipalBackendUnavailable, transitive_member
+from pushjobs.server.store.interfaces import AlreadyExistsError
+from pushjobs.server.store.records import PRINCIPAL_CLIENT, PRINCIPAL_USER, Group, Org, Principal
 
 if TYPE_CHECKING:
     from cryptography.hazmat.primitives.asymmetric.rsa import RSAPrivateKey
 
-    from .config import Settings
-    from .http_errors import Requestor
+    from pushjobs.server.config import Settings
+    from pushjobs.server.http.errors import Requestor
 
-log = logging.getLogger("pushjobs.server.chef_principals")
+log = logging.getLogger("pushjobs.server.principals.chef_server")
 
 NEGATIVE_TTL_MAX = 5.0  # "does not exist" is re-asked sooner, so new principals work quickly
 CACHE_MAX_ENTRIES = 20_000

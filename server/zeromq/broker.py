@@ -24,12 +24,11 @@ from pushjobs.protocol.errors import BodyError, HeaderError, MessageError, Proto
 from pushjobs.protocol.messages import parse_agent_message
 from pushjobs.protocol.signing import HMAC_SHA256, verify_hmac
 from pushjobs.protocol.timestamps import format_rfc1123, parse_rfc1123
-
-from .heartbeat_pub import HeartbeatPublisher
-from .lru import LruCache
-from .sequence_guard import SequenceGuard
-from .zap import ZapHandler
-from .zmq_trio import DEFAULT_BATCH, TrioSocket
+from pushjobs.server.lru import LruCache
+from pushjobs.server.zeromq.heartbeat_pub import HeartbeatPublisher
+from pushjobs.server.zeromq.sequence_guard import SequenceGuard
+from pushjobs.server.zeromq.trio_socket import DEFAULT_BATCH, TrioSocket
+from pushjobs.server.zeromq.zap import ZapHandler
 
 log = logging.getLogger(__name__)
 
@@ -103,7 +102,7 @@ class Broker:
         self.curve = not settings.zeromq.disable_curve_encryption
         if self.curve and rt.curve_public is None:
             if not zmq.has("curve"):
-                from .runtime import StartupError
+                from pushjobs.server.runtime import StartupError
 
                 raise StartupError(
                     "this libzmq has no CURVE support; install one that has, or set "

@@ -6,7 +6,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from .admin_context import (
+from pushjobs.server.admin.context import (
     CLIENT_RE,
     EXIT_OK,
     NAME_RULES,
@@ -19,7 +19,7 @@ from .admin_context import (
     require,
     utc,
 )
-from .admin_keys import (
+from pushjobs.server.admin.keys import (
     fingerprint_of,
     generate_key_files,
     key_material,

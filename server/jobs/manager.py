@@ -20,8 +20,9 @@ from typing import TYPE_CHECKING, Any
 
 import trio
 
-from .job_events import JobEventLog, OrgFeedLog, SseClock, start_event_data
-from .job_state import (
+from pushjobs.server.jobs.events import JobEventLog, OrgFeedLog, SseClock, start_event_data
+from pushjobs.server.jobs.output import NodeOutput
+from pushjobs.server.jobs.state import (
     FINAL_NODE_STATUSES,
     RUNNING,
     VOTING,
@@ -33,13 +34,12 @@ from .job_state import (
     RehabRequest,
     SendCommand,
 )
-from .nodes import IDLE
-from .output_record import NodeOutput
-from .records import Job, JobNode, JobSpec, Org, OutputDelta, OutputRecord
+from pushjobs.server.nodes.registry import IDLE
+from pushjobs.server.store.records import Job, JobNode, JobSpec, Org, OutputDelta, OutputRecord
 
 if TYPE_CHECKING:
-    from .http_errors import Requestor
-    from .runtime import ServerRuntime
+    from pushjobs.server.http.errors import Requestor
+    from pushjobs.server.runtime import ServerRuntime
 
 log = logging.getLogger("pushjobs.server.jobs")
 

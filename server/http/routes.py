@@ -17,7 +17,7 @@ from urllib.parse import unquote_to_bytes
 if TYPE_CHECKING:
     from starlette.responses import Response
 
-    from .http_errors import RequestContext
+    from pushjobs.server.http.errors import RequestContext
 
 Handler = Callable[["RequestContext", Any], Awaitable["Response"]]
 
@@ -31,8 +31,8 @@ JSON = "application/json"
 OCTET_STREAM = "application/octet-stream"
 EVENT_STREAM = "text/event-stream"
 
-_JOBS = "pushjobs.server.jobs_api"
-_NODES = "pushjobs.server.node_api"
+_JOBS = "pushjobs.server.http.jobs"
+_NODES = "pushjobs.server.http.nodes"
 
 
 @dataclass(frozen=True)

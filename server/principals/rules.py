@@ -14,16 +14,14 @@ from typing import TYPE_CHECKING, Any, Protocol
 from pushjobs.protocol.chef_auth import verify_request
 from pushjobs.protocol.errors import ProtocolError
 from pushjobs.protocol.keys import load_public_key
-
-from .http_errors import WWW_AUTHENTICATE, HttpError, Requestor
-from .records import ADMINS_GROUP, PRINCIPAL_CLIENT, PRINCIPAL_USER
+from pushjobs.server.http.errors import WWW_AUTHENTICATE, HttpError, Requestor
+from pushjobs.server.store.records import ADMINS_GROUP, PRINCIPAL_CLIENT, PRINCIPAL_USER
 
 if TYPE_CHECKING:
     from pushjobs.protocol.chef_auth import AuthHeaders
+    from pushjobs.server.store.records import Group, Org, Principal
 
-    from .records import Group, Org, Principal
-
-log = logging.getLogger("pushjobs.server.principals")
+log = logging.getLogger("pushjobs.server.principals.rules")
 
 READERS_GROUP = "pushy_job_readers"
 WRITERS_GROUP = "pushy_job_writers"

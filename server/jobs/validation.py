@@ -8,7 +8,7 @@ import json
 from decimal import Decimal
 from typing import Any
 
-from .records import JobSpec
+from pushjobs.server.store.records import JobSpec
 
 UNKNOWN = "an unknown validation error has occurred"
 INVALID_COMMAND = "invalid command supplied"

@@ -20,7 +20,7 @@ import sys
 from collections.abc import Callable, Sequence
 from typing import Any, NoReturn
 
-from .admin_accounts import (
+from pushjobs.server.admin.accounts import (
     cmd_group_add,
     cmd_group_create,
     cmd_group_delete,
@@ -39,7 +39,7 @@ from .admin_accounts import (
     cmd_user_set_key,
     cmd_user_show,
 )
-from .admin_clients import (
+from pushjobs.server.admin.clients import (
     cmd_client_create,
     cmd_client_delete,
     cmd_client_import,
@@ -47,7 +47,7 @@ from .admin_clients import (
     cmd_client_set_key,
     cmd_client_show,
 )
-from .admin_context import (
+from pushjobs.server.admin.context import (
     EXIT_FAILED,
     EXIT_OK,
     EXIT_USAGE,
@@ -55,10 +55,10 @@ from .admin_context import (
     OperationFailed,
     UsageError,
 )
-from .admin_jobs import cmd_job_prune
-from .admin_setup import cmd_init, cmd_run
-from .config import LOG_LEVELS, ConfigError
-from .store import StoreError
+from pushjobs.server.admin.jobs import cmd_job_prune
+from pushjobs.server.admin.setup import cmd_init, cmd_run
+from pushjobs.server.config import LOG_LEVELS, ConfigError
+from pushjobs.server.store.interfaces import StoreError
 
 
 class _Parser(argparse.ArgumentParser):

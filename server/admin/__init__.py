@@ -1,0 +1,1 @@
+"""Operator commands of `pushjobs-server` (init, run, org, user, client, group, job)."""

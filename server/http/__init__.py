@@ -1,0 +1,1 @@
+"""The HTTP API: app, request pipeline, routes, handlers and SSE feeds."""

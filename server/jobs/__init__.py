@@ -1,0 +1,1 @@
+"""Jobs: the pure state machine, its manager, events, validation and output records."""

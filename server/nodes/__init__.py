@@ -1,0 +1,1 @@
+"""Nodes: per-node state, the registry, liveness, session keys and key revocation."""

@@ -1,0 +1,1 @@
+"""Who may do what: signature rules, embedded principals, the Chef Server backend."""

@@ -1,0 +1,1 @@
+"""Persistence: store interfaces, records, the SQLite store and its migrations."""

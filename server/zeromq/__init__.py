@@ -1,0 +1,1 @@
+"""The ZeroMQ side: broker shell, ZAP, trio socket adapter, heartbeat publisher."""
