@@ -21,5 +21,7 @@ echo "==> Installing pushjobs with its test extras into .venv"
 .venv/bin/python -m pip install --quiet --disable-pip-version-check -e '.[test]'
 echo "==> ruff check"
 .venv/bin/ruff check .
+echo "==> mypy"
+.venv/bin/mypy
 echo "==> pytest"
 .venv/bin/python -m pytest "$@"
