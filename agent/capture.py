@@ -9,7 +9,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-CHUNK_SIZE = 32 * 1024
+from pushjobs.protocol.limits import OUTPUT_CHUNK_LIMIT
+
 FLUSH_DELAY = 0.1
 
 
@@ -24,8 +25,10 @@ class Chunk:
 
 def _split(offset: int, data: bytes | bytearray, omitted: int | None = None) -> list[Chunk]:
     chunks = []
-    for start in range(0, len(data), CHUNK_SIZE):
-        chunks.append(Chunk(offset + start, bytes(data[start : start + CHUNK_SIZE]), omitted))
+    for start in range(0, len(data), OUTPUT_CHUNK_LIMIT):
+        chunks.append(
+            Chunk(offset + start, bytes(data[start : start + OUTPUT_CHUNK_LIMIT]), omitted)
+        )
         omitted = None  # only the first chunk carries it
     return chunks
 
@@ -61,10 +64,12 @@ class ChannelCapture:
                 self._pending_offset = start
                 self._pending_since = now
             self._pending += head_part
-            while len(self._pending) >= CHUNK_SIZE:
-                chunks.append(Chunk(self._pending_offset, bytes(self._pending[:CHUNK_SIZE])))
-                del self._pending[:CHUNK_SIZE]
-                self._pending_offset += CHUNK_SIZE
+            while len(self._pending) >= OUTPUT_CHUNK_LIMIT:
+                chunks.append(
+                    Chunk(self._pending_offset, bytes(self._pending[:OUTPUT_CHUNK_LIMIT]))
+                )
+                del self._pending[:OUTPUT_CHUNK_LIMIT]
+                self._pending_offset += OUTPUT_CHUNK_LIMIT
                 self._pending_since = now if self._pending else None
         if rest and self.tail_size:
             self._tail += rest[-self.tail_size :]

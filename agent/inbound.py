@@ -15,12 +15,14 @@ from pushjobs.protocol.envelope import (
     verify_envelope_rsa,
 )
 from pushjobs.protocol.errors import ProtocolError
+from pushjobs.protocol.limits import AGENT_BODY_LIMIT
 from pushjobs.protocol.messages import ServerHeartbeat
 from pushjobs.protocol.signing import HMAC_SHA256, RSA2048_SHA1
 from pushjobs.protocol.timestamps import parse_rfc1123, within_skew
+from pushjobs.protocol.vocabulary import MessageType
 
-MAX_INBOUND_BODY = 2 * 1024 * 1024
-COMMAND_TYPES = ("commit", "run", "abort", "ack")
+# The server messages of the command socket (wire-protocol.md §14, §18 step 2).
+COMMAND_TYPES = frozenset({MessageType.COMMIT, MessageType.RUN, MessageType.ABORT, MessageType.ACK})
 
 
 @dataclass(frozen=True, slots=True)
@@ -49,7 +51,7 @@ def _open(frames: list[bytes], channel: str, method: str, version: str) -> Envel
     if len(frames) != 2:
         return Drop(f"{channel} channel: wrong frame count", f"{len(frames)} frames")
     try:
-        env = open_envelope(frames[0], frames[1], MAX_INBOUND_BODY, method)
+        env = open_envelope(frames[0], frames[1], AGENT_BODY_LIMIT, method)
     except ProtocolError as exc:
         return Drop(f"{channel} channel: bad header or body", str(exc))
     if env.version != version:
@@ -92,7 +94,7 @@ def check_heartbeat(
         return env
     if not verify_envelope_rsa(env, public_key):
         return Drop("heartbeat channel: signature does not verify")
-    if env.fields.get("type") != "heartbeat":
+    if env.fields.get("type") != MessageType.HEARTBEAT:
         return Drop("heartbeat channel: not a heartbeat", repr(env.fields.get("type"))[:80])
     try:
         beat = ServerHeartbeat.from_dict(env.fields)

@@ -16,13 +16,14 @@ import trio
 import zmq
 from zmq.utils.monitor import parse_monitor_message
 
-from pushjobs.agent.inbound import MAX_INBOUND_BODY, Drop, check_command, check_heartbeat
+from pushjobs.agent.inbound import Drop, check_command, check_heartbeat
 from pushjobs.agent.liveness import OFFLINE, SEND, ServerLiveness
 from pushjobs.agent.runner import Send
 from pushjobs.agent.session import ServerConfig
 from pushjobs.protocol.envelope import seal_hmac
 from pushjobs.protocol.errors import ProtocolError
-from pushjobs.protocol.header import MAX_HEADER_BYTES
+from pushjobs.protocol.limits import AGENT_DEALER_MESSAGE_LIMIT, AGENT_SUB_MESSAGE_LIMIT
+from pushjobs.protocol.log_throttle import LogThrottle
 from pushjobs.protocol.messages import (
     Aborted,
     AckCommit,
@@ -37,10 +38,6 @@ from pushjobs.protocol.messages import (
 from pushjobs.protocol.timestamps import format_rfc1123
 
 DEALER_SNDHWM = 64
-# libzmq drops a peer that sends a larger frame before buffering it, so a rogue server or a man
-# in the middle cannot make a (root) agent allocate without bound (security.md).
-SUB_MAXMSGSIZE = 64 * 1024  # a server heartbeat is a few hundred bytes
-DEALER_MAXMSGSIZE = MAX_INBOUND_BODY + MAX_HEADER_BYTES
 WATCHDOG_DELAY = 4.0
 OUTBOX_BLOCKED_LIMIT = 60.0
 SAFETY_WAKE = 1.0  # the socket loops also look around this often, whatever the FD says
@@ -51,8 +48,8 @@ _MESSAGE_CLASSES: dict[str, type[Any]] = {
 }
 
 
-class RateLimitedLog:
-    """Log dropped messages at warning, at most `burst` lines per reason per minute."""
+class ThrottledWarnings:
+    """Warnings about bad input, at most `burst` per reason per minute (`LogThrottle`)."""
 
     def __init__(
         self,
@@ -61,20 +58,14 @@ class RateLimitedLog:
         what: str = "dropped message",
     ) -> None:
         self.log = log
-        self.burst = burst
         self.what = what
-        self._window: dict[str, tuple[float, int]] = {}
+        self._throttle: LogThrottle[str] = LogThrottle(60.0, burst=burst)
 
     def __call__(self, reason: str, detail: str = "") -> None:
-        now = time.monotonic()
-        start, count = self._window.get(reason, (now, 0))
-        if now - start >= 60:
-            if count > self.burst:
-                self.log.warning("%s %d more times: %s", self.what, count - self.burst, reason)
-            start, count = now, 0
-        count += 1
-        self._window[reason] = (start, count)
-        if count <= self.burst:
+        verdict = self._throttle.hit(reason, time.monotonic())
+        if verdict.suppressed:
+            self.log.warning("%s %d more times: %s", self.what, verdict.suppressed, reason)
+        if verdict.log:
             self.log.warning("%s: %s%s", self.what, reason, f" ({detail})" if detail else "")
 
 
@@ -98,12 +89,14 @@ class _Session:
         self.sub = ctx.socket(zmq.SUB)
         self.sub.setsockopt(zmq.LINGER, 0)
         self.sub.setsockopt(zmq.SUBSCRIBE, b"")
-        self.sub.setsockopt(zmq.MAXMSGSIZE, SUB_MAXMSGSIZE)
+        # libzmq drops a peer that sends a larger frame before buffering it, so a rogue server or
+        # a man in the middle cannot make a (root) agent allocate without bound (security.md).
+        self.sub.setsockopt(zmq.MAXMSGSIZE, AGENT_SUB_MESSAGE_LIMIT)
         self.dealer = ctx.socket(zmq.DEALER)
         self.dealer.setsockopt(zmq.LINGER, 0)
         self.dealer.setsockopt(zmq.RCVHWM, 0)
         self.dealer.setsockopt(zmq.SNDHWM, DEALER_SNDHWM)
-        self.dealer.setsockopt(zmq.MAXMSGSIZE, DEALER_MAXMSGSIZE)
+        self.dealer.setsockopt(zmq.MAXMSGSIZE, AGENT_DEALER_MESSAGE_LIMIT)
         if config.curve_public_key is not None:
             self.dealer.setsockopt_string(zmq.CURVE_SERVERKEY, config.curve_public_key)
             self.dealer.setsockopt_string(zmq.CURVE_PUBLICKEY, ident.curve_public)
@@ -160,8 +153,8 @@ class Link:
         self.on_new_incarnation = on_new_incarnation
         self.job_state = job_state
         self.log = log
-        self.drop = RateLimitedLog(log)
-        self.disconnected = RateLimitedLog(log, what="connection closed")
+        self.drop = ThrottledWarnings(log)
+        self.disconnected = ThrottledWarnings(log, what="connection closed")
         self.ctx: zmq.Context[Any] = zmq.Context()
         self.session: _Session | None = None
         self.outbox: collections.deque[Send] = collections.deque()
@@ -376,17 +369,20 @@ class Link:
     async def _monitor_loop(self, session: _Session, name: str) -> None:
         """Log disconnects of one socket until its session closes (libzmq reconnects)."""
         monitor, fd = session.monitors[name], session.monitor_fds[name]
+        limit = AGENT_SUB_MESSAGE_LIMIT if name == "heartbeat" else AGENT_DEALER_MESSAGE_LIMIT
         while not session.closed:
             try:
                 while not session.closed:
                     event = parse_monitor_message(monitor.recv_multipart(zmq.NOBLOCK))
-                    endpoint = event.get("endpoint", b"")
-                    if isinstance(endpoint, bytes):
-                        endpoint = endpoint.decode("utf-8", "replace")
+                    raw_endpoint: object = event.get("endpoint", b"")
+                    endpoint = (
+                        raw_endpoint.decode("utf-8", "replace")
+                        if isinstance(raw_endpoint, bytes)
+                        else raw_endpoint
+                    )
                     self.disconnected(
                         f"{name} socket",
-                        f"{endpoint}: closed by the peer, or it sent a message over "
-                        f"{SUB_MAXMSGSIZE if name == 'heartbeat' else DEALER_MAXMSGSIZE} bytes",
+                        f"{endpoint}: closed by the peer, or it sent a message over {limit} bytes",
                     )
             except zmq.Again:
                 pass

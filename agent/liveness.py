@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+from pushjobs.protocol.limits import OFFLINE_THRESHOLD, ONLINE_THRESHOLD
+
 SEND, OFFLINE, QUIET = "send", "offline", "quiet"
 
 
 class ServerLiveness:
     """Counts heartbeat ticks without a server heartbeat; declares the server offline/online."""
 
-    def __init__(self, offline_threshold: int = 3, online_threshold: int = 2) -> None:
+    def __init__(
+        self, offline_threshold: int = OFFLINE_THRESHOLD, online_threshold: int = ONLINE_THRESHOLD
+    ) -> None:
         self.offline_threshold = offline_threshold
         self.online_threshold = online_threshold
         self.reset()

@@ -69,15 +69,17 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 class _UTCFormatter(logging.Formatter):
-    converter = time.gmtime
+    def __init__(self, fmt: str, datefmt: str) -> None:
+        super().__init__(fmt, datefmt=datefmt)
+        self.converter = time.gmtime
 
 
 def setup_logging(cfg: AgentConfig) -> None:
     """`<UTC time> <LEVEL> [<node>] <message>` to `log_file` or stderr."""
     logger = logging.getLogger("pushjobs")
-    for handler in list(logger.handlers):
-        logger.removeHandler(handler)
-        handler.close()
+    for old in list(logger.handlers):
+        logger.removeHandler(old)
+        old.close()
     handler: logging.Handler
     if cfg.log_file:
         handler = logging.FileHandler(cfg.log_file)

@@ -18,6 +18,7 @@ import trio
 from pushjobs.agent.cgroup import CgroupError, JobCgroups
 from pushjobs.agent.environment import UserInfo
 from pushjobs.agent.runner import LockBusy, ProcessPlan
+from pushjobs.protocol.vocabulary import OutputChannel
 
 READ_CHUNK = 32 * 1024
 CGROUP_EMPTY_WAIT = 2.0  # seconds a killed job's cgroup may take to empty before rmdir
@@ -236,13 +237,12 @@ class JobProcess:
                 raise StartError(
                     f"cannot write job file {plan.file_path}: {exc.strerror}", None
                 ) from None
-        options: dict[str, object] = {}
+        # None is Popen's default for each: run as the agent's own user.
+        user: int | None = None
+        group: int | None = None
+        extra_groups: list[int] | None = None
         if plan.user is not None and os.geteuid() == 0:
-            options = {
-                "user": plan.user.uid,
-                "group": plan.user.gid,
-                "extra_groups": list(plan.user.groups),
-            }
+            user, group, extra_groups = plan.user.uid, plan.user.gid, list(plan.user.groups)
         executable = resolve_program(plan.argv[0], agent_search_path()) if plan.argv else None
         if executable is None:
             raise StartError(f"{plan.argv[0] if plan.argv else ''}: command not found", 127)
@@ -260,7 +260,9 @@ class JobProcess:
                 start_new_session=True,
                 close_fds=True,
                 umask=0o022,
-                **options,
+                user=user,
+                group=group,
+                extra_groups=extra_groups,
             )
         except OSError as exc:
             raise _start_error(exc, plan, executable) from None
@@ -299,7 +301,10 @@ class JobProcess:
     async def read_pipes(self, on_output: Callable[[str, bytes], None]) -> None:
         """Read stdout and stderr in chunks of up to 32 KiB until both reach end-of-file."""
         async with trio.open_nursery() as nursery:
-            for name, stream in (("stdout", self.proc.stdout), ("stderr", self.proc.stderr)):
+            for name, stream in (
+                (OutputChannel.STDOUT, self.proc.stdout),
+                (OutputChannel.STDERR, self.proc.stderr),
+            ):
                 if stream is not None:
                     nursery.start_soon(self._read_one, name, stream, on_output)
 
@@ -314,7 +319,7 @@ class JobProcess:
                 return
             if not data:
                 return
-            on_output(name, data)
+            on_output(name, bytes(data))  # a pipe yields bytes: no copy
 
     def signal_group(self, signum: int) -> bool:
         """killpg, and signal every process of the job's cgroup (descendants that left the

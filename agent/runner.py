@@ -19,12 +19,11 @@ from typing import Any, Protocol
 from pushjobs.agent.capture import ChannelCapture, Chunk
 from pushjobs.agent.environment import UserInfo, build_environment, env_problem
 from pushjobs.agent.whitelist import Refusal, Resolution, Whitelist, has_control_char
+from pushjobs.protocol.limits import JOB_FILE_LIMIT, JOB_ID_LIMIT
+from pushjobs.protocol.vocabulary import AgentJobState, MessageType, OutputChannel
 
-JOB_ID_RE = re.compile(r"[A-Za-z0-9_-]{1,64}")
-MAX_FILE_BYTES = 100_000
+JOB_ID_RE = re.compile(rf"[A-Za-z0-9_-]{{1,{JOB_ID_LIMIT}}}")  # agent.md §9 check 2
 DEADLINE_EXTRA = 5  # seconds after run_timeout: the server's own timer fires first
-
-IDLE, COMMITTED, RUNNING = "idle", "committed", "running"
 
 
 class LockBusy(Exception):
@@ -48,7 +47,7 @@ class Host(Protocol):
 class Send:
     """Queue a job message in the outbox."""
 
-    type: str
+    type: MessageType
     job_id: str | None
     fields: dict[str, Any] = field(default_factory=dict)
 
@@ -100,7 +99,9 @@ class Job:
     error: str | None = None
     sent_signal: str | None = None
     captures: dict[str, ChannelCapture] = field(default_factory=dict)
-    counts: dict[str, int] = field(default_factory=lambda: {"stdout": 0, "stderr": 0})
+    counts: dict[str, int] = field(
+        default_factory=lambda: {OutputChannel.STDOUT: 0, OutputChannel.STDERR: 0}
+    )
 
 
 class JobRunner:
@@ -126,7 +127,7 @@ class JobRunner:
         self.max_output_bytes = max_output_bytes
         self.allowed_overwritable_env_vars = allowed_overwritable_env_vars
         self.log = log or logging.getLogger("pushjobs.agent.runner")
-        self.state = IDLE
+        self.state: AgentJobState = AgentJobState.IDLE
         self.job: Job | None = None
 
     # ---- views -------------------------------------------------------------------------
@@ -137,7 +138,7 @@ class JobRunner:
 
     @property
     def idle(self) -> bool:
-        return self.state == IDLE
+        return self.state == AgentJobState.IDLE
 
     # ---- server commands ---------------------------------------------------------------
 
@@ -146,19 +147,19 @@ class JobRunner:
         job_id = msg.get("job_id")
         if not isinstance(job_id, str):
             self.log.warning("commit without a job id refused")
-            return [Send("nack_commit", None)]
+            return [Send(MessageType.NACK_COMMIT, None)]
         if self.job is not None:
             self.log.warning("job %s: commit refused: busy with job %s", job_id, self.job.job_id)
-            return [Send("nack_commit", job_id)]
+            return [Send(MessageType.NACK_COMMIT, job_id)]
         try:
             job = self._check_commit(job_id, msg)
         except _Refused as refused:
             self.log.warning("job %s: commit refused: %s", job_id, refused)
-            return [Send("nack_commit", job_id)]
+            return [Send(MessageType.NACK_COMMIT, job_id)]
         self.job = job
-        self.state = COMMITTED
+        self.state = AgentJobState.COMMITTED
         self.log.info("job %s: committed to %r", job_id, job.command)
-        return [Send("ack_commit", job_id)]
+        return [Send(MessageType.ACK_COMMIT, job_id)]
 
     def _check_commit(self, job_id: str, msg: Mapping[str, Any]) -> Job:
         if not JOB_ID_RE.fullmatch(job_id):
@@ -229,10 +230,10 @@ class JobRunner:
         raw_id = msg.get("job_id")
         job_id = raw_id if isinstance(raw_id, str) else None
         job = self.job
-        if self.state != COMMITTED or job is None or job_id != job.job_id:
+        if self.state != AgentJobState.COMMITTED or job is None or job_id != job.job_id:
             why = f"busy with job {job.job_id} ({self.state})" if job else "no job committed"
             self.log.warning("job %s: run refused: %s", job_id, why)
-            return [Send("nack_run", job_id)]
+            return [Send(MessageType.NACK_RUN, job_id)]
         if job.file_bytes is not None:
             job.file_path = f"{self.file_dir.rstrip('/')}/job-{job.job_id}"
         env = build_environment(
@@ -249,12 +250,12 @@ class JobRunner:
             limit = min(limit, float(job.run_timeout + DEADLINE_EXTRA))
         if job.capture:
             job.captures = {
-                "stdout": ChannelCapture(self.max_output_bytes),
-                "stderr": ChannelCapture(self.max_output_bytes),
+                OutputChannel.STDOUT: ChannelCapture(self.max_output_bytes),
+                OutputChannel.STDERR: ChannelCapture(self.max_output_bytes),
             }
         if not job.resolution.hold_lock:
             self._release_lock(job)
-        self.state = RUNNING
+        self.state = AgentJobState.RUNNING
         plan = ProcessPlan(
             job_id=job.job_id,
             argv=list(job.resolution.argv),
@@ -272,11 +273,11 @@ class JobRunner:
         job = self.job
         if job is None:
             self.log.debug("abort while idle: answering aborted")
-            return [Send("aborted", None)]
-        if self.state == COMMITTED or not job.process:
+            return [Send(MessageType.ABORTED, None)]
+        if self.state == AgentJobState.COMMITTED or not job.process:
             self.log.info("job %s: aborted before it ran", job.job_id)
             self._cleanup()
-            return [Send("aborted", job.job_id)]
+            return [Send(MessageType.ABORTED, job.job_id)]
         self.log.info("job %s: abort: terminating the process group", job.job_id)
         job.ending = "abort"
         return [Terminate("abort")]
@@ -288,21 +289,21 @@ class JobRunner:
         job = self._running_job()
         job.process = True
         self.log.info("job %s: process started", job.job_id)
-        return [Send("ack_run", job.job_id)]
+        return [Send(MessageType.ACK_RUN, job.job_id)]
 
     def on_start_failed(self, reason: str, exit_status: int | None, now: float) -> list[Action]:
         """The process could not be started: `ack_run`, a stderr note, `failed`."""
         job = self._running_job()
         self.log.error("job %s: cannot start command: %s", job.job_id, reason)
-        actions: list[Action] = [Send("ack_run", job.job_id)]
+        actions: list[Action] = [Send(MessageType.ACK_RUN, job.job_id)]
         actions += self._note(job, f"pushjobs-agent: cannot start command: {reason}\n", now)
-        actions += self._finish(job, "failed", exit_status, None)
+        actions += self._finish(job, MessageType.FAILED, exit_status, None)
         return actions
 
     def on_output(self, channel: str, data: bytes, now: float) -> list[Action]:
         """Bytes read from the process's stdout or stderr."""
         job = self.job
-        if job is None or self.state != RUNNING or not data:
+        if job is None or self.state != AgentJobState.RUNNING or not data:
             return []
         job.counts[channel] += len(data)
         capture = job.captures.get(channel)
@@ -348,25 +349,27 @@ class JobRunner:
         signame = _signal_name(-returncode) if returncode < 0 else None
         if job.ending == "abort":
             self.log.info("job %s: aborted (%s)", job.job_id, _describe(returncode))
-            return self._finish(job, "aborted", None, None)
+            return self._finish(job, MessageType.ABORTED, None, None)
         if job.ending == "deadline":
             self.log.warning("job %s: ended at the local deadline", job.job_id)
-            return self._finish(job, "failed", None, signame or job.sent_signal or "SIGTERM")
+            return self._finish(
+                job, MessageType.FAILED, None, signame or job.sent_signal or "SIGTERM"
+            )
         if job.ending == "error":
             actions = self._note(job, f"pushjobs-agent: internal error: {job.error}\n", now)
-            return actions + self._finish(job, "failed", None, signame)
+            return actions + self._finish(job, MessageType.FAILED, None, signame)
         self.log.info(
             "job %s: process ended (%s), stdout %d bytes, stderr %d bytes",
             job.job_id,
             _describe(returncode),
-            job.counts["stdout"],
-            job.counts["stderr"],
+            job.counts[OutputChannel.STDOUT],
+            job.counts[OutputChannel.STDERR],
         )
         if returncode == 0:
-            return self._finish(job, "succeeded", 0, None)
+            return self._finish(job, MessageType.SUCCEEDED, 0, None)
         if returncode > 0:
-            return self._finish(job, "failed", returncode, None)
-        return self._finish(job, "failed", None, signame)
+            return self._finish(job, MessageType.FAILED, returncode, None)
+        return self._finish(job, MessageType.FAILED, None, signame)
 
     def on_internal_error(self, message: str, now: float) -> list[Action]:
         """An exception in the runner or worker: end the job as `failed` (agent.md §14)."""
@@ -379,11 +382,11 @@ class JobRunner:
             job.ending = "error"
             job.error = message
             return [Terminate("internal error")]
-        if self.state == RUNNING and job.captures:
+        if self.state == AgentJobState.RUNNING and job.captures:
             actions = self._note(job, f"pushjobs-agent: internal error: {message}\n", now)
         else:
             actions = []
-        return actions + self._finish(job, "failed", None, None)
+        return actions + self._finish(job, MessageType.FAILED, None, None)
 
     def note_error(self, message: str) -> None:
         """The process was lost through an internal error; `on_exited` then reports `failed`."""
@@ -400,7 +403,7 @@ class JobRunner:
     # ---- internals ---------------------------------------------------------------------
 
     def _running_job(self) -> Job:
-        if self.job is None or self.state != RUNNING:
+        if self.job is None or self.state != AgentJobState.RUNNING:
             raise RuntimeError("no running job")
         return self.job
 
@@ -414,30 +417,30 @@ class JobRunner:
             }
             if chunk.omitted_bytes is not None:
                 fields["omitted_bytes"] = chunk.omitted_bytes
-            actions.append(Send("output", job.job_id, fields))
+            actions.append(Send(MessageType.OUTPUT, job.job_id, fields))
         return actions
 
     def _note(self, job: Job, text: str, now: float) -> list[Action]:
         """A stderr line from the agent itself (capture jobs only)."""
-        capture = job.captures.get("stderr")
+        capture = job.captures.get(OutputChannel.STDERR)
         if capture is None:
             return []
         data = text.encode("utf-8", "replace")
-        job.counts["stderr"] += len(data)
-        return self._output(job, "stderr", capture.feed(data, now))
+        job.counts[OutputChannel.STDERR] += len(data)
+        return self._output(job, OutputChannel.STDERR, capture.feed(data, now))
 
     def _finish(
-        self, job: Job, kind: str, exit_status: int | None, signame: str | None
+        self, job: Job, kind: MessageType, exit_status: int | None, signame: str | None
     ) -> list[Action]:
         actions: list[Action] = []
         for channel, capture in job.captures.items():
             actions += self._output(job, channel, capture.finish())
         fields: dict[str, Any] = {}
-        if kind != "aborted":
+        if kind != MessageType.ABORTED:
             fields = {"exit_status": exit_status, "signal": signame}
             if job.captures:
-                fields["stdout_bytes"] = job.counts["stdout"]
-                fields["stderr_bytes"] = job.counts["stderr"]
+                fields["stdout_bytes"] = job.counts[OutputChannel.STDOUT]
+                fields["stderr_bytes"] = job.counts[OutputChannel.STDERR]
         outcome = f"signal {signame}" if signame else f"exit status {exit_status}"
         if exit_status is None and signame is None:
             outcome = "no exit status"
@@ -454,7 +457,7 @@ class JobRunner:
     def _cleanup(self) -> None:
         job = self.job
         self.job = None
-        self.state = IDLE
+        self.state = AgentJobState.IDLE
         if job is None:
             return
         try:
@@ -481,8 +484,8 @@ def decode_job_file(text: object) -> bytes:
             raise _Refused("file has an invalid base64 payload") from None
     else:
         raise _Refused("file must start with 'raw:' or 'base64:'")
-    if len(data) > MAX_FILE_BYTES:
-        raise _Refused(f"file is larger than {MAX_FILE_BYTES} bytes")
+    if len(data) > JOB_FILE_LIMIT:
+        raise _Refused(f"file is larger than {JOB_FILE_LIMIT} bytes")
     return data
 
 

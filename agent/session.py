@@ -17,6 +17,7 @@ from pushjobs.agent.config import AgentConfig
 from pushjobs.protocol.chef_auth import sign_request
 from pushjobs.protocol.errors import ProtocolError
 from pushjobs.protocol.keys import decrypt_session_key, load_public_key, z85_decode_key
+from pushjobs.protocol.vocabulary import MediaType
 
 FETCH_TIMEOUT = 5.0
 PROTOCOL_VERSION = "3.0"
@@ -82,7 +83,7 @@ def fetch_config_document(cfg: AgentConfig, key: RSAPrivateKey, curve_public: st
     )
     headers.update(
         {
-            "Accept": "application/json",
+            "Accept": MediaType.JSON,
             "User-Agent": f"pushjobs-agent/{AGENT_VERSION}",
             "Host": parts.netloc,
         }

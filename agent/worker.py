@@ -12,6 +12,7 @@ import trio
 from pushjobs.agent.cgroup import JobCgroups
 from pushjobs.agent.process import PIPE_DRAIN_AFTER_EXIT, JobProcess, StartError
 from pushjobs.agent.runner import Action, JobRunner, ProcessPlan, Send, StartProcess, Terminate
+from pushjobs.protocol.vocabulary import MessageType
 
 COMMAND_QUEUE = 64
 
@@ -49,7 +50,7 @@ class JobWorker:
 
     def submit(self, fields: Mapping[str, Any]) -> None:
         """Queue a validated server command (`commit`, `run`, `abort`, `ack`)."""
-        if fields.get("type") == "ack":
+        if fields.get("type") == MessageType.ACK:
             return  # only proves the channel works
         try:
             self._commands_in.send_nowait(fields)
@@ -75,11 +76,11 @@ class JobWorker:
     async def _handle(self, fields: Mapping[str, Any]) -> None:
         kind = fields.get("type")
         try:
-            if kind == "commit":
+            if kind == MessageType.COMMIT:
                 actions = self.runner.on_commit(fields)
-            elif kind == "run":
+            elif kind == MessageType.RUN:
                 actions = self.runner.on_run(fields)
-            elif kind == "abort":
+            elif kind == MessageType.ABORT:
                 actions = self.runner.on_abort()
             else:
                 self.log.warning("dropped command of unknown type %r", kind)

@@ -14,7 +14,7 @@ import argparse
 import multiprocessing as mp
 import time
 import uuid
-from types import SimpleNamespace
+from typing import TYPE_CHECKING
 
 import trio
 import zmq
@@ -22,11 +22,18 @@ from zmq.utils import z85
 
 from pushjobs.protocol.envelope import seal_hmac
 from pushjobs.protocol.keys import generate_rsa_key
+from pushjobs.protocol.messages import AgentMessage
 from pushjobs.protocol.timestamps import format_rfc1123
 from pushjobs.server.config import Settings
 from pushjobs.server.nodes.registry import NodeRegistry
 from pushjobs.server.nodes.sessions import SessionKeys
-from pushjobs.server.zeromq.broker import Broker
+from pushjobs.server.runtime import curve_key_pair
+from pushjobs.server.store.records import Org
+from pushjobs.server.zeromq.broker import BoundPorts, Broker
+
+if TYPE_CHECKING:
+    from multiprocessing.sharedctypes import Synchronized
+    from multiprocessing.synchronize import Event as EventType
 
 ORG = "bench"
 
@@ -34,8 +41,24 @@ ORG = "bench"
 class InMemoryOrgs:
     """Stands in for the principal backend: one organization exists."""
 
-    async def org(self, name: str) -> object | None:
-        return object() if name == ORG else None
+    async def org(self, name: str) -> Org | None:
+        return Org(id="bench-org", name=ORG, full_name=ORG, created_at=0.0) if name == ORG else None
+
+
+class NoJobs:
+    """Stands in for the job manager: no job is live, so a message naming one means rehab."""
+
+    def is_live_member(self, org: str, node: str, job_id: str) -> bool:
+        return False
+
+    def on_job_message(self, org: str, node: str, msg: AgentMessage, version: str) -> bool:
+        return False
+
+    def on_aborted(self, org: str, node: str, msg: AgentMessage) -> None:
+        return None
+
+    def on_output(self, org: str, node: str, msg: AgentMessage) -> None:
+        return None
 
 
 def sender(
@@ -44,8 +67,8 @@ def sender(
     nodes: list[tuple[str, bytes, str, str]],
     version: str,
     seconds: float,
-    sent: mp.Value,
-    go: mp.Event,
+    sent: Synchronized[int],
+    go: EventType,
 ) -> None:
     """Say hello from every node, wait for `go`, then blast heartbeats for `seconds`."""
     ctx = zmq.Context()
@@ -105,37 +128,36 @@ async def run(args: argparse.Namespace) -> None:
     settings.zeromq.disable_curve_encryption = args.plain
     settings.timing.heartbeat_interval = 1.0
     sessions = SessionKeys(lifetime=3600)
-    rt = SimpleNamespace(
+    registry = NodeRegistry(timing=settings.timing, sessions=sessions)
+    curve = curve_key_pair(settings)
+    broker = Broker(
         settings=settings,
-        sessions=sessions,
-        principals=InMemoryOrgs(),
-        jobs=None,
-        incarnation_id=str(uuid.uuid4()),
+        curve_secret=curve.secret if curve is not None else None,
         server_key=generate_rsa_key(),
-        curve_public=None,
-        curve_secret=None,
-        command_port=0,
-        heartbeat_port=0,
+        incarnation_id=str(uuid.uuid4()),
+        sessions=sessions,
+        nodes=registry,
+        jobs=NoJobs(),
+        orgs=InMemoryOrgs(),
     )
-    rt.nodes = NodeRegistry(rt)
-    broker = Broker(rt)
     nodes = []
     for i in range(args.nodes):
         name = f"node{i:05d}"
         public, secret = zmq.curve_keypair()
         sessions.register_curve_key(ORG, name, z85.decode(public))
         nodes.append((name, sessions.session_key(ORG, name), public.decode(), secret.decode()))
+    server_curve = curve.public if curve is not None else None
     async with trio.open_nursery() as nursery:
-        await nursery.start(broker.run)
+        ports: BoundPorts = await nursery.start(broker.run)
         sent = mp.Value("q", 0)
         go = mp.Event()
         proc = mp.Process(
             target=sender,
-            args=(rt.command_port, rt.curve_public, nodes, args.version, args.seconds, sent, go),
+            args=(ports.command_port, server_curve, nodes, args.version, args.seconds, sent, go),
         )
         proc.start()
         # Measure from the moment every node is connected until the backlog is processed.
-        while rt.nodes.online_count() < args.nodes and proc.is_alive():
+        while registry.online_count() < args.nodes and proc.is_alive():
             await trio.sleep(0.05)
         start_t, start_n = time.monotonic(), broker.stats.accepted
         go.set()
@@ -152,7 +174,7 @@ async def run(args: argparse.Namespace) -> None:
         f"nodes={args.nodes} version={args.version} curve={not args.plain}: "
         f"{rate:,.0f} heartbeats/s accepted over {elapsed:.1f}s; "
         f"sent {sent.value:,}, accepted {broker.stats.accepted:,}, "
-        f"dropped {broker.stats.dropped:,}, online {rt.nodes.online_count()}"
+        f"dropped {broker.stats.dropped:,}, online {registry.online_count()}"
     )
 
 

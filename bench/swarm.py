@@ -34,6 +34,8 @@ from typing import Any
 import httpx
 import trio
 
+from pushjobs.protocol.vocabulary import FINAL_JOB_STATUSES
+
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from swarm_agents import SignedHttp, Swarm
@@ -47,8 +49,6 @@ from swarm_server import (
 )
 
 from pushjobs.protocol.keys import load_private_key
-
-FINAL_JOB_STATUSES = {"complete", "quorum_failed", "timed_out", "crashed", "aborted"}
 
 
 def probe_name(prefix: str) -> str:

@@ -32,11 +32,12 @@ from pushjobs.protocol.envelope import (
 )
 from pushjobs.protocol.errors import ProtocolError
 from pushjobs.protocol.keys import decrypt_session_key, load_private_key, load_public_key
+from pushjobs.protocol.limits import AGENT_BODY_LIMIT
 from pushjobs.protocol.signing import HMAC_SHA256, RSA2048_SHA1
 from pushjobs.protocol.timestamps import format_rfc1123
 from pushjobs.server.zeromq.trio_socket import TrioSocket
 
-MAX_BODY = 2 * 1024 * 1024
+MAX_BODY = AGENT_BODY_LIMIT
 DISPATCH_SLICE = 64  # inbound messages handled between two yields to the scheduler
 
 
@@ -313,7 +314,7 @@ class Swarm:
         return self._stamp
 
     def send(self, node: SimNode, msg_type: str, job_id: str | None = None, **extra: Any) -> None:
-        """Seal one message for `node` (common fields of wire-protocol §13) and queue it."""
+        """Seal one message for `node` (common fields of wire-protocol.md §13) and queue it."""
         if node.sock is None:
             return
         node.sequence += 1

@@ -56,7 +56,7 @@ class App:
         return self.stdout.buffer  # type: ignore[attr-defined,no-any-return]
 
     def settings(self) -> Settings:
-        """The settings of §1, loaded on first use (UsageError when incomplete)."""
+        """The settings of cli.md §1, loaded on first use (UsageError when incomplete)."""
         if self._settings is None:
             a = self.args
             flags = {

@@ -23,12 +23,10 @@ import httpx
 from pushjobs.cli.errors import RequestError, UsageError
 from pushjobs.cli.settings import Settings
 from pushjobs.cli.version import cli_version
+from pushjobs.protocol.vocabulary import MediaType
 
 log = logging.getLogger("pushjobs.cli")
 
-JSON = "application/json"
-SSE = "text/event-stream"
-OCTETS = "application/octet-stream"
 V1_HINT = "(the server rejected a job option; is it a Chef Push Jobs 1.x server?)"
 ORG_URL_HINT = (
     "(server_url must be the organization URL, like https://push.example.com/organizations/ORG)"
@@ -205,7 +203,7 @@ class SignedClient:
         url: str,
         *,
         body: bytes = b"",
-        accept: str = JSON,
+        accept: str = MediaType.JSON,
         headers: dict[str, str] | None = None,
         stream: bool = False,
         base: str | None = None,
@@ -213,7 +211,7 @@ class SignedClient:
         """Send a signed request; HttpError for a non-2xx answer, NetworkError when unreachable."""
         all_headers = {"Accept": accept, **(headers or {})}
         if body and "Content-Type" not in all_headers:
-            all_headers["Content-Type"] = JSON
+            all_headers["Content-Type"] = MediaType.JSON
         request = self._build(method, url, body, all_headers)
         started = time.monotonic()
         try:
@@ -265,7 +263,7 @@ class SignedClient:
 
     def get_bytes(self, rel: str) -> bytes:
         """GET a stored output channel as bytes."""
-        return self.send("GET", self.push_url(rel), accept=OCTETS).content
+        return self.send("GET", self.push_url(rel), accept=MediaType.OCTET_STREAM).content
 
     @contextmanager
     def stream(

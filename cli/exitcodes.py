@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from pushjobs.protocol.vocabulary import JobStatus, NodeStatus
+
 OK = 0
 JOB_FAILED = 1
 QUORUM_FAILED = 2
@@ -13,7 +15,9 @@ INTERRUPTED = 130
 KNIFE_FAILED = 1
 KNIFE_USAGE = 1
 KNIFE_ERROR = 100
-KNIFE_OK_NODE_STATUSES = frozenset({"succeeded", "nacked", "unavailable"})
+KNIFE_OK_NODE_STATUSES = frozenset(
+    {NodeStatus.SUCCEEDED, NodeStatus.NACKED, NodeStatus.UNAVAILABLE}
+)
 
 
 def job_exit_code(job: Any, knife_compatible: bool = False) -> int:
@@ -22,10 +26,12 @@ def job_exit_code(job: Any, knife_compatible: bool = False) -> int:
     nodes = job.get("nodes") if isinstance(job, dict) else None
     keys = {k for k, v in nodes.items() if v} if isinstance(nodes, dict) else set()
     if knife_compatible:
-        return OK if status == "complete" and keys <= KNIFE_OK_NODE_STATUSES else KNIFE_FAILED
-    if status == "quorum_failed":
+        return (
+            OK if status == JobStatus.COMPLETE and keys <= KNIFE_OK_NODE_STATUSES else KNIFE_FAILED
+        )
+    if status == JobStatus.QUORUM_FAILED:
         return QUORUM_FAILED
-    if status == "complete" and keys <= {"succeeded"}:
+    if status == JobStatus.COMPLETE and keys <= {NodeStatus.SUCCEEDED}:
         return OK
     return JOB_FAILED
 

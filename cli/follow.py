@@ -5,48 +5,52 @@ from __future__ import annotations
 from collections import Counter
 from typing import Any
 
-FINAL_JOB_STATUSES = frozenset({"complete", "quorum_failed", "timed_out", "aborted", "crashed"})
-FINAL_NODE_STATUSES = frozenset(
-    {"succeeded", "failed", "nacked", "unavailable", "was_ready", "crashed", "timed_out", "aborted"}
-)
-ACTIVE_NODE_STATUSES = frozenset({"new", "ready", "running"})
-# Display order of per-status counts: outcomes first, then what is still in flight.
-STATUS_ORDER = (
-    "succeeded",
-    "failed",
-    "crashed",
-    "timed_out",
-    "aborted",
-    "nacked",
-    "unavailable",
-    "was_ready",
-    "running",
-    "ready",
-    "new",
+from pushjobs.protocol.vocabulary import (
+    FINAL_JOB_STATUSES,
+    FINAL_NODE_STATUSES,
+    OPEN_NODE_STATUSES,
+    JobStatus,
+    NodeStatus,
 )
 
+# Display order of per-status counts: outcomes first, then what is still in flight.
+STATUS_ORDER: tuple[NodeStatus, ...] = (
+    NodeStatus.SUCCEEDED,
+    NodeStatus.FAILED,
+    NodeStatus.CRASHED,
+    NodeStatus.TIMED_OUT,
+    NodeStatus.ABORTED,
+    NodeStatus.NACKED,
+    NodeStatus.UNAVAILABLE,
+    NodeStatus.WAS_READY,
+    NodeStatus.RUNNING,
+    NodeStatus.READY,
+    NodeStatus.NEW,
+)
+
+# `quorum_vote` / `run_complete` statuses (lifecycle.md §6.1) → the node's new status.
 VOTE_STATES = {
-    "success": "ready",
-    "failure": "nacked",
-    "down": "unavailable",
-    "voting_timeout": "unavailable",
-    "lost_availibility": "unavailable",
-    "client_died_while_voting": "unavailable",
+    "success": NodeStatus.READY,
+    "failure": NodeStatus.NACKED,
+    "down": NodeStatus.UNAVAILABLE,
+    "voting_timeout": NodeStatus.UNAVAILABLE,
+    "lost_availibility": NodeStatus.UNAVAILABLE,
+    "client_died_while_voting": NodeStatus.UNAVAILABLE,
 }
 RUN_STATES = {
-    "success": "succeeded",
-    "failure": "failed",
-    "run_nacked": "failed",
-    "run_nacked_while_running": "failed",
-    "crashed": "crashed",
-    "client_died_while_running": "crashed",
+    "success": NodeStatus.SUCCEEDED,
+    "failure": NodeStatus.FAILED,
+    "run_nacked": NodeStatus.FAILED,
+    "run_nacked_while_running": NodeStatus.FAILED,
+    "crashed": NodeStatus.CRASHED,
+    "client_died_while_running": NodeStatus.CRASHED,
 }
 # What the server does to nodes still in flight when the job ends without per-node events
 # (lifecycle.md §4.4–§4.5, §7); the final GET confirms it.
-END_STATES = {
-    "quorum_failed": ({"ready"}, "was_ready"),
-    "timed_out": ({"ready", "running"}, "timed_out"),
-    "aborted": ({"new", "ready", "running"}, "aborted"),
+END_STATES: dict[str, tuple[frozenset[NodeStatus], NodeStatus]] = {
+    JobStatus.QUORUM_FAILED: (frozenset({NodeStatus.READY}), NodeStatus.WAS_READY),
+    JobStatus.TIMED_OUT: (frozenset({NodeStatus.READY, NodeStatus.RUNNING}), NodeStatus.TIMED_OUT),
+    JobStatus.ABORTED: (OPEN_NODE_STATUSES, NodeStatus.ABORTED),
 }
 
 
@@ -63,8 +67,8 @@ class JobProgress:
 
     def __init__(self, job_id: str, nodes: list[str] | None = None) -> None:
         self.job_id = job_id
-        self.nodes: dict[str, str] = dict.fromkeys(nodes or [], "new")
-        self.phase = "new"
+        self.nodes: dict[str, str] = dict.fromkeys(nodes or [], NodeStatus.NEW)
+        self.phase: str = JobStatus.NEW
         self.node_count = len(self.nodes)
 
     @property
@@ -85,19 +89,19 @@ class JobProgress:
             data = {}
         if name == "start":
             for node in self.nodes:
-                self.nodes[node] = "new"
+                self.nodes[node] = NodeStatus.NEW
             if isinstance(data.get("node_count"), int):
                 self.node_count = data["node_count"]
-            self.phase = "voting"
+            self.phase = JobStatus.VOTING
         elif name == "quorum_vote":
             state = VOTE_STATES.get(data.get("status", ""))
             if state:
                 self._set(data.get("node"), state)
         elif name == "quorum_succeeded":
-            self.phase = "running"
+            self.phase = JobStatus.RUNNING
         elif name == "run_start":
-            self._set(data.get("node"), "running")
-            self.phase = "running"
+            self._set(data.get("node"), NodeStatus.RUNNING)
+            self.phase = JobStatus.RUNNING
         elif name == "run_complete":
             state = RUN_STATES.get(data.get("status", ""))
             if state:
@@ -140,13 +144,13 @@ class JobProgress:
         return sum(1 for s in self.nodes.values() if s in FINAL_NODE_STATUSES)
 
     def in_progress(self) -> int:
-        return sum(1 for s in self.nodes.values() if s in ACTIVE_NODE_STATUSES)
+        return sum(1 for s in self.nodes.values() if s in OPEN_NODE_STATUSES)
 
     def plain_line(self) -> str | None:
         """The knife-style progress line for the current state (None while `new`)."""
-        if self.phase == "voting":
+        if self.phase == JobStatus.VOTING:
             return "Voting."
-        if self.phase == "running":
+        if self.phase == JobStatus.RUNNING:
             return f"Running ({self.in_progress()}/{self.total} in progress) ..."
         if self.finished:
             return self.phase.capitalize() + "."

@@ -12,8 +12,8 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from pushjobs.cli.errors import UsageError
+from pushjobs.protocol.limits import JOB_FILE_LIMIT
 
-MAX_FILE_BYTES = 100_000
 QUORUM_ERROR = "Invalid Format please enter integer or percent"
 ENV_ERROR = "--with-env must be a JSON object of strings"
 NO_NODES = "No nodes to run job on. Specify nodes as arguments or use -s to specify a search query."
@@ -51,10 +51,10 @@ def read_job_file(path: str) -> str:
         raise UsageError(f"{path} is a directory") from None
     except OSError as e:
         raise UsageError(f"cannot read {path}: {e.strerror or e}") from None
-    if len(data) > MAX_FILE_BYTES:
+    if len(data) > JOB_FILE_LIMIT:
         raise UsageError(
             f"{path} is too large: {len(data)} bytes (a job file may have at most "
-            f"{MAX_FILE_BYTES} bytes)"
+            f"{JOB_FILE_LIMIT} bytes)"
         )
     return encode_file_content(data)
 

@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, NoReturn
 from pushjobs.cli import exitcodes
 from pushjobs.cli.errors import CliError, UsageError
 from pushjobs.cli.version import cli_version
+from pushjobs.protocol.limits import JOB_FILE_LIMIT
 
 if TYPE_CHECKING:
     from pushjobs.cli.app import App
@@ -101,7 +102,9 @@ def build_parser() -> Parser:
     p.add_argument(
         "--nodes-file", action="append", metavar="FILE", help="node names, one a line (- = stdin)"
     )
-    p.add_argument("--file", metavar="FILE", help="file sent to the nodes (at most 100000 bytes)")
+    p.add_argument(
+        "--file", metavar="FILE", help=f"file sent to the nodes (at most {JOB_FILE_LIMIT} bytes)"
+    )
     p.add_argument("--capture", action="store_true", help="capture stdout and stderr")
     p.add_argument("--with-env", metavar="JSON", help="environment, a JSON object of strings")
     p.add_argument("--as-user", metavar="USER", help="run as this user")

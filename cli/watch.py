@@ -7,17 +7,14 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-import httpx
-
-from pushjobs.cli.client import SSE, HttpError, NetworkError, SignedClient, segment
+from pushjobs.cli.client import HttpError, SignedClient, segment
 from pushjobs.cli.display import Display
-from pushjobs.cli.follow import FINAL_JOB_STATUSES, JobProgress
-from pushjobs.cli.sse import SseParser
+from pushjobs.cli.follow import JobProgress
+from pushjobs.cli.reopen import NotEventStream, StreamFailed, reopened_events
+from pushjobs.protocol.vocabulary import FINAL_JOB_STATUSES
 
 log = logging.getLogger("pushjobs.cli")
 
-MAX_REOPEN = 3
-REOPEN_DELAY = 1.0
 END_EVENTS = ("job_complete", "summary")
 
 
@@ -34,49 +31,30 @@ def follow_sse(
     feed, a non-SSE response, or MAX_REOPEN failed reopen attempts in a row.
     """
     url = client.push_url(f"job_status_feed/{segment(progress.job_id)}")
-    parser = SseParser()
-    reopens = 0
-    while True:
-        got_events = False
-        last_id = parser.last_event_id
-        headers = {"Last-Event-ID": last_id} if last_id else None
-        parser = SseParser(last_id)
-        try:
-            with client.stream(url, SSE, headers) as response:
-                ctype = response.headers.get("content-type", "")
-                if ctype.split(";")[0].strip().lower() != SSE:
-                    log.debug("feed answered %r, not an event stream: polling instead", ctype)
-                    return False
-                for chunk in response.iter_bytes():
-                    for ev in parser.feed(chunk):
-                        got_events = True
-                        display.event(ev)
-                        progress.apply_event(ev.event, ev.json())
-                        display.update(progress)
-                        if ev.event in END_EVENTS:
-                            return True
-            reason = "the server ended the stream before job_complete"
-        except HttpError as e:
-            log.debug("feed request failed (%s): polling instead", e.message)
-            return False
-        except NetworkError as e:
-            reason = e.message
-        except httpx.HTTPError as e:
-            reason = f"stream broken: {str(e) or type(e).__name__}"
-        if got_events:
-            reopens = 0
-        if reopens >= MAX_REOPEN:
-            log.debug("feed failed again (%s): polling instead", reason)
-            return False
-        reopens += 1
-        log.debug(
-            "feed dropped (%s); reopening (%d/%d) with Last-Event-ID %s",
-            reason,
-            reopens,
-            MAX_REOPEN,
-            parser.last_event_id,
-        )
-        sleep(REOPEN_DELAY)
+    events = reopened_events(
+        client,
+        url,
+        what="feed",
+        ended="the server ended the stream before job_complete",
+        require_event_stream=True,
+        sleep=sleep,
+    )
+    try:
+        for ev in events:
+            display.event(ev)
+            progress.apply_event(ev.event, ev.json())
+            display.update(progress)
+            if ev.event in END_EVENTS:
+                return True
+    except NotEventStream as e:
+        log.debug("feed answered %r, not an event stream: polling instead", e.content_type)
+    except HttpError as e:
+        log.debug("feed request failed (%s): polling instead", e.message)
+    except StreamFailed as e:
+        log.debug("feed failed again (%s): polling instead", e.reason)
+    finally:
+        events.close()
+    return False
 
 
 def poll_job(

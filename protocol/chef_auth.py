@@ -14,10 +14,10 @@ from cryptography.hazmat.primitives.hashes import SHA256
 
 from .b64 import b64decode_strict, b64encode
 from .errors import ChefAuthError, TimestampError
+from .limits import HTTP_MAX_SKEW
 from .signing import rsa_private_encrypt, rsa_public_recover
 from .timestamps import format_xops_timestamp, parse_xops_timestamp
 
-MAX_CLOCK_SKEW = 900.0
 # version → the only algorithm allowed for it (also the default)
 SIGN_VERSIONS = {"1.0": "sha1", "1.1": "sha1", "1.3": "sha256"}
 REQUIRED_HEADERS = ("X-Ops-UserId", "X-Ops-Timestamp", "X-Ops-Sign", "X-Ops-Content-Hash")
@@ -171,7 +171,7 @@ def validate_auth_headers(headers: Mapping[str, str], now: float) -> AuthHeaders
         ts = parse_xops_timestamp(timestamp)
     except TimestampError:
         raise ChefAuthError(401, "bad header(s) 'X-Ops-Timestamp'") from None
-    if not abs(now - ts) < MAX_CLOCK_SKEW:
+    if not abs(now - ts) < HTTP_MAX_SKEW:
         raise ChefAuthError(
             401, f"Failed to authenticate as {user_id}. Synchronize the clock on your host."
         )

@@ -8,7 +8,8 @@ from cryptography.hazmat.primitives.asymmetric.rsa import RSAPrivateKey, RSAPubl
 
 from .codec import decode_body, encode_body
 from .errors import HeaderError
-from .header import MAX_HEADER_BYTES, Header, format_header, parse_header
+from .header import Header, format_header, parse_header
+from .limits import HEADER_LIMIT
 from .signing import (
     HMAC_SHA256,
     RSA2048_SHA1,
@@ -46,8 +47,8 @@ def open_envelope(header: bytes, body: bytes, max_body: int, signing_method: str
     """
     if not isinstance(header, bytes | bytearray | memoryview):
         raise HeaderError("header must be bytes")
-    if len(header) > MAX_HEADER_BYTES:
-        raise HeaderError(f"header longer than {MAX_HEADER_BYTES} bytes")
+    if len(header) > HEADER_LIMIT:
+        raise HeaderError(f"header longer than {HEADER_LIMIT} bytes")
     parsed = parse_header(header)
     if parsed.signing_method != signing_method:
         raise HeaderError(f"signing method {parsed.signing_method!r} not accepted here")

@@ -1,10 +1,10 @@
-"""The ZeroMQ header frame `Version:<v>;SigningMethod:<m>;Signature:<b64>` (wire-protocol §4)."""
+"""The ZeroMQ header frame `Version:<v>;SigningMethod:<m>;Signature:<b64>` (wire-protocol.md §4)."""
 
 from dataclasses import dataclass
 
 from .errors import HeaderError
+from .limits import HEADER_LIMIT
 
-MAX_HEADER_BYTES = 2048
 VERSIONS = ("2.0", "3.0")
 
 _VERSION = "Version:"
@@ -28,8 +28,8 @@ def parse_header(raw: bytes) -> Header:
     if not isinstance(raw, bytes | bytearray | memoryview):
         raise HeaderError("header must be bytes")
     raw = bytes(raw)
-    if len(raw) > MAX_HEADER_BYTES:
-        raise HeaderError(f"header longer than {MAX_HEADER_BYTES} bytes")
+    if len(raw) > HEADER_LIMIT:
+        raise HeaderError(f"header longer than {HEADER_LIMIT} bytes")
     try:
         text = raw.decode("ascii")
     except UnicodeDecodeError:
@@ -63,6 +63,6 @@ def format_header(version: str, signing_method: str, signature: str) -> bytes:
         if not value or ";" in value or not value.isascii():
             raise HeaderError(f"invalid {name} {value!r}")
     raw = f"Version:{version};SigningMethod:{signing_method};Signature:{signature}".encode("ascii")
-    if len(raw) > MAX_HEADER_BYTES:
-        raise HeaderError(f"header longer than {MAX_HEADER_BYTES} bytes")
+    if len(raw) > HEADER_LIMIT:
+        raise HeaderError(f"header longer than {HEADER_LIMIT} bytes")
     return raw

@@ -49,6 +49,7 @@ def load_private_key(pem: bytes | str) -> RSAPrivateKey:
 def load_public_key(pem: bytes | str) -> RSAPublicKey:
     """Load an RSA public key from `PUBLIC KEY`, `RSA PUBLIC KEY` or `CERTIFICATE` PEM."""
     data = _as_bytes(pem)
+    key: object
     try:
         if b"-----BEGIN CERTIFICATE-----" in data:
             key = x509.load_pem_x509_certificate(data).public_key()
@@ -113,7 +114,7 @@ def z85_encode(data: bytes) -> str:
     """Z85-encode bytes whose length is a multiple of 4."""
     if len(data) % 4:
         raise KeyFormatError("Z85 input length must be a multiple of 4")
-    out = []
+    out: list[str] = []
     for i in range(0, len(data), 4):
         value = int.from_bytes(data[i : i + 4], "big")
         chunk = []

@@ -9,10 +9,10 @@ from dataclasses import KW_ONLY, dataclass
 from typing import Any, ClassVar, Self
 
 from .errors import MessageError
+from .limits import OUTPUT_CHUNK_LIMIT
+from .vocabulary import MessageType, OutputChannel
 
-MAX_OUTPUT_CHUNK = 32768
-OUTPUT_CHANNELS = ("stdout", "stderr")
-
+_CHANNELS = frozenset(OutputChannel)
 _MISSING = object()
 # Integers are stored and compared as signed 64-bit values everywhere downstream.
 _INT64_MIN, _INT64_MAX = -(2**63), 2**63 - 1
@@ -76,10 +76,10 @@ class _Fields:
             raise MessageError(f"field '{name}' must be a map of str to str")
         return dict(value)
 
-    def check_type(self, expected: str) -> None:
+    def check_type(self, expected: MessageType) -> None:
         value = self.d.get("type", expected)
         if value != expected:
-            raise MessageError(f"message type {value!r} is not {expected!r}")
+            raise MessageError(f"message type {value!r} is not {expected.value!r}")
 
 
 def _put(out: dict[str, Any], name: str, value: Any) -> None:
@@ -96,7 +96,7 @@ class _ServerMessage:
     sequence: int
     timestamp: str
 
-    TYPE: ClassVar[str] = ""
+    TYPE: ClassVar[MessageType]
 
     def _head(self) -> dict[str, Any]:
         return {"sequence": self.sequence, "timestamp": self.timestamp, "type": self.TYPE}
@@ -122,7 +122,7 @@ class ServerHeartbeat(_ServerMessage):
     server: str
     incarnation_id: str
 
-    TYPE: ClassVar[str] = "heartbeat"
+    TYPE: ClassVar[MessageType] = MessageType.HEARTBEAT
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -142,12 +142,12 @@ class ServerHeartbeat(_ServerMessage):
 
 @dataclass(frozen=True, slots=True)
 class Abort(_ServerMessage):
-    TYPE: ClassVar[str] = "abort"
+    TYPE: ClassVar[MessageType] = MessageType.ABORT
 
 
 @dataclass(frozen=True, slots=True)
 class Ack(_ServerMessage):
-    TYPE: ClassVar[str] = "ack"
+    TYPE: ClassVar[MessageType] = MessageType.ACK
 
 
 @dataclass(frozen=True, slots=True)
@@ -162,7 +162,7 @@ class Commit(_ServerMessage):
     file: str | None = None
     run_timeout: int | None = None
 
-    TYPE: ClassVar[str] = "commit"
+    TYPE: ClassVar[MessageType] = MessageType.COMMIT
 
     def to_dict(self) -> dict[str, Any]:
         out = self._head()
@@ -200,7 +200,7 @@ class Commit(_ServerMessage):
 class Run(_ServerMessage):
     job_id: str
 
-    TYPE: ClassVar[str] = "run"
+    TYPE: ClassVar[MessageType] = MessageType.RUN
 
     def to_dict(self) -> dict[str, Any]:
         out = self._head()
@@ -245,7 +245,7 @@ class _AgentMessage:
     job_id: str | None = None
     protocol_version: str | None = None
 
-    TYPE: ClassVar[str] = ""
+    TYPE: ClassVar[MessageType]
 
     def _head(self) -> dict[str, Any]:
         out: dict[str, Any] = {"node": self.node}
@@ -289,7 +289,7 @@ class _AgentMessage:
 class AgentHeartbeat(_AgentMessage):
     job_state: str
 
-    TYPE: ClassVar[str] = "heartbeat"
+    TYPE: ClassVar[MessageType] = MessageType.HEARTBEAT
 
     def to_dict(self) -> dict[str, Any]:
         out = self._head()
@@ -306,27 +306,27 @@ class AgentHeartbeat(_AgentMessage):
 
 @dataclass(frozen=True, slots=True)
 class AckCommit(_AgentMessage):
-    TYPE: ClassVar[str] = "ack_commit"
+    TYPE: ClassVar[MessageType] = MessageType.ACK_COMMIT
 
 
 @dataclass(frozen=True, slots=True)
 class NackCommit(_AgentMessage):
-    TYPE: ClassVar[str] = "nack_commit"
+    TYPE: ClassVar[MessageType] = MessageType.NACK_COMMIT
 
 
 @dataclass(frozen=True, slots=True)
 class AckRun(_AgentMessage):
-    TYPE: ClassVar[str] = "ack_run"
+    TYPE: ClassVar[MessageType] = MessageType.ACK_RUN
 
 
 @dataclass(frozen=True, slots=True)
 class NackRun(_AgentMessage):
-    TYPE: ClassVar[str] = "nack_run"
+    TYPE: ClassVar[MessageType] = MessageType.NACK_RUN
 
 
 @dataclass(frozen=True, slots=True)
 class Aborted(_AgentMessage):
-    TYPE: ClassVar[str] = "aborted"
+    TYPE: ClassVar[MessageType] = MessageType.ABORTED
 
 
 @dataclass(frozen=True, slots=True)
@@ -371,12 +371,12 @@ class _Result(_AgentMessage):
 
 @dataclass(frozen=True, slots=True)
 class Succeeded(_Result):
-    TYPE: ClassVar[str] = "succeeded"
+    TYPE: ClassVar[MessageType] = MessageType.SUCCEEDED
 
 
 @dataclass(frozen=True, slots=True)
 class Failed(_Result):
-    TYPE: ClassVar[str] = "failed"
+    TYPE: ClassVar[MessageType] = MessageType.FAILED
 
 
 @dataclass(frozen=True, slots=True)
@@ -386,7 +386,7 @@ class Output(_AgentMessage):
     data: bytes
     omitted_bytes: int | None = None
 
-    TYPE: ClassVar[str] = "output"
+    TYPE: ClassVar[MessageType] = MessageType.OUTPUT
 
     def to_dict(self) -> dict[str, Any]:
         out = self._head()
@@ -402,11 +402,11 @@ class Output(_AgentMessage):
         f = _Fields(d)
         f.check_type(cls.TYPE)
         channel = f.text("channel")
-        if channel not in OUTPUT_CHANNELS:
+        if channel not in _CHANNELS:
             raise MessageError("field 'channel' must be 'stdout' or 'stderr'")
         data = f.binary("data")
-        if not 1 <= len(data) <= MAX_OUTPUT_CHUNK:
-            raise MessageError(f"field 'data' must hold 1 to {MAX_OUTPUT_CHUNK} bytes")
+        if not 1 <= len(data) <= OUTPUT_CHUNK_LIMIT:
+            raise MessageError(f"field 'data' must hold 1 to {OUTPUT_CHUNK_LIMIT} bytes")
         return cls(
             channel,
             f.integer("offset", minimum=0),

@@ -23,5 +23,7 @@ echo "==> ruff check"
 .venv/bin/ruff check .
 echo "==> mypy"
 .venv/bin/mypy
+echo "==> import cycles"
+.venv/bin/python scripts/import_cycles.py
 echo "==> pytest"
 .venv/bin/python -m pytest "$@"

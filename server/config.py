@@ -7,7 +7,6 @@ directory; relative paths in overrides relative to the working directory.
 
 from __future__ import annotations
 
-import dataclasses
 import math
 import os
 import socket
@@ -16,6 +15,8 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+from pushjobs.protocol.limits import JOB_INT_MAX
 
 DEFAULT_CONFIG_PATH = Path("/etc/pushjobs/server.toml")
 CONFIG_ENV_VAR = "PUSHJOBS_SERVER_CONFIG"
@@ -26,13 +27,7 @@ SERVER_INFO_FILE = "server.json"
 LOG_LEVELS = ("debug", "info", "warning", "error", "critical")
 PRINCIPAL_BACKENDS = ("embedded", "chef-server")
 
-# Fixed values (cli.md §12): not settable.
-HTTP_BODY_LIMIT = 1_000_000
-JOB_FILE_LIMIT = 100_000
-HTTP_MAX_SKEW = 900
-JOB_ID_LIMIT = 64
-OFFLINE_THRESHOLD = 3
-ONLINE_THRESHOLD = 2
+# The fixed (not settable) values of cli.md §12 are in pushjobs.protocol.limits.
 
 
 class ConfigError(Exception):
@@ -139,10 +134,6 @@ def _nonempty_string(key: str, value: Any, base: Path) -> str:
     if not text.strip():
         raise ConfigError(f"setting '{key}' must not be empty")
     return text
-
-
-def _optional_string(key: str, value: Any, base: Path) -> str | None:
-    return None if value is None else _nonempty_string(key, value, base)
 
 
 def _path(key: str, value: Any, base: Path) -> Path:
@@ -262,7 +253,7 @@ _SCHEMA: dict[str, dict[str, Callable[[str, Any, Path], Any]]] = {
         "decay_window": _at_least_one,
         "detect_offline_nodes_interval": _positive_number,
         "voting_timeout": _positive_number,
-        "default_run_timeout": _int_in(0, 2_147_483_647),
+        "default_run_timeout": _int_in(0, JOB_INT_MAX),
         "wait_complete_time": _positive_number,
         "keep_alive_time": _positive_number,
         "org_feed_expiration": _positive_number,
@@ -418,16 +409,3 @@ def _check_combinations(settings: Settings) -> None:
             "settings 'zeromq.heartbeat_port' and 'zeromq.command_port' must differ "
             f"(both {zmq.heartbeat_port})"
         )
-
-
-def settings_as_dict(settings: Settings) -> dict[str, Any]:
-    """A JSON-friendly view of the settings (paths as strings)."""
-
-    def convert(value: Any) -> Any:
-        if isinstance(value, Path):
-            return str(value)
-        if isinstance(value, dict):
-            return {k: convert(v) for k, v in value.items()}
-        return value
-
-    return convert(dataclasses.asdict(settings))

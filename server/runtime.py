@@ -1,4 +1,11 @@
-"""Start, run and stop the server process: store, broker, job manager and HTTP in one trio run."""
+"""Start, run and stop the server process: the composition root.
+
+`build_server` is the only place that constructs the server's parts — the stores, the principal
+backend, the session keys, the node registry, the job manager, the broker and the key watch —
+and hands each exactly the collaborators it uses. `serve` runs them in one trio run; the HTTP
+app is built once the broker has bound, from the ports its `run` reports. Nothing is filled in
+later and no part writes back into what was built here.
+"""
 
 from __future__ import annotations
 
@@ -10,56 +17,73 @@ import signal
 import sys
 import time
 import uuid
-from dataclasses import dataclass, field
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, cast
 
 import trio
 import zmq
+from hypercorn.config import Config
+from hypercorn.trio import serve as hypercorn_serve
 
 from pushjobs.protocol.errors import KeyFormatError
 from pushjobs.protocol.keys import load_private_key, public_key_pem
 from pushjobs.protocol.timestamps import StrictClock
+from pushjobs.server.errors import StartupError
+from pushjobs.server.http.app import create_app
+from pushjobs.server.http.deps import HttpDeps
+from pushjobs.server.jobs.manager import JobManager
+from pushjobs.server.nodes.registry import NodeRegistry
+from pushjobs.server.nodes.revocation import KeyWatch
+from pushjobs.server.nodes.sessions import SessionKeys
+from pushjobs.server.principals.embedded import EmbeddedPrincipals
+from pushjobs.server.store.interfaces import AsyncStore
+from pushjobs.server.store.sqlite import SqliteStore
+from pushjobs.server.zeromq.broker import BoundPorts, Broker
 
 if TYPE_CHECKING:
     from cryptography.hazmat.primitives.asymmetric.rsa import RSAPrivateKey
+    from hypercorn.typing import Framework
+    from starlette.applications import Starlette
 
     from pushjobs.server.config import Settings
-    from pushjobs.server.jobs.manager import JobManager
-    from pushjobs.server.nodes.registry import NodeRegistry
-    from pushjobs.server.nodes.sessions import SessionKeys
     from pushjobs.server.principals.rules import PrincipalBackend
-    from pushjobs.server.store.interfaces import AsyncStore
-    from pushjobs.server.zeromq.broker import Broker
 
 log = logging.getLogger("pushjobs.server")
 
 
-class StartupError(Exception):
-    """The server cannot start; the message is shown to the operator as `error: <message>`."""
+@dataclass(frozen=True, slots=True)
+class Identity:
+    """Who this server process is: the same for every part, for the whole run."""
 
-
-@dataclass
-class ServerRuntime:
-    """Everything one server process owns; passed to every part (see docs/dev/contracts.md)."""
-
-    settings: Settings
+    incarnation_id: str
     server_key: RSAPrivateKey
     server_public_pem: str
-    incarnation_id: str = field(default_factory=lambda: str(uuid.uuid4()))
-    clock: StrictClock = field(default_factory=StrictClock)
-    curve_public: str | None = None
-    curve_secret: str | None = None
-    heartbeat_port: int = 0
-    command_port: int = 0
-    http_port: int = 0
-    store: AsyncStore = None  # type: ignore[assignment]
-    principals: PrincipalBackend = None  # type: ignore[assignment]
-    sessions: SessionKeys = None  # type: ignore[assignment]
-    nodes: NodeRegistry = None  # type: ignore[assignment]
-    jobs: JobManager = None  # type: ignore[assignment]
-    broker: Broker = None  # type: ignore[assignment]
-    started_at: float = field(default_factory=time.time)
+
+
+@dataclass(frozen=True, slots=True)
+class CurveKeyPair:
+    """The command socket's CURVE key pair (Z85 text), new for every run."""
+
+    public: str
+    secret: str
+
+
+@dataclass(frozen=True, slots=True)
+class Server:
+    """Every long-lived part of one server process, as `build_server` wired them."""
+
+    settings: Settings
+    identity: Identity
+    curve: CurveKeyPair | None  # None with `zeromq.disable_curve_encryption`
+    store: AsyncStore
+    principals: PrincipalBackend
+    sessions: SessionKeys
+    nodes: NodeRegistry
+    jobs: JobManager
+    broker: Broker
+    key_watch: KeyWatch
 
 
 def configure_logging(level: str, log_file: str | os.PathLike[str] | None) -> None:
@@ -111,9 +135,10 @@ def load_server_key(path: Path) -> RSAPrivateKey:
         raise StartupError(f"{path} is not an RSA private key: {exc}") from None
 
 
-def build_principals(settings: Settings, store: Any) -> PrincipalBackend:
+def build_principals(settings: Settings, store: AsyncStore) -> PrincipalBackend:
     """The principal backend named by `[principals] backend` (http-api.md §9)."""
     if settings.principals.backend == "chef-server":
+        # Imported only when configured: the embedded default does not need an HTTP client.
         from pushjobs.server.principals.chef_server import (
             ChefBackendConfigError,
             ChefServerPrincipals,
@@ -126,28 +151,32 @@ def build_principals(settings: Settings, store: Any) -> PrincipalBackend:
         if settings.principals.superuser_key is not None:
             warn_if_exposed(Path(settings.principals.superuser_key), "Chef superuser key")
         return backend
-    from pushjobs.server.principals.rules import EmbeddedPrincipals
-
     return EmbeddedPrincipals(store)
 
 
-def build_runtime(settings: Settings) -> ServerRuntime:
-    """Open the store (migrations, crash recovery) and construct every part; no sockets yet."""
-    from pushjobs.server.jobs.manager import JobManager
-    from pushjobs.server.nodes.registry import NodeRegistry
-    from pushjobs.server.nodes.sessions import SessionKeys
-    from pushjobs.server.store.interfaces import AsyncStore
-    from pushjobs.server.store.sqlite import SqliteStore
-    from pushjobs.server.zeromq.broker import Broker
+def curve_key_pair(settings: Settings) -> CurveKeyPair | None:
+    """A new CURVE key pair for the command socket; None when CURVE is disabled."""
+    if settings.zeromq.disable_curve_encryption:
+        return None
+    if not zmq.has("curve"):
+        raise StartupError(
+            "this libzmq has no CURVE support; install one that has, or set "
+            "zeromq.disable_curve_encryption = true"
+        )
+    public, secret = zmq.curve_keypair()
+    return CurveKeyPair(public.decode("ascii"), secret.decode("ascii"))
 
+
+def build_server(settings: Settings) -> Server:
+    """Open the store (migrations, crash recovery) and construct every part; no sockets yet."""
     db_path = settings.database_path
     if not db_path.exists():
         raise StartupError(f"{db_path} not found; run pushjobs-server init first")
     server_key = load_server_key(settings.server_key_path)
     if settings.http.tls_key:
         warn_if_exposed(Path(settings.http.tls_key), "TLS private key")
-    rt = ServerRuntime(
-        settings=settings,
+    identity = Identity(
+        incarnation_id=str(uuid.uuid4()),
         server_key=server_key,
         server_public_pem=public_key_pem(server_key.public_key()),
     )
@@ -155,20 +184,63 @@ def build_runtime(settings: Settings) -> ServerRuntime:
     crashed = sync_store.mark_interrupted_crashed(time.time())
     if crashed:
         log.info("marked %d interrupted job(s) crashed", crashed)
-    rt.store = AsyncStore(sync_store)
+    store = AsyncStore(sync_store)
     # Authentication reads on a connection (and worker thread) of its own, so signed requests
     # never queue behind a job's batched writes; WAL lets both proceed at once.
-    rt.principals = build_principals(settings, AsyncStore(SqliteStore(db_path)))
-    rt.sessions = SessionKeys(lifetime=settings.timing.config_lifetime)
-    rt.nodes = NodeRegistry(rt)
-    rt.jobs = JobManager(rt)
-    rt.broker = Broker(rt)
-    return rt
+    principals = build_principals(settings, AsyncStore(SqliteStore(db_path)))
+    sessions = SessionKeys(lifetime=settings.timing.config_lifetime)
+    nodes = NodeRegistry(timing=settings.timing, sessions=sessions)
+    jobs = JobManager(settings=settings, store=store, nodes=nodes, clock=StrictClock())
+    curve = curve_key_pair(settings)
+    broker = Broker(
+        settings=settings,
+        curve_secret=curve.secret if curve is not None else None,
+        server_key=identity.server_key,
+        incarnation_id=identity.incarnation_id,
+        sessions=sessions,
+        nodes=nodes,
+        jobs=jobs,
+        orgs=principals,
+    )
+    key_watch = KeyWatch(
+        principals=principals,
+        sessions=sessions,
+        nodes=nodes,
+        # Only the embedded backend's database records key changes; others are re-read.
+        changes=principals if isinstance(principals, EmbeddedPrincipals) else None,
+    )
+    return Server(
+        settings=settings,
+        identity=identity,
+        curve=curve,
+        store=store,
+        principals=principals,
+        sessions=sessions,
+        nodes=nodes,
+        jobs=jobs,
+        broker=broker,
+        key_watch=key_watch,
+    )
 
 
-def _hypercorn_config(settings: Settings) -> Any:
-    from hypercorn.config import Config
+def http_deps(server: Server, ports: BoundPorts) -> HttpDeps:
+    """What the HTTP layer gets, once the broker has bound `ports`."""
+    return HttpDeps(
+        settings=server.settings,
+        store=server.store,
+        principals=server.principals,
+        sessions=server.sessions,
+        nodes=server.nodes,
+        jobs=server.jobs,
+        incarnation_id=server.identity.incarnation_id,
+        server_public_pem=server.identity.server_public_pem,
+        curve_public=server.curve.public if server.curve is not None else None,
+        heartbeat_port=ports.heartbeat_port,
+        command_port=ports.command_port,
+    )
 
+
+def _hypercorn_config(settings: Settings) -> Config:
     config = Config()
     host = settings.http.bind
     if ":" in host and not host.startswith("["):
@@ -184,15 +256,14 @@ def _hypercorn_config(settings: Settings) -> Any:
     return config
 
 
-def _write_state_file(rt: ServerRuntime, http_url: str) -> None:
+def _write_state_file(path: Path, incarnation_id: str, http_url: str, ports: BoundPorts) -> None:
     state = {
         "pid": os.getpid(),
-        "incarnation_id": rt.incarnation_id,
+        "incarnation_id": incarnation_id,
         "http_url": http_url,
-        "heartbeat_port": rt.heartbeat_port,
-        "command_port": rt.command_port,
+        "heartbeat_port": ports.heartbeat_port,
+        "command_port": ports.command_port,
     }
-    path = rt.settings.server_info_path
     tmp = path.with_suffix(".tmp")
     tmp.write_text(json.dumps(state) + "\n")
     os.replace(tmp, path)
@@ -207,75 +278,90 @@ def _local_url(bind_url: str) -> str:
     return f"{scheme}://{host}:{port}"
 
 
-async def serve(rt: ServerRuntime) -> None:
+async def serve(server: Server) -> None:
     """Run every part until SIGTERM/SIGINT, then shut down gracefully."""
-    from hypercorn.trio import serve as hypercorn_serve
-
-    from pushjobs.server.http.app import create_app
-    from pushjobs.server.nodes.revocation import KeyWatch
-
+    settings = server.settings
     shutdown = trio.Event()
-    settings = rt.settings
     with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
         async with trio.open_nursery() as nursery:
-
-            async def watch_signals() -> None:
-                async for signum in signals:
-                    log.info("received %s, shutting down", signal.Signals(signum).name)
-                    shutdown.set()
-                    return
-
-            nursery.start_soon(watch_signals)
-            try:
-                await nursery.start(rt.broker.run)
-            except* zmq.ZMQError as group:
-                raise StartupError(_zmq_bind_error(_first(group, zmq.ZMQError))) from None
-            log.info(
-                "zeromq: heartbeat PUB on port %d, command ROUTER on port %d (%s)",
-                rt.heartbeat_port,
-                rt.command_port,
-                "CURVE disabled" if settings.zeromq.disable_curve_encryption else "CURVE",
-            )
-            await nursery.start(rt.jobs.run)
+            nursery.start_soon(_watch_signals, signals, shutdown)
+            ports = await _start_broker(nursery, server)
+            await nursery.start(server.jobs.run)
             # Before HTTP: the key-change baseline must precede the first session key.
-            await nursery.start(KeyWatch(rt).run)
-            app = create_app(rt)
+            await nursery.start(server.key_watch.run)
+            app = create_app(http_deps(server, ports))
             http_stopped = trio.Event()
-
-            async def run_http(task_status: trio.TaskStatus[list[str]]) -> None:
-                try:
-                    await hypercorn_serve(
-                        app,
-                        _hypercorn_config(settings),
-                        shutdown_trigger=shutdown.wait,
-                        task_status=task_status,
-                    )
-                finally:
-                    http_stopped.set()
-
-            try:
-                binds = await nursery.start(run_http)
-            except* OSError as group:
-                exc = _first(group, OSError)
-                reason = getattr(exc, "strerror", None) or exc
-                raise StartupError(
-                    f"cannot bind {settings.http.bind}:{settings.http.port}: {reason}"
-                ) from None
+            binds = await _start_http(nursery, app, settings, shutdown, http_stopped)
             http_url = _local_url(binds[0])
-            rt.http_port = int(http_url.rsplit(":", 1)[1])
-            _write_state_file(rt, http_url)
+            _write_state_file(
+                settings.server_info_path, server.identity.incarnation_id, http_url, ports
+            )
             log.info("http: listening on %s", ", ".join(binds))
-            log.info("server ready, incarnation %s", rt.incarnation_id)
+            log.info("server ready, incarnation %s", server.identity.incarnation_id)
             await shutdown.wait()
             # HTTP stops accepting at once (shutdown trigger); live jobs are marked crashed and
             # their open feeds get `job_complete` while hypercorn's graceful timeout runs.
             with trio.move_on_after(10):
-                await rt.jobs.shutdown()
+                await server.jobs.shutdown()
             with trio.move_on_after(5):
                 await http_stopped.wait()
             nursery.cancel_scope.cancel()
     settings.server_info_path.unlink(missing_ok=True)
     log.info("server stopped")
+
+
+async def _watch_signals(signals: AsyncIterator[int], shutdown: trio.Event) -> None:
+    async for signum in signals:
+        log.info("received %s, shutting down", signal.Signals(signum).name)
+        shutdown.set()
+        return
+
+
+async def _start_broker(nursery: trio.Nursery, server: Server) -> BoundPorts:
+    """Bind the ZeroMQ sockets; StartupError naming the address when one cannot be bound."""
+    try:
+        ports: BoundPorts = await nursery.start(server.broker.run)
+    except* zmq.ZMQError as group:
+        raise StartupError(_zmq_bind_error(_first(group, zmq.ZMQError))) from None
+    log.info(
+        "zeromq: heartbeat PUB on port %d, command ROUTER on port %d (%s)",
+        ports.heartbeat_port,
+        ports.command_port,
+        "CURVE disabled" if server.settings.zeromq.disable_curve_encryption else "CURVE",
+    )
+    return ports
+
+
+async def _start_http(
+    nursery: trio.Nursery,
+    app: Starlette,
+    settings: Settings,
+    shutdown: trio.Event,
+    stopped: trio.Event,
+) -> list[str]:
+    """Start hypercorn; returns its binds. `stopped` is set once it has stopped serving."""
+
+    async def run_http(task_status: trio.TaskStatus[list[str]]) -> None:
+        try:
+            await hypercorn_serve(
+                # Starlette types ASGI scopes as plain mappings, hypercorn as TypedDicts.
+                cast("Framework", app),
+                _hypercorn_config(settings),
+                shutdown_trigger=shutdown.wait,
+                task_status=task_status,
+            )
+        finally:
+            stopped.set()
+
+    try:
+        binds: list[str] = await nursery.start(run_http)
+    except* OSError as group:
+        exc = _first(group, OSError)
+        reason = getattr(exc, "strerror", None) or exc
+        raise StartupError(
+            f"cannot bind {settings.http.bind}:{settings.http.port}: {reason}"
+        ) from None
+    return binds
 
 
 def run_server(settings: Settings) -> int:
@@ -287,9 +373,9 @@ def run_server(settings: Settings) -> int:
         settings.server_name,
     )
     try:
-        rt = build_runtime(settings)
-        log.info("incarnation %s", rt.incarnation_id)
-        trio.run(serve, rt)
+        server = build_server(settings)
+        log.info("incarnation %s", server.identity.incarnation_id)
+        trio.run(serve, server)
     except StartupError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1

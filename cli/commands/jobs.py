@@ -12,7 +12,7 @@ from pushjobs.cli.app import App
 from pushjobs.cli.client import HttpError, SignedClient, segment
 from pushjobs.cli.display import Display, EventsDisplay, PlainDisplay, RichDisplay
 from pushjobs.cli.errors import RequestError, UsageError
-from pushjobs.cli.follow import FINAL_JOB_STATUSES, JobProgress
+from pushjobs.cli.follow import JobProgress
 from pushjobs.cli.interrupt import GatedDisplay, honour_sigint, run_in_worker
 from pushjobs.cli.jobspec import (
     NO_NODES,
@@ -25,9 +25,15 @@ from pushjobs.cli.jobspec import (
 )
 from pushjobs.cli.render import format_job, job_nodes_table, jobs_table, output_header
 from pushjobs.cli.search import search_nodes
+from pushjobs.protocol.vocabulary import FINAL_JOB_STATUSES, NodeStatus, OutputChannel
 
-FAILED_NODE_STATUSES = ("failed", "crashed", "timed_out", "aborted")
-RAN_NODE_STATUSES = ("succeeded", *FAILED_NODE_STATUSES)
+FAILED_NODE_STATUSES = (
+    NodeStatus.FAILED,
+    NodeStatus.CRASHED,
+    NodeStatus.TIMED_OUT,
+    NodeStatus.ABORTED,
+)
+RAN_NODE_STATUSES = (NodeStatus.SUCCEEDED, *FAILED_NODE_STATUSES)
 _FINISHED_409 = re.compile(r"with status '([^']*)'")
 
 
@@ -244,7 +250,7 @@ def fetch_outputs(
     result: dict[str, dict[str, Any]] = {}
     for node, status in selected:
         channels: dict[str, bytes | None] = {}
-        for channel in ("stdout", "stderr"):
+        for channel in OutputChannel:
             try:
                 channels[channel] = client.get_bytes(
                     f"{_job_rel(job_id)}/output/{segment(node)}/{channel}"
@@ -263,11 +269,11 @@ def print_outputs(app: App, outputs: dict[str, dict[str, Any]]) -> None:
     for node, parts in outputs.items():
         channels = parts["channels"]
         if all(v is None for v in channels.values()):
-            app.print(output_header(node, "stdout", parts["status"], parts["exit"]))
+            app.print(output_header(node, OutputChannel.STDOUT, parts["status"], parts["exit"]))
             app.print("(no output captured)")
             continue
         for channel, data in channels.items():
-            if channel == "stdout":
+            if channel == OutputChannel.STDOUT:
                 app.print(output_header(node, channel, parts["status"], parts["exit"]))
             else:
                 app.print(output_header(node, channel))

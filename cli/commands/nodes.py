@@ -10,6 +10,7 @@ from pushjobs.cli.client import segment
 from pushjobs.cli.errors import RequestError
 from pushjobs.cli.jobspec import unique
 from pushjobs.cli.search import search_nodes
+from pushjobs.protocol.vocabulary import Availability, NodePresence
 
 
 def node_names(app: App, arguments: list[str]) -> list[str]:
@@ -25,9 +26,9 @@ def node_names(app: App, arguments: list[str]) -> list[str]:
 
 def node_line(state: dict[str, Any], long: bool) -> str:
     """`<node_name>\\t<availability>` (+ `\\t<status>` with --long)."""
-    line = f"{state.get('node_name', '')}\t{state.get('availability', 'unavailable')}"
+    line = f"{state.get('node_name', '')}\t{state.get('availability', Availability.UNAVAILABLE)}"
     if long:
-        line += f"\t{state.get('status', 'online')}"
+        line += f"\t{state.get('status', NodePresence.ONLINE)}"
     return line
 
 

@@ -3,29 +3,29 @@
 from __future__ import annotations
 
 import base64
-import logging
 import threading
 import time
 from collections.abc import Callable
 from typing import BinaryIO
 
-import httpx
-
 from pushjobs.cli import exitcodes
 from pushjobs.cli.app import App
-from pushjobs.cli.client import SSE, HttpError, NetworkError, SignedClient, segment
+from pushjobs.cli.client import HttpError, SignedClient, segment
 from pushjobs.cli.errors import RequestError, UsageError
-from pushjobs.cli.sse import SseEvent, SseParser
+from pushjobs.cli.reopen import StreamFailed, reopened_events
+from pushjobs.cli.sse import SseEvent
+from pushjobs.protocol.vocabulary import OutputChannel
 
-log = logging.getLogger("pushjobs.cli")
-
-CHANNELS = {"stdout": ("stdout",), "stderr": ("stderr",), "both": ("stdout", "stderr")}
+CHANNELS: dict[str, tuple[OutputChannel, ...]] = {
+    "stdout": (OutputChannel.STDOUT,),
+    "stderr": (OutputChannel.STDERR,),
+    "both": tuple(OutputChannel),
+}
 CHANNEL_ERROR = "Invalid Format please enter stdout, stderr or both"
 NO_OUTPUT = (
     "no output for {node}: the job did not capture output, the node did not run the command, "
     "or nothing has arrived yet"
 )
-MAX_REOPEN = 3
 
 
 def _is_job_missing(e: HttpError) -> bool:
@@ -133,41 +133,30 @@ def follow_channel(
 ) -> None:
     """Stream one channel until `end`, reopening a dropped stream from the last offset."""
     position = 0  # bytes written so far, for skipping repeats after a reopen
-    last_id: str | None = None
-    reopens = 0
-    while True:
-        progressed = False
-        headers = {"Last-Event-ID": last_id} if last_id else None
-        parser = SseParser(last_id)
-        try:
-            with client.stream(url, SSE, headers) as response:
-                for raw in response.iter_bytes():
-                    for ev in parser.feed(raw):
-                        progressed = True
-                        if ev.event == "end":
-                            return
-                        if ev.event != "output":
-                            continue
-                        offset, data = chunk_bytes(ev)
-                        if offset is not None and offset < position:
-                            data = data[position - offset :]
-                        if data:
-                            write(data)
-                            position += len(data)
-                        if ev.id and ev.id.isdigit():
-                            last_id = ev.id
-            reason = "the server ended the stream before its end event"
-        except NetworkError as e:
-            reason = e.message
-        except httpx.HTTPError as e:
-            reason = str(e) or type(e).__name__
-        if progressed:
-            reopens = 0
-        if reopens >= MAX_REOPEN:
-            raise RequestError(f"live output stream failed: {reason}")
-        reopens += 1
-        log.debug("output stream dropped (%s); reopening from offset %s", reason, last_id)
-        sleep(1.0)
+    events = reopened_events(
+        client,
+        url,
+        what="output stream",
+        ended="the server ended the stream before its end event",
+        resume_from=lambda ev: ev.event == "output" and ev.id is not None and ev.id.isdigit(),
+        sleep=sleep,
+    )
+    try:
+        for ev in events:
+            if ev.event == "end":
+                return
+            if ev.event != "output":
+                continue
+            offset, data = chunk_bytes(ev)
+            if offset is not None and offset < position:
+                data = data[position - offset :]
+            if data:
+                write(data)
+                position += len(data)
+    except StreamFailed as e:
+        raise RequestError(f"live output stream failed: {e.reason}") from None
+    finally:
+        events.close()
 
 
 def follow_outputs(
@@ -184,7 +173,7 @@ def follow_outputs(
         if single:
             writer: LineWriter | RawWriter = RawWriter(out)
         else:
-            label = node if channel == "stdout" else f"{node} [stderr]"
+            label = node if channel == OutputChannel.STDOUT else f"{node} [stderr]"
             writer = LineWriter(out, f"{label}: ".encode())
         try:
             follow_channel(client, url, lambda data: writer.write(data, lock))

@@ -24,19 +24,19 @@ from pushjobs.server.store.records import ADMINS_GROUP
 def cmd_org_create(ctx: Context) -> int:
     org = check_name("organization", ctx.args.org)
     full_name = ctx.args.full_name if ctx.args.full_name is not None else org
-    ctx.store().create_org(org, full_name)
+    ctx.accounts().create_org(org, full_name)
     ctx.say(f"created organization '{org}'")
     return EXIT_OK
 
 
 def cmd_org_list(ctx: Context) -> int:
-    orgs = ctx.store().list_orgs()
+    orgs = ctx.accounts().list_orgs()
     ctx.emit([o.name for o in orgs], [o.name for o in orgs])
     return EXIT_OK
 
 
 def cmd_org_show(ctx: Context) -> int:
-    store = ctx.store()
+    store = ctx.accounts()
     org = org_or_fail(ctx, ctx.args.org)
     admins_group = store.get_group(org.name, ADMINS_GROUP)
     admins = set(admins_group.users) if admins_group else set()
@@ -69,14 +69,14 @@ def cmd_org_show(ctx: Context) -> int:
 def cmd_org_delete(ctx: Context) -> int:
     org = check_name("organization", ctx.args.org)
     need_yes(ctx, f"this deletes organization '{org}' with its clients, groups and jobs")
-    ctx.store().delete_org(org)
+    ctx.accounts().delete_org(org)
     ctx.say(f"deleted organization '{org}'")
     return EXIT_OK
 
 
 def cmd_org_add_user(ctx: Context) -> int:
     org, user = ctx.args.org, ctx.args.user
-    if not ctx.store().add_org_user(org, user, admin=ctx.args.admin):
+    if not ctx.accounts().add_org_user(org, user, admin=ctx.args.admin):
         if ctx.args.admin:
             raise OperationFailed(
                 f"user '{user}' is already an administrator of organization '{org}'"
@@ -89,7 +89,7 @@ def cmd_org_add_user(ctx: Context) -> int:
 
 def cmd_org_remove_user(ctx: Context) -> int:
     org, user = ctx.args.org, ctx.args.user
-    ctx.store().remove_org_user(org, user)
+    ctx.accounts().remove_org_user(org, user)
     ctx.say(f"removed user '{user}' from organization '{org}'")
     return EXIT_OK
 
@@ -105,7 +105,7 @@ def cmd_user_create(ctx: Context) -> int:
         raise UsageError("--admin needs --org")
     if args.org is not None:
         check_name("organization", args.org)
-    store = ctx.store()
+    store = ctx.accounts()
     if store.get_user(user) is not None:
         raise OperationFailed(f"user '{user}' already exists")
     if args.org is not None:
@@ -125,13 +125,13 @@ def cmd_user_create(ctx: Context) -> int:
 def cmd_user_list(ctx: Context) -> int:
     if ctx.args.org is not None:
         org_or_fail(ctx, ctx.args.org)
-    names = [u.name for u in ctx.store().list_users(ctx.args.org)]
+    names = [u.name for u in ctx.accounts().list_users(ctx.args.org)]
     ctx.emit(names, names)
     return EXIT_OK
 
 
 def cmd_user_show(ctx: Context) -> int:
-    store = ctx.store()
+    store = ctx.accounts()
     user = require(store.get_user(ctx.args.user), f"user '{ctx.args.user}' not found")
     orgs = store.user_orgs(user.name)
     fingerprint = fingerprint_of(user.public_key)
@@ -156,7 +156,7 @@ def cmd_user_show(ctx: Context) -> int:
 
 
 def cmd_user_set_key(ctx: Context) -> int:
-    store = ctx.store()
+    store = ctx.accounts()
     user = ctx.args.user
     require(store.get_user(user), f"user '{user}' not found")
     with key_material(ctx.args) as material:
@@ -166,7 +166,7 @@ def cmd_user_set_key(ctx: Context) -> int:
 
 
 def cmd_user_delete(ctx: Context) -> int:
-    ctx.store().delete_user(ctx.args.user)
+    ctx.accounts().delete_user(ctx.args.user)
     ctx.say(f"deleted user '{ctx.args.user}'")
     return EXIT_OK
 
@@ -177,13 +177,13 @@ def cmd_user_delete(ctx: Context) -> int:
 
 def cmd_group_create(ctx: Context) -> int:
     org, group = ctx.args.org, check_name("group", ctx.args.group)
-    ctx.store().create_group(org, group)
+    ctx.accounts().create_group(org, group)
     ctx.say(f"created group '{group}' in organization '{org}'")
     return EXIT_OK
 
 
 def cmd_group_list(ctx: Context) -> int:
-    names = ctx.store().list_groups(ctx.args.org)
+    names = ctx.accounts().list_groups(ctx.args.org)
     ctx.emit(names, names)
     return EXIT_OK
 
@@ -192,7 +192,7 @@ def cmd_group_show(ctx: Context) -> int:
     org, name = ctx.args.org, ctx.args.group
     org_or_fail(ctx, org)
     group = require(
-        ctx.store().get_group(org, name), f"group '{name}' not found in organization '{org}'"
+        ctx.accounts().get_group(org, name), f"group '{name}' not found in organization '{org}'"
     )
     data = {"name": group.name, "users": group.users, "clients": group.clients}
     data["groups"] = group.groups
@@ -213,7 +213,7 @@ def _change_members(ctx: Context, *, add: bool) -> int:
     users, clients, groups = args.user or [], args.client or [], args.group_member or []
     if not (users or clients or groups):
         raise UsageError("name at least one member with --user, --client or --group")
-    store = ctx.store()
+    store = ctx.accounts()
     change = store.add_group_members if add else store.remove_group_members
     change(org, group, users, clients, groups)
     count = plural(len(users) + len(clients) + len(groups), "member")
@@ -231,6 +231,6 @@ def cmd_group_remove(ctx: Context) -> int:
 
 def cmd_group_delete(ctx: Context) -> int:
     org, group = ctx.args.org, ctx.args.group
-    ctx.store().delete_group(org, group)
+    ctx.accounts().delete_group(org, group)
     ctx.say(f"deleted group '{group}' from organization '{org}'")
     return EXIT_OK

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING
 
 from pushjobs.server.admin.context import (
     CLIENT_RE,
@@ -27,11 +27,14 @@ from pushjobs.server.admin.keys import (
     remove_files,
 )
 
+if TYPE_CHECKING:
+    from pushjobs.server.store.records import Client
+
 
 def cmd_client_create(ctx: Context) -> int:
     args = ctx.args
     client = check_name("client", args.client)
-    store = ctx.store()
+    store = ctx.accounts()
     org_or_fail(ctx, args.org)
     if store.get_client(args.org, client) is not None:
         raise OperationFailed(f"client '{client}' already exists in organization '{args.org}'")
@@ -71,7 +74,7 @@ def cmd_client_import(ctx: Context) -> int:
                 f"invalid client name {name!r} (line {number} of {where}); "
                 f"{NAME_RULES['client'][1]}"
             )
-    store = ctx.store()
+    store = ctx.accounts()
     org_or_fail(ctx, org)
     existing = set(store.list_clients(org))
     names: list[str] = []
@@ -105,15 +108,15 @@ def cmd_client_import(ctx: Context) -> int:
 
 
 def cmd_client_list(ctx: Context) -> int:
-    names = ctx.store().list_clients(ctx.args.org)
+    names = ctx.accounts().list_clients(ctx.args.org)
     ctx.emit(names, names)
     return EXIT_OK
 
 
-def _client_or_fail(ctx: Context, org: str, name: str) -> Any:
+def _client_or_fail(ctx: Context, org: str, name: str) -> Client:
     org_or_fail(ctx, org)
     return require(
-        ctx.store().get_client(org, name), f"client '{name}' not found in organization '{org}'"
+        ctx.accounts().get_client(org, name), f"client '{name}' not found in organization '{org}'"
     )
 
 
@@ -140,7 +143,7 @@ def cmd_client_show(ctx: Context) -> int:
 
 
 def cmd_client_set_key(ctx: Context) -> int:
-    store = ctx.store()
+    store = ctx.accounts()
     org, name = ctx.args.org, ctx.args.client
     _client_or_fail(ctx, org, name)
     with key_material(ctx.args) as material:
@@ -153,6 +156,6 @@ def cmd_client_set_key(ctx: Context) -> int:
 
 def cmd_client_delete(ctx: Context) -> int:
     org, name = ctx.args.org, ctx.args.client
-    ctx.store().delete_client(org, name)
+    ctx.accounts().delete_client(org, name)
     ctx.say(f"deleted client '{name}' from organization '{org}'")
     return EXIT_OK

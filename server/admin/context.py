@@ -9,10 +9,17 @@ import sys
 import time
 from collections.abc import Iterable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from pushjobs.server.config import ConfigError, Settings, default_config_path, load_settings
 from pushjobs.server.store.interfaces import StoreError
+
+if TYPE_CHECKING:
+    from pushjobs.server.store.interfaces import AccountStore, JobStore
+    from pushjobs.server.store.records import Org
+    from pushjobs.server.store.sqlite import SqliteStore
+
+_T = TypeVar("_T")
 
 EXIT_OK = 0
 EXIT_FAILED = 1
@@ -65,9 +72,9 @@ def utc(t: float) -> str:
     return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(t))
 
 
-def open_store(db: Path) -> Any:
+def open_store(db: Path) -> SqliteStore:
     """Open (or create) the SQLite store; failures other than `StoreError` exit 1."""
-    from pushjobs.server.store.sqlite import SqliteStore
+    from pushjobs.server.store.sqlite import SqliteStore  # not at import time: `--help` is fast
 
     try:
         return SqliteStore(db)
@@ -82,12 +89,16 @@ def open_store(db: Path) -> Any:
 
 
 class Context:
-    """Parsed arguments plus lazily loaded settings and store, and output helpers."""
+    """Parsed arguments plus lazily loaded settings and store, and output helpers.
+
+    Commands reach the store through the interface they use: `accounts()` for organizations,
+    users, clients and groups, `job_store()` for `job prune`.
+    """
 
     def __init__(self, args: argparse.Namespace) -> None:
         self.args = args
         self.json: bool = bool(getattr(args, "json", False))
-        self._store: Any = None
+        self._store: SqliteStore | None = None
         self.config_path, self.config_explicit = default_config_path(getattr(args, "config", None))
 
     # -- settings and store -------------------------------------------------
@@ -106,7 +117,15 @@ class Context:
             path = None
         return load_settings(path, self.overrides(extra))
 
-    def store(self) -> Any:
+    def accounts(self) -> AccountStore:
+        """The store's organizations, users, clients and groups."""
+        return self._existing_store()
+
+    def job_store(self) -> JobStore:
+        """The store's jobs."""
+        return self._existing_store()
+
+    def _existing_store(self) -> SqliteStore:
         """The opened store; the database must exist (created by `init`)."""
         if self._store is None:
             settings = self.settings()
@@ -116,6 +135,11 @@ class Context:
                     f"{db} not found; run pushjobs-server init first{self.no_config_note()}"
                 )
             self._store = open_store(db)
+        return self._store
+
+    def create_store(self, db: Path) -> SqliteStore:
+        """Open (or create) the database `db` for `init`; closed with the context."""
+        self._store = open_store(db)
         return self._store
 
     def no_config_note(self) -> str:
@@ -159,16 +183,16 @@ class Context:
                 print(line)
 
 
-def require(found: Any, message: str) -> Any:
+def require(found: _T | None, message: str) -> _T:
     """`found`, or `OperationFailed(message)` when it is None."""
     if found is None:
         raise OperationFailed(message)
     return found
 
 
-def org_or_fail(ctx: Context, org: str) -> Any:
+def org_or_fail(ctx: Context, org: str) -> Org:
     """The organization record, or `OperationFailed` when it does not exist."""
-    return require(ctx.store().get_org(org), f"organization '{org}' not found")
+    return require(ctx.accounts().get_org(org), f"organization '{org}' not found")
 
 
 def need_yes(ctx: Context, what: str) -> None:

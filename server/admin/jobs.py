@@ -14,6 +14,6 @@ def cmd_job_prune(ctx: Context) -> int:
         raise UsageError(f"--older-than must be a number of days >= 0 (got {days})")
     need_yes(ctx, "job prune deletes finished jobs with their output")
     cutoff = time.time() - days * 86400
-    deleted = ctx.store().prune_jobs(cutoff, args.org)
+    deleted = ctx.job_store().prune_jobs(cutoff, args.org)
     ctx.result({"deleted": deleted}, f"deleted {plural(deleted, 'job')}")
     return EXIT_OK

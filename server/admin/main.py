@@ -3,9 +3,9 @@
 `init` and `run`, and management of organizations, users, clients, groups and old jobs
 directly in the server database (safe while the server runs: SQLite WAL).
 
-This module parses the arguments and dispatches to the commands: `admin_setup` (init, run),
-`admin_accounts` (org, user, group), `admin_clients` (client), `admin_jobs` (job prune); their
-shared parts are in `admin_context` and `admin_keys`.
+This module parses the arguments and dispatches to the commands: `setup` (init, run),
+`accounts` (org, user, group), `clients` (client), `jobs` (job prune); their shared parts are
+in `context` and `keys`.
 
 Exit status: 0 success; 1 the operation failed (`error: <message>`); 2 usage or configuration
 error.
@@ -18,7 +18,7 @@ import os
 import sqlite3
 import sys
 from collections.abc import Callable, Sequence
-from typing import Any, NoReturn
+from typing import Any, NoReturn, TypeAlias
 
 from pushjobs.server.admin.accounts import (
     cmd_group_add,
@@ -67,6 +67,10 @@ class _Parser(argparse.ArgumentParser):
     def error(self, message: str) -> NoReturn:
         self.print_usage(sys.stderr)
         self.exit(EXIT_USAGE, f"error: {message}\n")
+
+
+# What `add_subparsers` returns (argparse names it privately).
+_Commands: TypeAlias = "argparse._SubParsersAction[_Parser]"
 
 
 def _global_options(parser: argparse.ArgumentParser, *, suppress: bool) -> None:
@@ -122,7 +126,11 @@ def build_parser() -> argparse.ArgumentParser:
     commands.required = True
 
     def command(
-        sub: Any, name: str, handler: Callable[[Context], int], help_text: str, *positional: str
+        sub: _Commands,
+        name: str,
+        handler: Callable[[Context], int],
+        help_text: str,
+        *positional: str,
     ) -> argparse.ArgumentParser:
         """Add a command; `positional` names its leading arguments (`org` → ORG)."""
         p = sub.add_parser(name, parents=[common], help=help_text, description=help_text)
@@ -131,7 +139,7 @@ def build_parser() -> argparse.ArgumentParser:
             p.add_argument(arg, metavar=arg.upper())
         return p
 
-    def group(name: str, help_text: str) -> Any:
+    def group(name: str, help_text: str) -> _Commands:
         p = commands.add_parser(name, help=help_text, description=help_text, parents=[common])
         sub = p.add_subparsers(dest="action", metavar="ACTION", parser_class=_Parser)
         sub.required = True

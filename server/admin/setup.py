@@ -6,7 +6,7 @@ import json
 import os
 import sys
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING
 
 from pushjobs.server.admin.context import (
     EXIT_OK,
@@ -14,7 +14,6 @@ from pushjobs.server.admin.context import (
     OperationFailed,
     UsageError,
     check_name,
-    open_store,
     os_failure,
 )
 from pushjobs.server.admin.keys import (
@@ -24,6 +23,9 @@ from pushjobs.server.admin.keys import (
     write_private_file,
 )
 from pushjobs.server.config import Settings, load_settings, machine_fqdn
+
+if TYPE_CHECKING:
+    from pushjobs.server.store.interfaces import AccountStore
 
 
 def _toml_string(text: str) -> str:
@@ -100,8 +102,7 @@ def cmd_init(ctx: Context) -> int:
 
     db = settings.database_path
     db_existed = db.exists()
-    store = open_store(db)
-    ctx._store = store
+    store = ctx.create_store(db)
     changed = changed or not db_existed or bool(store.applied_migrations)
     if not db_existed:
         os.chmod(db, 0o600)
@@ -129,7 +130,7 @@ def cmd_init(ctx: Context) -> int:
     return EXIT_OK
 
 
-def _init_admin(ctx: Context, store: Any, org: str, user: str, key_out: str) -> None:
+def _init_admin(ctx: Context, store: AccountStore, org: str, user: str, key_out: str) -> None:
     if store.get_org(org) is None:
         store.create_org(org, org)
         ctx.say(f"created organization '{org}'")

@@ -13,14 +13,16 @@ from typing import TYPE_CHECKING
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.routing import Route as StarletteRoute
-from starlette.types import Receive, Scope, Send
 from starlette.websockets import WebSocketClose
 
 from pushjobs.server.http.pipeline import handle_request
-from pushjobs.server.http.routes import ROUTES, Route
+from pushjobs.server.http.routes import ROUTES
 
 if TYPE_CHECKING:
-    from pushjobs.server.runtime import ServerRuntime
+    from starlette.types import Receive, Scope, Send
+
+    from pushjobs.server.http.deps import HttpDeps
+    from pushjobs.server.http.routing import Route
 
 log = logging.getLogger("pushjobs.server.http")
 
@@ -28,8 +30,8 @@ log = logging.getLogger("pushjobs.server.http")
 class PipelineEndpoint:
     """ASGI endpoint handing every HTTP request to the pipeline."""
 
-    def __init__(self, rt: ServerRuntime, routes: tuple[Route, ...] = ROUTES) -> None:
-        self.rt = rt
+    def __init__(self, deps: HttpDeps, routes: tuple[Route, ...]) -> None:
+        self.deps = deps
         self.routes = routes
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -39,7 +41,7 @@ class PipelineEndpoint:
         if scope["type"] != "http":
             return
         request = Request(scope, receive, send)
-        response = await handle_request(request, self.rt, self.routes)
+        response = await handle_request(request, self.deps, self.routes)
         try:
             await response(scope, receive, send)
         except Exception:
@@ -49,12 +51,11 @@ class PipelineEndpoint:
             )
 
 
-def create_app(rt: ServerRuntime, routes: tuple[Route, ...] = ROUTES) -> Starlette:
-    """The HTTP application serving the routes of http-api.md §2 (or `routes`) for `rt`."""
-    endpoint = PipelineEndpoint(rt, routes)
+def create_app(deps: HttpDeps, routes: tuple[Route, ...] = ROUTES) -> Starlette:
+    """The HTTP application serving the routes of http-api.md §2 (or `routes`) with `deps`."""
+    endpoint = PipelineEndpoint(deps, routes)
     app = Starlette(routes=[StarletteRoute("/{path:path}", endpoint)])
     # Paths the catch-all pattern cannot match (no leading `/`) reach the pipeline too.
     app.router.default = endpoint
     app.router.redirect_slashes = False
-    app.state.runtime = rt
     return app

@@ -1,41 +1,10 @@
-"""HTTP error and request-context types shared by the pipeline and every handler."""
+"""The HTTP error answer every pipeline step and handler raises (http-api.md §6.1)."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
-
-if TYPE_CHECKING:
-    from starlette.requests import Request
-
-    from pushjobs.server.store.records import Org
+from typing import Any
 
 WWW_AUTHENTICATE = 'X-Ops-Sign version="1.0" version="1.1"'
-
-
-@dataclass
-class Requestor:
-    """The authenticated principal: its name and kind (`user` or `client`).
-
-    `public_key` is the key that verified the request's signature (the config endpoint encrypts
-    the session key to it); None when not known.
-    """
-
-    name: str
-    type: str
-    public_key: Any = field(default=None, repr=False, compare=False)
-
-
-@dataclass
-class RequestContext:
-    """Everything a handler needs about a request that passed pipeline steps 1-9."""
-
-    request: Request
-    org: Org | None
-    params: dict[str, str]
-    requestor: Requestor | None
-    body: bytes
-    media_type: str
 
 
 class HttpError(Exception):

@@ -12,20 +12,30 @@ from starlette.responses import Response
 
 from pushjobs.protocol.chef_auth import validate_auth_headers
 from pushjobs.protocol.errors import ChefAuthError
-from pushjobs.server.http.errors import WWW_AUTHENTICATE, HttpError, RequestContext
+from pushjobs.protocol.limits import HTTP_BODY_LIMIT
+from pushjobs.server.http.ccpk import decode_ccpk
+from pushjobs.server.http.context import RequestContext
+from pushjobs.server.http.errors import WWW_AUTHENTICATE, HttpError
 from pushjobs.server.http.negotiation import negotiate
-from pushjobs.server.http.nodes import curve_enabled, decode_ccpk
 from pushjobs.server.http.responses import json_response
-from pushjobs.server.http.routes import ROUTES, Route, find_route, split_path
-from pushjobs.server.principals.rules import PrincipalBackendUnavailable, authenticate, authorize
+from pushjobs.server.http.routing import find_route, split_path
+from pushjobs.server.principals.errors import (
+    AuthenticationFailed,
+    PrincipalBackendUnavailable,
+    PrincipalRefusal,
+)
+from pushjobs.server.principals.rules import authenticate, authorize
 
 if TYPE_CHECKING:
-    from pushjobs.server.runtime import ServerRuntime
+    from starlette.types import Message, Receive
+
+    from pushjobs.server.http.deps import HttpDeps
+    from pushjobs.server.http.routing import Route
 
 log = logging.getLogger("pushjobs.server.http")
 
-MAX_BODY_BYTES = 1_000_000
-BODY_TOO_LARGE = f"JSON must be no more than {MAX_BODY_BYTES} bytes."
+BODY_TOO_LARGE = f"JSON must be no more than {HTTP_BODY_LIMIT} bytes."
+_CHALLENGE = {"WWW-Authenticate": WWW_AUTHENTICATE}
 
 
 def error_response(error: HttpError) -> Response:
@@ -41,12 +51,10 @@ def raw_path(request: Request) -> bytes:
     return raw.split(b"?", 1)[0]
 
 
-async def handle_request(
-    request: Request, rt: ServerRuntime, routes: tuple[Route, ...] = ROUTES
-) -> Response:
+async def handle_request(request: Request, deps: HttpDeps, routes: tuple[Route, ...]) -> Response:
     """Run the pipeline for one request and return the response (never raises `Exception`)."""
     try:
-        return await _run(request, rt, routes)
+        return await _run(request, deps, routes)
     except HttpError as error:
         if error.status in (401, 403, 502):
             log.info(
@@ -65,7 +73,14 @@ def _log_path(request: Request) -> str:
     return raw_path(request).decode("utf-8", "replace")
 
 
-async def _run(request: Request, rt: ServerRuntime, routes: tuple[Route, ...]) -> Response:
+def refusal_error(refusal: PrincipalRefusal) -> HttpError:
+    """The answer to a refused principal (http-api.md §4.5, §5): its status and message; the
+    401s of authentication carry the `WWW-Authenticate` challenge."""
+    challenge = isinstance(refusal, AuthenticationFailed) and refusal.challenge
+    return HttpError(refusal.status, refusal.message, headers=_CHALLENGE if challenge else None)
+
+
+async def _run(request: Request, deps: HttpDeps, routes: tuple[Route, ...]) -> Response:
     path = raw_path(request)
     # 1. route match
     segments = split_path(path)
@@ -88,20 +103,22 @@ async def _run(request: Request, rt: ServerRuntime, routes: tuple[Route, ...]) -
         try:
             auth = validate_auth_headers(headers, time.time())
         except ChefAuthError as exc:
-            extra = {"WWW-Authenticate": WWW_AUTHENTICATE} if exc.www_authenticate else None
-            raise HttpError(exc.status, exc.message, headers=extra) from None
+            raise HttpError(
+                exc.status, exc.message, headers=_CHALLENGE if exc.www_authenticate else None
+            ) from None
         # 5. body size
         body = await read_body(request)
+        request = Request(request.scope, _replay(body, request.receive))
         # 6. ccpk (config / connect)
-        if route.is_config and curve_enabled(rt):
+        if route.is_config and deps.curve_enabled:
             decode_ccpk(request.scope.get("query_string", b""))
         # 7. authentication
         try:
-            org = await rt.principals.org(params["org"])
+            org = await deps.principals.org(params["org"])
             if org is None:
                 raise HttpError(404, f"organization '{params['org']}' does not exist.")
             requestor = await authenticate(
-                rt.principals,
+                deps.principals,
                 org,
                 auth,
                 method=method,
@@ -109,7 +126,11 @@ async def _run(request: Request, rt: ServerRuntime, routes: tuple[Route, ...]) -
                 body=body,
             )
             # 8. authorization
-            await authorize(rt.principals, org.name, endpoint.authz, requestor, params.get("node"))
+            await authorize(
+                deps.principals, org.name, endpoint.authz, requestor, params.get("node")
+            )
+        except PrincipalRefusal as refusal:
+            raise refusal_error(refusal) from None
         except PrincipalBackendUnavailable as exc:
             raise HttpError(
                 502, f"Failed to connect to the principal backend: {exc.reason}"
@@ -127,7 +148,7 @@ async def _run(request: Request, rt: ServerRuntime, routes: tuple[Route, ...]) -
         body=body,
         media_type=media_type,
     )
-    return await endpoint.handler()(ctx, rt)
+    return await endpoint.handler(ctx, deps)
 
 
 def _lower_headers(request: Request) -> dict[str, str]:
@@ -152,13 +173,26 @@ async def read_body(request: Request) -> bytes:
     """The request body, refusing (413) anything over 1,000,000 bytes without buffering it."""
     too_large = HttpError(413, BODY_TOO_LARGE, string_shape=True)
     length = request.headers.get("content-length", "").strip()
-    if length.isdigit() and int(length) > MAX_BODY_BYTES:
+    if length.isdigit() and int(length) > HTTP_BODY_LIMIT:
         raise too_large
     buffer = bytearray()
     async for chunk in request.stream():
-        if len(buffer) + len(chunk) > MAX_BODY_BYTES:
+        if len(buffer) + len(chunk) > HTTP_BODY_LIMIT:
             raise too_large
         buffer += chunk
-    body = bytes(buffer)
-    request._body = body  # later `await request.body()` calls return the same bytes
-    return body
+    return bytes(buffer)
+
+
+def _replay(body: bytes, receive: Receive) -> Receive:
+    """An ASGI `receive` that delivers the already read `body` once, then what the client sends
+    (the disconnect), so the handler's request reads the same bytes again."""
+    pending = True
+
+    async def replay() -> Message:
+        nonlocal pending
+        if pending:
+            pending = False
+            return {"type": "http.request", "body": body, "more_body": False}
+        return await receive()
+
+    return replay

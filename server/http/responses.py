@@ -7,7 +7,7 @@ from typing import Any
 
 from starlette.responses import Response
 
-JSON_MEDIA_TYPE = "application/json"
+from pushjobs.protocol.vocabulary import MediaType
 
 
 def dump_json(obj: Any) -> bytes:
@@ -19,4 +19,4 @@ def dump_json(obj: Any) -> bytes:
 
 def json_response(obj: Any, status: int = 200, headers: dict[str, str] | None = None) -> Response:
     """A response with `Content-Type: application/json` and the compact JSON body of `obj`."""
-    return Response(dump_json(obj), status_code=status, headers=headers, media_type=JSON_MEDIA_TYPE)
+    return Response(dump_json(obj), status_code=status, headers=headers, media_type=MediaType.JSON)

@@ -9,23 +9,30 @@ records at most every 0.5 s, so thousands of nodes answering at once cost a few 
 
 from __future__ import annotations
 
+import functools
 import heapq
 import itertools
 import logging
 import math
 import time
 import uuid
-from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from collections.abc import Callable, Coroutine, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Protocol
 
 import trio
 
+from pushjobs.protocol.messages import Failed, Succeeded
+from pushjobs.protocol.messages import Output as OutputMessage
+from pushjobs.protocol.vocabulary import (
+    FINAL_NODE_STATUSES,
+    JobStatus,
+    MessageType,
+    NodeStatus,
+    OutputChannel,
+)
 from pushjobs.server.jobs.events import JobEventLog, OrgFeedLog, SseClock, start_event_data
 from pushjobs.server.jobs.output import NodeOutput
 from pushjobs.server.jobs.state import (
-    FINAL_NODE_STATUSES,
-    RUNNING,
-    VOTING,
     Event,
     JobChanged,
     JobState,
@@ -34,18 +41,60 @@ from pushjobs.server.jobs.state import (
     RehabRequest,
     SendCommand,
 )
-from pushjobs.server.nodes.registry import IDLE
+from pushjobs.server.nodes.state import NodePhase
 from pushjobs.server.store.records import Job, JobNode, JobSpec, Org, OutputDelta, OutputRecord
 
 if TYPE_CHECKING:
-    from pushjobs.server.http.errors import Requestor
-    from pushjobs.server.runtime import ServerRuntime
+    from pushjobs.protocol.messages import AgentMessage
+    from pushjobs.server.config import Settings
+    from pushjobs.server.jobs.events import WallClock
+    from pushjobs.server.nodes.registry import NodeWatcher
+    from pushjobs.server.principals.requestor import Requestor
 
 log = logging.getLogger("pushjobs.server.jobs")
 
 STATUS_FLUSH_DELAY = 0.1  # batch window for job / node rows
 OUTPUT_FLUSH_INTERVAL = 0.5  # output records are written at most this often (spec: ≤ 1 s)
 ORG_FEED_EVENTS = frozenset({"start", "job_complete"})
+
+
+class MemberNode(Protocol):
+    """What the manager reads of a node's state: its phase and protocol version."""
+
+    @property
+    def phase(self) -> NodePhase: ...
+    @property
+    def version(self) -> str: ...
+
+
+class JobNodes(Protocol):
+    """What the manager needs of the node registry (`NodeRegistry`).
+
+    `node_state` answers the same object until that state ends: the manager compares identities
+    to find nodes whose state was replaced while a job was being created.
+    """
+
+    def node_state(self, org: str, node: str) -> MemberNode | None: ...
+    def watch(self, org: str, node: str, watcher: NodeWatcher) -> None: ...
+    def unwatch(self, org: str, node: str, watcher: NodeWatcher) -> None: ...
+    def rehab(self, org: str, node: str) -> None: ...
+    def send_command(self, org: str, node: str, msg_type: str, fields: dict[str, Any]) -> None: ...
+
+
+class JobRecordStore(Protocol):
+    """What the manager needs of the async store: job rows, output records, batched writes."""
+
+    async def write_batch(
+        self,
+        job_statuses: Mapping[str, tuple[str, float]],
+        nodes: Sequence[JobNode],
+        deltas: Sequence[OutputDelta],
+    ) -> None: ...
+    async def create_job(self, job: Job, node_names: Sequence[str]) -> None: ...
+    async def get_job(self, org_name: str, job_id: str) -> Job | None: ...
+    async def get_job_nodes(self, job_id: str) -> list[JobNode]: ...
+    async def get_output(self, job_id: str, node_name: str) -> OutputRecord | None: ...
+    async def save_outputs(self, records: Sequence[OutputRecord]) -> None: ...
 
 
 class JobNotFound(Exception):
@@ -145,18 +194,22 @@ class _OrgFeed:
 
 
 class JobManager:
-    """Live jobs, timers, persistence, feeds and output records (contracts.md §2)."""
+    """Live jobs, timers, persistence, feeds and output records (lifecycle.md §4–§9)."""
 
-    def __init__(self, rt: ServerRuntime) -> None:
-        self.rt = rt
-        timing = rt.settings.timing
+    def __init__(
+        self, *, settings: Settings, store: JobRecordStore, nodes: JobNodes, clock: WallClock
+    ) -> None:
+        self._store = store
+        self._nodes = nodes
+        self.server_name = settings.server_name
+        timing = settings.timing
         self.voting_timeout = float(timing.voting_timeout)
         self.wait_complete_time = float(timing.wait_complete_time)
         self.output_close_timeout = float(timing.output_close_timeout)
         self.org_feed_expiration = float(timing.org_feed_expiration)
         self.keep_alive_time = float(timing.keep_alive_time)
-        self.max_output_bytes = int(rt.settings.limits.max_output_bytes)
-        self.sse = SseClock(rt.clock)
+        self.max_output_bytes = int(settings.limits.max_output_bytes)
+        self.sse = SseClock(clock)
         self._live: dict[str, LiveJob] = {}
         self._slots: dict[tuple[str, str], OutputSlot] = {}
         self._org_feeds: dict[str, _OrgFeed] = {}
@@ -177,7 +230,7 @@ class JobManager:
 
     # ---- task ---------------------------------------------------------------------------
 
-    async def run(self, *, task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
+    async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         """Timers and the batch writer; runs until cancelled."""
         async with trio.open_nursery() as nursery:
             self._nursery = nursery
@@ -190,7 +243,7 @@ class JobManager:
         self._stopping = True
         for live in list(self._live.values()):
             if not live.state.finished:
-                self._apply(live, lambda now, lv=live: lv.state.crash(now, rehab=False))
+                self._apply(live, functools.partial(live.state.crash, rehab=False))
         for slot in list(self._slots.values()):
             self._close_slot(slot, "server shutdown")
         await self.flush(outputs=True)
@@ -217,26 +270,7 @@ class JobManager:
 
     async def start_job(self, org: Org, requestor: Requestor, spec: JobSpec) -> str:
         """Store and start a job (lifecycle.md §4.3); returns its id once it is voting."""
-        now = time.time()
-        created = float(math.floor(now))
-        job = Job(
-            id=uuid.uuid4().hex,
-            org_id=org.id,
-            org_name=org.name,
-            command=spec.command,
-            status="new",
-            quorum=spec.quorum,
-            run_timeout=spec.run_timeout,
-            requestor_name=requestor.name,
-            requestor_type=requestor.type,
-            created_at=created,
-            updated_at=created,
-            run_as_user=spec.user,
-            dir=spec.dir,
-            env=dict(spec.env) if spec.env is not None else None,
-            file=spec.file,
-            capture=spec.capture,
-        )
+        job = _new_job(org, requestor, spec, time.time())
         state = JobState(
             job.id,
             list(spec.nodes),
@@ -246,34 +280,17 @@ class JobManager:
         )
         live = LiveJob(self, job, state)
         self._live[job.id] = live
-        registry = self.rt.nodes
         # The node states the job is created against. One that ends while the job is being
         # stored (an agent restarted: new client incarnation) takes its part in the job with
         # it; the new state must not get this job's commit (lifecycle.md §2.4).
-        members = {name: registry.node_state(org.name, name) for name in spec.nodes}
+        members = {name: self._nodes.node_state(org.name, name) for name in spec.nodes}
         try:
-            await self.rt.store.create_job(job, list(spec.nodes))
+            await self._store.create_job(job, list(spec.nodes))
         except BaseException:
             del self._live[job.id]
             live.started.set()
             raise
-        idle: set[str] = set()
-        replaced: set[str] = set()
-        for name in spec.nodes:
-            registry.watch(org.name, name, live)
-            current = registry.node_state(org.name, name)
-            if current is not members[name]:
-                replaced.add(name)
-            elif current is not None and current.phase == IDLE:
-                idle.add(name)
-        if replaced:
-            log.info(
-                "job %s: %d node(s) connected, restarted or went down while the job was being "
-                "created, counted down: %s",
-                job.id,
-                len(replaced),
-                ", ".join(repr(name) for name in sorted(replaced)[:10]),
-            )
+        idle, replaced = self._watch_members(live, members)
         log.info(
             "job %s started by %s %s in %s: %d node(s), quorum %d",
             job.id,
@@ -288,6 +305,29 @@ class JobManager:
         await self._flush_soft()
         return job.id
 
+    def _watch_members(
+        self, live: LiveJob, members: dict[str, MemberNode | None]
+    ) -> tuple[set[str], set[str]]:
+        """Watch every member node; returns (idle, replaced since `members` was taken)."""
+        idle: set[str] = set()
+        replaced: set[str] = set()
+        for name, member in members.items():
+            self._nodes.watch(live.org, name, live)
+            current = self._nodes.node_state(live.org, name)
+            if current is not member:
+                replaced.add(name)
+            elif current is not None and current.phase == NodePhase.IDLE:
+                idle.add(name)
+        if replaced:
+            log.info(
+                "job %s: %d node(s) connected, restarted or went down while the job was being "
+                "created, counted down: %s",
+                live.id,
+                len(replaced),
+                ", ".join(repr(name) for name in sorted(replaced)[:10]),
+            )
+        return idle, replaced
+
     async def abort_job(self, org: Org, job_id: str) -> LiveJob:
         """Abort a job in `new`/`voting`/`running` (lifecycle.md §7); returns the live job.
 
@@ -295,7 +335,7 @@ class JobManager:
         """
         live = self.live_job(org.name, job_id)
         if live is None:
-            job = await self.rt.store.get_job(org.name, job_id)
+            job = await self._store.get_job(org.name, job_id)
             if job is None:
                 raise JobNotFound(job_id)
             raise JobAlreadyFinished(job.status)
@@ -316,12 +356,13 @@ class JobManager:
         live = self.live_job(org, job_id)
         return live is not None and node in live.state.nodes
 
-    def on_job_message(self, org: str, node: str, msg: Any, version: str) -> bool:
+    def on_job_message(self, org: str, node: str, msg: AgentMessage, version: str) -> bool:
         """ack/nack commit/run, succeeded, failed; False → the broker rehabs the node."""
         msg_type = msg.TYPE
         job_id = msg.job_id
-        if msg_type in ("succeeded", "failed") and job_id is not None:
-            self._result_output(org, node, msg, version)
+        result = msg if isinstance(msg, (Succeeded, Failed)) else None
+        if result is not None and job_id is not None:
+            self._result_output(org, node, job_id, result, version)
         live = self.live_job(org, job_id) if job_id is not None else None
         if live is None or node not in live.state.nodes:
             return False
@@ -331,8 +372,8 @@ class JobManager:
         if live.state.finished:
             log.info("job %s finished: %s from %s/%s ignored", job_id, msg_type, org, node)
             return True
-        exit_status = getattr(msg, "exit_status", None)
-        signal = getattr(msg, "signal", None)
+        exit_status = result.exit_status if result is not None else None
+        signal = result.signal if result is not None else None
         self._apply(
             live,
             lambda now: live.state.message(
@@ -341,26 +382,28 @@ class JobManager:
         )
         return True
 
-    def on_aborted(self, org: str, node: str, msg: Any) -> None:
+    def on_aborted(self, org: str, node: str, msg: AgentMessage) -> None:
         """`aborted` naming a job: close the output record; forward to the live job."""
         job_id = msg.job_id
         if job_id is None:
             return
         slot = self._slots.get((job_id, node))
         if slot is not None and slot.org == org:
-            self._close_slot(slot, "aborted")
+            self._close_slot(slot, MessageType.ABORTED)
         live = self.live_job(org, job_id)
         if live is None or node not in live.state.nodes or not live.started.is_set():
             return
         if live.state.finished:
             log.debug("job %s finished: aborted from %s/%s ignored", job_id, org, node)
             return
-        self._apply(live, lambda now: live.state.message(node, "aborted", now))
+        self._apply(live, lambda now: live.state.message(node, MessageType.ABORTED, now))
 
-    def on_output(self, org: str, node: str, msg: Any) -> None:
+    def on_output(self, org: str, node: str, msg: AgentMessage) -> None:
         """A 3.0 output chunk: stored when the node belongs to a capture job of the org."""
+        if not isinstance(msg, OutputMessage):
+            return  # the broker hands over `output` messages only
         job_id = msg.job_id
-        if job_id is None or msg.channel not in ("stdout", "stderr"):
+        if job_id is None or msg.channel not in (OutputChannel.STDOUT, OutputChannel.STDERR):
             return
         slot = self._slots.get((job_id, node))
         if slot is None:
@@ -397,8 +440,8 @@ class JobManager:
     def _new_slot(self, live: LiveJob, node: str) -> OutputSlot:
         slot = OutputSlot(self, live.org, live.id, node)
         self._slots[(live.id, node)] = slot
-        if self.rt.nodes.state(live.org, node) is not None:
-            self.rt.nodes.watch(live.org, node, slot)
+        if self._nodes.node_state(live.org, node) is not None:
+            self._nodes.watch(live.org, node, slot)
             slot.watching = True
         entry = live.state.nodes.get(node)
         if entry is not None and entry.final:
@@ -435,7 +478,7 @@ class JobManager:
         if slot.close_timer is not None:
             slot.close_timer.cancel()
         if slot.watching:
-            self.rt.nodes.unwatch(slot.org, slot.node, slot)
+            self._nodes.unwatch(slot.org, slot.node, slot)
             slot.watching = False
         live = self._live.get(slot.job_id)
         if live is not None:
@@ -449,9 +492,10 @@ class JobManager:
             slot.changed.notify()
         self.output_activity.notify()
 
-    def _result_output(self, org: str, node: str, msg: Any, version: str) -> None:
+    def _result_output(
+        self, org: str, node: str, job_id: str, msg: Succeeded | Failed, version: str
+    ) -> None:
         """`succeeded`/`failed`: update and close the output record (lifecycle.md §8)."""
-        job_id = msg.job_id
         v2_output = version == "2.0" and (msg.stdout is not None or msg.stderr is not None)
         v3 = version != "2.0"
         slot = self._slots.get((job_id, node))
@@ -459,7 +503,7 @@ class JobManager:
             live = self.live_job(org, job_id)
             if live is None:
                 if v2_output or v3:
-                    self._spawn(self._result_output_stored(org, node, msg, version))
+                    self._spawn(self._result_output_stored(org, node, job_id, msg, version))
                 return
             if node not in live.state.nodes or node in live.closed_outputs:
                 return
@@ -474,10 +518,12 @@ class JobManager:
             self._ensure_record(slot).set_v3_totals(msg.stdout_bytes, msg.stderr_bytes)
         self._close_slot(slot, msg.TYPE)
 
-    async def _result_output_stored(self, org: str, node: str, msg: Any, version: str) -> None:
+    async def _result_output_stored(
+        self, org: str, node: str, job_id: str, msg: Succeeded | Failed, version: str
+    ) -> None:
         """Result for a job that is no longer live: update its stored record if still open."""
-        store = self.rt.store
-        job = await store.get_job(org, msg.job_id)
+        store = self._store
+        job = await store.get_job(org, job_id)
         if job is None:
             return
         names = {n.node_name for n in await store.get_job_nodes(job.id)}
@@ -520,15 +566,15 @@ class JobManager:
         except Exception:
             log.exception("job %s: crash handling failed", live.id)
             if not live.state.finished:
-                live.state.status = "crashed"
-                self._pending_jobs[live.id] = ("crashed", now)
+                live.state.status = JobStatus.CRASHED
+                self._pending_jobs[live.id] = (JobStatus.CRASHED, now)
         if live.state.finished and not live.finishing:
             self._finish_live(live)
 
     def _carry_out(self, live: LiveJob, outputs: list[Output]) -> None:
         if not outputs:
             return
-        registry = self.rt.nodes
+        registry = self._nodes
         org = live.org
         finished = False
         for out in outputs:
@@ -546,9 +592,9 @@ class JobManager:
                 self._pending_jobs[live.id] = (out.status, out.updated_at)
                 live.job.status = out.status
                 live.job.updated_at = out.updated_at
-                if out.status == VOTING:
+                if out.status == JobStatus.VOTING:
                     self._set_phase_timer(live, self.voting_timeout, live.state.voting_timeout)
-                elif out.status == RUNNING:
+                elif out.status == JobStatus.RUNNING:
                     self._set_phase_timer(live, float(live.state.run_timeout), live.state.run_timer)
                 elif live.state.finished:
                     finished = True
@@ -567,19 +613,11 @@ class JobManager:
 
     def _node_changed(self, live: LiveJob, node: str) -> None:
         entry = live.state.nodes[node]
-        self._pending_nodes[(live.id, node)] = JobNode(
-            job_id=live.id,
-            node_name=node,
-            status=entry.status,
-            exit_status=entry.exit_status,
-            signal=entry.signal,
-            started_at=entry.started_at,
-            finished_at=entry.finished_at,
-        )
+        self._pending_nodes[(live.id, node)] = JobNode.of(live.id, entry)
         if not live.job.capture:
             return
         slot = self._slots.get((live.id, node))
-        if entry.status == RUNNING and slot is None and node not in live.closed_outputs:
+        if entry.status == NodeStatus.RUNNING and slot is None and node not in live.closed_outputs:
             slot = self._new_slot(live, node)
         if slot is not None and entry.status in FINAL_NODE_STATUSES:
             self._schedule_output_close(slot, entry.finished_at)
@@ -589,20 +627,20 @@ class JobManager:
         # The fields are built once per job and message kind, not once per node: a fan-out to
         # thousands of nodes only seals (`send_command` copies them into each body).
         key: str = out.msg_type
-        if key == "commit":
-            st = self.rt.nodes.node_state(live.org, out.node)
+        if key == MessageType.COMMIT:
+            st = self._nodes.node_state(live.org, out.node)
             if st is not None and st.version == "3.0":
                 key = "commit/3.0"
         fields = live.command_fields.get(key)
         if fields is None:
             fields = live.command_fields[key] = self._command_fields(live.job, key)
-        self.rt.nodes.send_command(live.org, out.node, out.msg_type, fields)
+        self._nodes.send_command(live.org, out.node, out.msg_type, fields)
 
     def _command_fields(self, job: Job, key: str) -> dict[str, Any]:
         """The fields of a `commit` (2.0 or 3.0 form) or `run` of the job, after the common ones."""
         fields: dict[str, Any] = {"job_id": job.id}
         if key.startswith("commit"):
-            fields["server"] = self.rt.settings.server_name
+            fields["server"] = self.server_name
             fields["command"] = job.command
             fields["capture"] = job.capture
             if job.run_as_user is not None:
@@ -617,19 +655,21 @@ class JobManager:
                 fields["run_timeout"] = job.run_timeout
         return fields
 
-    def _set_phase_timer(self, live: LiveJob, delay: float, fire: Callable) -> None:
+    def _set_phase_timer(
+        self, live: LiveJob, delay: float, fire: Callable[[float], list[Output]]
+    ) -> None:
         if live.phase_timer is not None:
             live.phase_timer.cancel()
         live.phase_timer = self._call_later(delay, lambda: self._apply(live, fire))
 
     def _finish_live(self, live: LiveJob) -> None:
-        """Final status reached (§4.6): timers off, watchers off, grace period starts."""
+        """Final status reached (lifecycle.md §4.6): timers and watchers off, grace starts."""
         live.finishing = True
         if live.phase_timer is not None:
             live.phase_timer.cancel()
             live.phase_timer = None
         for name in live.state.nodes:
-            self.rt.nodes.unwatch(live.org, name, live)
+            self._nodes.unwatch(live.org, name, live)
         log.info("job %s finished: %s", live.id, live.state.status)
         self._call_later(self.wait_complete_time, lambda: self._spawn(self._expire(live)))
 
@@ -664,7 +704,7 @@ class JobManager:
             with trio.move_on_at(deadline):
                 await self._timer_wakeup.wait()
 
-    def _spawn(self, coro: Any) -> None:
+    def _spawn(self, coro: Coroutine[Any, Any, None]) -> None:
         if self._nursery is None:
             coro.close()
             return
@@ -698,25 +738,16 @@ class JobManager:
         async with self._write_lock:
             jobs, self._pending_jobs = self._pending_jobs, {}
             nodes, self._pending_nodes = self._pending_nodes, {}
-            slots: list[tuple[OutputSlot, int, Callable[[], None]]] = []
-            deltas: list[OutputDelta] = []
-            if outputs:
-                self._last_output_flush = trio.current_time()
-                for slot in self._dirty_slots.values():
-                    if slot.record is not None:
-                        delta, written = slot.record.take_delta()
-                        slots.append((slot, slot.version, written))
-                        deltas.append(delta)
-                self._dirty_slots = {}
+            slots, deltas = self._take_output_deltas() if outputs else ([], [])
             if not (jobs or nodes or deltas):
                 return
             try:
-                await self.rt.store.run(_write_batch, self.rt.store.store, jobs, nodes, deltas)
+                await self._store.write_batch(jobs, list(nodes.values()), deltas)
             except BaseException:
-                for key, value in jobs.items():
-                    self._pending_jobs.setdefault(key, value)
-                for key, row in nodes.items():
-                    self._pending_nodes.setdefault(key, row)
+                for job_id, value in jobs.items():
+                    self._pending_jobs.setdefault(job_id, value)
+                for job_node, row in nodes.items():
+                    self._pending_nodes.setdefault(job_node, row)
                 for slot, _, _ in slots:
                     self._dirty_slots.setdefault((slot.job_id, slot.node), slot)
                 self._flush_wakeup.set()
@@ -728,6 +759,21 @@ class JobManager:
                 if slot.done and slot.written == slot.version and self._slots.get(key) is slot:
                     del self._slots[key]
 
+    def _take_output_deltas(
+        self,
+    ) -> tuple[list[tuple[OutputSlot, int, Callable[[], None]]], list[OutputDelta]]:
+        """What the dirty output records gained: (slot, its version, mark written) and deltas."""
+        self._last_output_flush = trio.current_time()
+        slots: list[tuple[OutputSlot, int, Callable[[], None]]] = []
+        deltas: list[OutputDelta] = []
+        for slot in self._dirty_slots.values():
+            if slot.record is not None:
+                delta, written = slot.record.take_delta()
+                slots.append((slot, slot.version, written))
+                deltas.append(delta)
+        self._dirty_slots = {}
+        return slots, deltas
+
     async def _flush_soft(self) -> None:
         """Flush for an HTTP answer; a failing store is retried by the flush loop."""
         try:
@@ -737,19 +783,27 @@ class JobManager:
 
     async def _write_outputs(self, records: list[OutputRecord]) -> None:
         async with self._write_lock:
-            await self.rt.store.save_outputs(records)
+            await self._store.save_outputs(records)
 
 
-def _write_batch(
-    store: Any,
-    jobs: dict[str, tuple[str, float]],
-    nodes: dict[tuple[str, str], JobNode],
-    deltas: list[OutputDelta],
-) -> None:
-    """Runs in the store's worker thread: one hop for a whole batch."""
-    for job_id, (status, updated_at) in jobs.items():
-        store.set_job_status(job_id, status, updated_at)
-    if nodes:
-        store.save_job_nodes(list(nodes.values()))
-    if deltas:
-        store.append_outputs(deltas)
+def _new_job(org: Org, requestor: Requestor, spec: JobSpec, now: float) -> Job:
+    """The row of a new job, created (and last updated) at `now` in whole seconds."""
+    created = float(math.floor(now))
+    return Job(
+        id=uuid.uuid4().hex,
+        org_id=org.id,
+        org_name=org.name,
+        command=spec.command,
+        status=JobStatus.NEW,
+        quorum=spec.quorum,
+        run_timeout=spec.run_timeout,
+        requestor_name=requestor.name,
+        requestor_type=requestor.type,
+        created_at=created,
+        updated_at=created,
+        run_as_user=spec.user,
+        dir=spec.dir,
+        env=dict(spec.env) if spec.env is not None else None,
+        file=spec.file,
+        capture=spec.capture,
+    )

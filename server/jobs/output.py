@@ -17,9 +17,8 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from pushjobs.protocol.vocabulary import OutputChannel
 from pushjobs.server.store.records import OutputDelta, OutputRecord, OutputTotals
-
-CHANNELS = ("stdout", "stderr")
 
 
 def omission_marker(count: int, stored: bytes | bytearray) -> bytes:
@@ -143,9 +142,9 @@ class NodeOutput:
         self.closed = False
 
     def channel(self, name: str) -> ChannelOutput:
-        if name == "stdout":
+        if name == OutputChannel.STDOUT:
             return self.stdout
-        if name == "stderr":
+        if name == OutputChannel.STDERR:
             return self.stderr
         raise ValueError(f"unknown channel {name!r}")
 

@@ -11,45 +11,12 @@ from collections import Counter
 from dataclasses import dataclass
 from typing import Any
 
-# Job statuses (lifecycle.md §4.1).
-NEW = "new"
-VOTING = "voting"
-RUNNING = "running"
-COMPLETE = "complete"
-QUORUM_FAILED = "quorum_failed"
-TIMED_OUT = "timed_out"
-CRASHED = "crashed"
-ABORTED = "aborted"
-JOB_STATUSES = (NEW, VOTING, RUNNING, COMPLETE, QUORUM_FAILED, TIMED_OUT, CRASHED, ABORTED)
-FINAL_JOB_STATUSES = frozenset({COMPLETE, QUORUM_FAILED, TIMED_OUT, CRASHED, ABORTED})
-
-# Node-in-job statuses (lifecycle.md §4.2); NEW, RUNNING, CRASHED, TIMED_OUT, ABORTED shared.
-READY = "ready"
-SUCCEEDED = "succeeded"
-FAILED = "failed"
-NACKED = "nacked"
-UNAVAILABLE = "unavailable"
-WAS_READY = "was_ready"
-NODE_STATUSES = (
-    NEW,
-    READY,
-    RUNNING,
-    SUCCEEDED,
-    FAILED,
-    ABORTED,
-    UNAVAILABLE,
-    NACKED,
-    CRASHED,
-    WAS_READY,
-    TIMED_OUT,
-)
-FINAL_NODE_STATUSES = frozenset(
-    {SUCCEEDED, FAILED, NACKED, UNAVAILABLE, WAS_READY, CRASHED, TIMED_OUT, ABORTED}
-)
-
-# Node message types a job handles (wire-protocol.md §15/§16 dispatch).
-JOB_MESSAGE_TYPES = frozenset(
-    {"ack_commit", "nack_commit", "ack_run", "nack_run", "succeeded", "failed", "aborted"}
+from pushjobs.protocol.vocabulary import (
+    FINAL_JOB_STATUSES,
+    FINAL_NODE_STATUSES,
+    JobStatus,
+    MessageType,
+    NodeStatus,
 )
 
 
@@ -58,7 +25,7 @@ class NodeInJob:
     """One node's row in the job (the `job_nodes` record)."""
 
     name: str
-    status: str = NEW
+    status: NodeStatus = NodeStatus.NEW
     started_at: float | None = None
     finished_at: float | None = None
     exit_status: int | None = None
@@ -77,7 +44,7 @@ class SendCommand:
     """Send `commit` or `run` to the node."""
 
     node: str
-    msg_type: str
+    msg_type: MessageType
 
 
 @dataclass(frozen=True, slots=True)
@@ -107,7 +74,7 @@ class NodeChanged:
 class JobChanged:
     """The job status changed at `updated_at`; persist it. Final statuses end the job."""
 
-    status: str
+    status: JobStatus
     updated_at: float
 
 
@@ -133,10 +100,10 @@ class JobState:
         self.quorum = quorum
         self.run_timeout = run_timeout
         self.start_data = start_data
-        self.status = NEW
+        self.status: JobStatus = JobStatus.NEW
         self.updated_at: float | None = None
         self.nodes: dict[str, NodeInJob] = {name: NodeInJob(name) for name in nodes}
-        self.counts: Counter[str] = Counter({NEW: len(self.nodes)})
+        self.counts: Counter[NodeStatus] = Counter({NodeStatus.NEW: len(self.nodes)})
         self._out: list[Output] = []
 
     # ---- queries ----------------------------------------------------------------------
@@ -145,7 +112,7 @@ class JobState:
     def finished(self) -> bool:
         return self.status in FINAL_JOB_STATUSES
 
-    def node_status(self, node: str) -> str | None:
+    def node_status(self, node: str) -> NodeStatus | None:
         entry = self.nodes.get(node)
         return entry.status if entry is not None else None
 
@@ -172,14 +139,14 @@ class JobState:
         was created: they are down like the rest, but no rehab request is sent, since it would
         reach a node state that is not part of this job (and may be running another job).
         """
-        if self.status != NEW:
+        if self.status != JobStatus.NEW:
             return []
         self._emit(Event("start", dict(self.start_data)))
-        self._set_status(VOTING, now)
+        self._set_status(JobStatus.VOTING, now)
         down: list[str] = []
         for name in self.nodes:
             if name in idle_nodes and name not in replaced:
-                self._emit(SendCommand(name, "commit"))
+                self._emit(SendCommand(name, MessageType.COMMIT))
             else:
                 down.append(name)
         for name in down:
@@ -198,9 +165,9 @@ class JobState:
     ) -> list[Output]:
         """A job message (or `aborted`) from a member node naming this job (§5.1, §5.2)."""
         entry = self.nodes.get(node)
-        if entry is None or self.status not in (VOTING, RUNNING):
+        if entry is None or self.status not in (JobStatus.VOTING, JobStatus.RUNNING):
             return []
-        if self.status == VOTING:
+        if self.status == JobStatus.VOTING:
             self._message_while_voting(entry, msg_type, now)
         else:
             self._message_while_running(entry, msg_type, now, exit_status, signal)
@@ -210,9 +177,9 @@ class JobState:
     def node_down(self, node: str, now: float) -> list[Output]:
         """The node's state ended (or it was not idle at start)."""
         entry = self.nodes.get(node)
-        if entry is None or entry.final or self.status not in (VOTING, RUNNING):
+        if entry is None or entry.final or self.status not in (JobStatus.VOTING, JobStatus.RUNNING):
             return []
-        if self.status == VOTING:
+        if self.status == JobStatus.VOTING:
             self._down_while_voting(entry, now)
         else:
             self._crash_node(entry, now)
@@ -221,19 +188,19 @@ class JobState:
 
     def voting_timeout(self, now: float) -> list[Output]:
         """The voting timer fired: nodes still `new` are out (silent rehab)."""
-        if self.status != VOTING:
+        if self.status != JobStatus.VOTING:
             return []
         for entry in self.nodes.values():
-            if entry.status == NEW:
+            if entry.status == NodeStatus.NEW:
                 self._emit(Event("quorum_vote", {"node": entry.name, "status": "voting_timeout"}))
-                self._set_node(entry, UNAVAILABLE, now)
+                self._set_node(entry, NodeStatus.UNAVAILABLE, now)
                 self._emit(RehabRequest(entry.name, silent=True))
         self._check_phase_end(now)
         return self._take()
 
     def run_timer(self, now: float) -> list[Output]:
         """The run timer fired: `ready`/`running` nodes time out (silent rehab), job `timed_out`."""
-        if self.status != RUNNING:
+        if self.status != JobStatus.RUNNING:
             return []
         self._time_out(now)
         return self._take()
@@ -244,9 +211,9 @@ class JobState:
             return []
         for entry in self.nodes.values():
             if not entry.final:
-                self._set_node(entry, ABORTED, now)
+                self._set_node(entry, NodeStatus.ABORTED, now)
                 self._emit(RehabRequest(entry.name, silent=True))
-        self._finish(ABORTED, now)
+        self._finish(JobStatus.ABORTED, now)
         return self._take()
 
     def crash(self, now: float, *, rehab: bool = True) -> list[Output]:
@@ -256,10 +223,10 @@ class JobState:
         self._out.clear()  # outputs of a failed input are not carried out
         for entry in self.nodes.values():
             if not entry.final:
-                self._set_node(entry, CRASHED, now)
+                self._set_node(entry, NodeStatus.CRASHED, now)
             if rehab:
                 self._emit(RehabRequest(entry.name, silent=True))
-        self._finish(CRASHED, now)
+        self._finish(JobStatus.CRASHED, now)
         return self._take()
 
     # ---- voting -----------------------------------------------------------------------
@@ -267,58 +234,58 @@ class JobState:
     def _message_while_voting(self, entry: NodeInJob, msg_type: str, now: float) -> None:
         name = entry.name
         status = entry.status
-        if msg_type == "ack_commit":
-            if status == NEW:
-                self._set_node(entry, READY, now)
+        if msg_type == MessageType.ACK_COMMIT:
+            if status == NodeStatus.NEW:
+                self._set_node(entry, NodeStatus.READY, now)
                 self._vote(name, "success")
-            elif status == READY:
+            elif status == NodeStatus.READY:
                 self._vote(name, "unexpected_commit")
             else:
                 self._rehab(name)
                 self._vote(name, "client_died_while_voting")
-        elif msg_type == "nack_commit":
-            if status == NEW:
-                self._set_node(entry, NACKED, now)
+        elif msg_type == MessageType.NACK_COMMIT:
+            if status == NodeStatus.NEW:
+                self._set_node(entry, NodeStatus.NACKED, now)
                 self._vote(name, "failure")
-            elif status == READY:
-                self._set_node(entry, UNAVAILABLE, now)
+            elif status == NodeStatus.READY:
+                self._set_node(entry, NodeStatus.UNAVAILABLE, now)
                 self._rehab(name)
                 self._vote(name, "lost_availibility")
             else:
                 self._rehab(name)
                 self._vote(name, "client_died_while_voting")
-        elif msg_type == "aborted":
+        elif msg_type == MessageType.ABORTED:
             if not entry.final:
-                self._set_node(entry, UNAVAILABLE, now)
+                self._set_node(entry, NodeStatus.UNAVAILABLE, now)
                 self._rehab(name)
         elif entry.final:
             self._rehab(name)
         else:
-            self._set_node(entry, UNAVAILABLE, now)
+            self._set_node(entry, NodeStatus.UNAVAILABLE, now)
             self._rehab(name)
 
     def _down_while_voting(self, entry: NodeInJob, now: float, *, rehab: bool = True) -> None:
         self._vote(entry.name, "down")
-        self._set_node(entry, UNAVAILABLE, now)
+        self._set_node(entry, NodeStatus.UNAVAILABLE, now)
         if rehab:
             self._rehab(entry.name)
         else:  # the event stays, as when a node state ends while voting (the request is moot)
             self._emit(Event("rehab", {"node": entry.name}))
 
     def _end_voting(self, now: float) -> None:
-        ready = [e for e in self.nodes.values() if e.status == READY]
+        ready = [e for e in self.nodes.values() if e.status == NodeStatus.READY]
         if len(ready) >= self.quorum:
             self._emit(Event("quorum_succeeded", {}))
-            self._set_status(RUNNING, now)
+            self._set_status(JobStatus.RUNNING, now)
             for entry in ready:
-                self._emit(SendCommand(entry.name, "run"))
+                self._emit(SendCommand(entry.name, MessageType.RUN))
             if self.run_timeout == 0 and ready:
                 self._time_out(now)
         else:
             for entry in ready:
-                self._set_node(entry, WAS_READY, now)
+                self._set_node(entry, NodeStatus.WAS_READY, now)
                 self._emit(RehabRequest(entry.name, silent=True))
-            self._finish(QUORUM_FAILED, now)
+            self._finish(JobStatus.QUORUM_FAILED, now)
 
     # ---- running ----------------------------------------------------------------------
 
@@ -333,69 +300,74 @@ class JobState:
         name = entry.name
         status = entry.status
         if entry.final:
-            if msg_type == "aborted":
+            if msg_type == MessageType.ABORTED:
                 return
-            if msg_type == "ack_run":
+            if msg_type == MessageType.ACK_RUN:
                 self._run_complete(name, "client_died_while_running")
                 self._rehab(name)
             else:
                 self._rehab(name)
                 self._run_complete(name, "client_died_while_running")
             return
-        if msg_type == "ack_run":
-            if status == READY:
+        if msg_type == MessageType.ACK_RUN:
+            if status == NodeStatus.READY:
                 entry.started_at = now
                 self._emit(Event("run_start", {"node": name}))
-                self._set_node(entry, RUNNING, now)
+                self._set_node(entry, NodeStatus.RUNNING, now)
             return
-        if msg_type == "nack_run":
-            self._set_node(entry, FAILED, now)
+        if msg_type == MessageType.NACK_RUN:
+            self._set_node(entry, NodeStatus.FAILED, now)
             self._rehab(name)
             self._run_complete(
-                name, "run_nacked" if status == READY else "run_nacked_while_running"
+                name, "run_nacked" if status == NodeStatus.READY else "run_nacked_while_running"
             )
-        elif msg_type in ("succeeded", "failed") and status == RUNNING:
+        elif (
+            msg_type in (MessageType.SUCCEEDED, MessageType.FAILED) and status == NodeStatus.RUNNING
+        ):
             entry.exit_status = exit_status
             entry.signal = signal
-            if msg_type == "succeeded":
-                self._set_node(entry, SUCCEEDED, now)
+            if msg_type == MessageType.SUCCEEDED:
+                self._set_node(entry, NodeStatus.SUCCEEDED, now)
                 self._run_complete(name, "success")
             else:
-                self._set_node(entry, FAILED, now)
+                self._set_node(entry, NodeStatus.FAILED, now)
                 self._run_complete(name, "failure")
         else:
             self._crash_node(entry, now)
 
     def _crash_node(self, entry: NodeInJob, now: float) -> None:
-        self._set_node(entry, CRASHED, now)
+        self._set_node(entry, NodeStatus.CRASHED, now)
         self._rehab(entry.name)
         self._run_complete(entry.name, "crashed")
 
     def _time_out(self, now: float) -> None:
         for entry in self.nodes.values():
-            if entry.status in (READY, RUNNING):
-                self._set_node(entry, TIMED_OUT, now)
+            if entry.status in (NodeStatus.READY, NodeStatus.RUNNING):
+                self._set_node(entry, NodeStatus.TIMED_OUT, now)
                 self._emit(RehabRequest(entry.name, silent=True))
-        self._finish(TIMED_OUT, now)
+        self._finish(JobStatus.TIMED_OUT, now)
 
     # ---- common -----------------------------------------------------------------------
 
     def _check_phase_end(self, now: float) -> None:
-        if self.status == VOTING and self.counts[NEW] == 0:
+        if self.status == JobStatus.VOTING and self.counts[NodeStatus.NEW] == 0:
             self._end_voting(now)
-        if self.status == RUNNING and self.counts[READY] + self.counts[RUNNING] == 0:
-            self._finish(COMPLETE, now)
+        if (
+            self.status == JobStatus.RUNNING
+            and self.counts[NodeStatus.READY] + self.counts[NodeStatus.RUNNING] == 0
+        ):
+            self._finish(JobStatus.COMPLETE, now)
 
-    def _finish(self, status: str, now: float) -> None:
+    def _finish(self, status: JobStatus, now: float) -> None:
         self._set_status(status, now)
         self._emit(Event("job_complete", {"status": status}))
 
-    def _set_status(self, status: str, now: float) -> None:
+    def _set_status(self, status: JobStatus, now: float) -> None:
         self.status = status
         self.updated_at = now
         self._emit(JobChanged(status, now))
 
-    def _set_node(self, entry: NodeInJob, status: str, now: float) -> None:
+    def _set_node(self, entry: NodeInJob, status: NodeStatus, now: float) -> None:
         self.counts[entry.status] -= 1
         self.counts[status] += 1
         entry.status = status
@@ -419,3 +391,4 @@ class JobState:
     def _take(self) -> list[Output]:
         out, self._out = self._out, []
         return out
+

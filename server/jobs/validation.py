@@ -8,6 +8,7 @@ import json
 from decimal import Decimal
 from typing import Any
 
+from pushjobs.protocol.limits import JOB_FILE_LIMIT, JOB_INT_MAX
 from pushjobs.server.store.records import JobSpec
 
 UNKNOWN = "an unknown validation error has occurred"
@@ -20,11 +21,9 @@ INVALID_KEY = "invalid key supplied"
 DUPLICATE_ENV = "invalid environment value (duplicate key)"
 BAD_FILE_PREFIX = "invalid file contents (expected 'base64:...' or 'raw:...')"
 BAD_FILE_BASE64 = "invalid file contents (couldn't decode base64 string)"
-BAD_FILE_SIZE = "invalid file size (must be <= 100000 bytes)"
+BAD_FILE_SIZE = f"invalid file size (must be <= {JOB_FILE_LIMIT} bytes)"
 
 KEYS = ("command", "nodes", "run_timeout", "quorum", "user", "dir", "env", "file", "capture_output")
-MAX_INT = 2_147_483_647
-MAX_FILE_BYTES = 100_000
 
 
 class JobValidationError(ValueError):
@@ -78,7 +77,7 @@ def _integer(value: Any) -> int | None:
     Numbers are decoded as exact `Decimal`s, so `1e-400` is not mistaken for 0 and a
     5000-digit integer is simply out of range (int() refuses such strings).
     """
-    if not isinstance(value, Decimal) or not 0 <= value <= MAX_INT:
+    if not isinstance(value, Decimal) or not 0 <= value <= JOB_INT_MAX:
         return None
     if value != value.to_integral_value():
         return None
@@ -150,7 +149,7 @@ def validate_job_body(body: bytes, default_run_timeout: int) -> JobSpec:
         raise JobValidationError(NO_NODES)
     if isinstance(env, _Pairs) and env.duplicate:
         raise JobValidationError(DUPLICATE_ENV)
-    if file is not None and _file_size(file) > MAX_FILE_BYTES:
+    if file is not None and _file_size(file) > JOB_FILE_LIMIT:
         raise JobValidationError(BAD_FILE_SIZE)
 
     distinct = list(dict.fromkeys(nodes))

@@ -1,9 +1,9 @@
-"""Node states (rehab / idle, liveness) and the registry of connected nodes (lifecycle.md §2, §3).
+"""The registry of connected nodes (lifecycle.md §2, §3): every `NodeState` and its I/O.
 
-`NodeState` is a plain object: inputs in, a list of actions out (`SEND_ABORT`, `DOWN`); it does no
-I/O and reads no clock. `NodeRegistry` owns every node state and performs those actions: it seals
-command messages for the node's protocol version with its session key and hands the frames to a
-non-blocking sender (the broker's ROUTER), and tells watchers (live jobs) when a node goes down.
+The pure `NodeState` (`state.py`) answers inputs with `NodeAction`s; the registry performs them:
+it seals command messages for the node's protocol version with its session key, hands the frames
+to a non-blocking sender (the broker's ROUTER), and tells watchers (live jobs) when a node goes
+down.
 """
 
 from __future__ import annotations
@@ -11,101 +11,33 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable, Sequence
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from pushjobs.protocol.envelope import seal_hmac
 from pushjobs.protocol.timestamps import format_rfc1123
-from pushjobs.server.nodes.liveness import LivenessParams, NodeLiveness
+from pushjobs.protocol.vocabulary import MessageType
+from pushjobs.server.nodes.liveness import LivenessParams
+from pushjobs.server.nodes.state import NodeAction, NodePhase, NodeState
+
+if TYPE_CHECKING:
+    from pushjobs.server.config import TimingSettings
 
 log = logging.getLogger(__name__)
 
-REHAB = "rehab"
-IDLE = "idle"
-
-# Actions returned by NodeState inputs.
-SEND_ABORT = "send_abort"
-DOWN = "down"
-
-Sender = Callable[[Sequence[bytes]], Any]
+Sender = Callable[[Sequence[bytes]], object]  # the return value is ignored
 Key = tuple[str, str]
 
 
 class NodeWatcher(Protocol):
-    """A live job that includes the node; told when the node's state ends."""
+    """A live job (or output record) that includes the node; told when the node's state ends."""
 
     def node_down(self, org: str, node: str) -> None: ...
 
 
-class NodeState:
-    """One connected node: rehab/idle phase, liveness, connection facts (lifecycle.md §2.2)."""
+class SessionKeyLookup(Protocol):
+    """What the registry needs of the session keys: the key that seals a node's commands."""
 
-    __slots__ = (
-        "incarnation_id",
-        "liveness",
-        "next_abort",
-        "node",
-        "org",
-        "phase",
-        "rehab_interval",
-        "routing_id",
-        "version",
-    )
-
-    def __init__(
-        self,
-        org: str,
-        node: str,
-        *,
-        incarnation_id: str,
-        routing_id: bytes,
-        version: str,
-        liveness: LivenessParams,
-        rehab_interval: float,
-        now: float,
-    ) -> None:
-        self.org = org
-        self.node = node
-        self.incarnation_id = incarnation_id
-        self.routing_id = routing_id
-        self.version = version
-        self.liveness = NodeLiveness(liveness, now)
-        self.rehab_interval = rehab_interval
-        self.phase = REHAB
-        self.next_abort = now + rehab_interval
-
-    def start(self, now: float) -> list[str]:
-        """Creation: enter rehab, send `abort`, start the rehab timer."""
-        self.phase = REHAB
-        self.next_abort = now + self.rehab_interval
-        return [SEND_ABORT]
-
-    def on_rehab_timer(self, now: float) -> list[str]:
-        """Timer tick: in rehab and due → send `abort` again."""
-        if self.phase != REHAB or now < self.next_abort:
-            return []
-        self.next_abort = now + self.rehab_interval
-        return [SEND_ABORT]
-
-    def on_aborted(self) -> list[str]:
-        """`aborted` from the node: rehab → idle (cancels the timer); idle stays idle."""
-        self.phase = IDLE
-        return []
-
-    def on_rehab_request(self, now: float) -> list[str]:
-        """A job or the broker asks for rehab: idle → rehab with `abort`; rehab ignores it."""
-        if self.phase == REHAB:
-            return []
-        self.phase = REHAB
-        self.next_abort = now + self.rehab_interval
-        return [SEND_ABORT]
-
-    def on_heartbeat(self, now: float) -> list[str]:
-        """A validated heartbeat (not the one that created the state)."""
-        return [] if self.liveness.heartbeat(now) else [DOWN]
-
-    def on_scan(self, now: float) -> list[str]:
-        """The liveness scanner's look at this node."""
-        return [] if self.liveness.check(now) else [DOWN]
+    def existing_key(self, org: str, node: str) -> bytes | None: ...
 
 
 class NodeRegistry:
@@ -116,9 +48,14 @@ class NodeRegistry:
     node is online: a job registers for all its nodes at start.
     """
 
-    def __init__(self, rt: Any) -> None:
-        timing = rt.settings.timing
-        self._sessions = rt.sessions
+    def __init__(
+        self,
+        *,
+        timing: TimingSettings,
+        sessions: SessionKeyLookup,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._sessions = sessions
         self.liveness_params = LivenessParams(
             interval=float(timing.heartbeat_interval),
             window=float(timing.decay_window),
@@ -136,7 +73,7 @@ class NodeRegistry:
         self._send: Sender | None = None
         self._ts_second = -1
         self._ts_text = ""
-        self.clock: Callable[[], float] = time.monotonic
+        self.clock = clock  # `now` of a rehab request that names none
 
     # -- wiring ----------
 
@@ -147,10 +84,10 @@ class NodeRegistry:
     def detach(self) -> None:
         self._send = None
 
-    # -- queries (contracts.md §2) --------------------------------------------------------------
+    # -- queries (lifecycle.md §2.1) --------------------------------------------------------------
 
-    def state(self, org: str, node: str) -> str | None:
-        """None (offline), "rehab" or "idle"."""
+    def state(self, org: str, node: str) -> NodePhase | None:
+        """None (offline), or the node's phase (`rehab` or `idle`)."""
         st = self._states.get((org, node))
         return None if st is None else st.phase
 
@@ -158,7 +95,7 @@ class NodeRegistry:
         return self._states.get((org, node))
 
     def online_nodes(self, org: str) -> list[tuple[str, str]]:
-        """Sorted (name, phase) of the org's online nodes."""
+        """Sorted (name, phase) of the org's online nodes (each phase a `NodePhase`)."""
         nodes = self._by_org.get(org)
         if not nodes:
             return []
@@ -231,7 +168,7 @@ class NodeRegistry:
         if routing_id != st.routing_id:
             st.routing_id = routing_id
             log.info("node %r/%r reconnected", org, node)
-            self.send_command(org, node, "ack", {})
+            self.send_command(org, node, MessageType.ACK, {})
         return st, False
 
     def heartbeat(self, org: str, node: str, now: float, *, judge: bool = True) -> None:
@@ -253,7 +190,7 @@ class NodeRegistry:
         """`aborted` from the node: rehab → idle."""
         st = self._states.get((org, node))
         if st is not None:
-            if st.phase == REHAB:
+            if st.phase is NodePhase.REHAB:
                 log.info("node %r/%r idle", org, node)
             self._perform(st, st.on_aborted())
 
@@ -272,9 +209,9 @@ class NodeRegistry:
 
     def scan(self, now: float) -> int:
         """Liveness scan of every node; returns how many went down."""
-        down = [st for st in self._states.values() if DOWN in st.on_scan(now)]
+        down = [st for st in self._states.values() if NodeAction.DOWN in st.on_scan(now)]
         for st in down:
-            self._perform(st, [DOWN], reason="liveness (scan)")
+            self._perform(st, [NodeAction.DOWN], reason="liveness (scan)")
         return len(down)
 
     def end(self, org: str, node: str, reason: str) -> bool:
@@ -320,18 +257,18 @@ class NodeRegistry:
             self._ts_text = format_rfc1123(second)
         return self._ts_text
 
-    def _perform(self, st: NodeState, actions: list[str], reason: str = "") -> None:
+    def _perform(self, st: NodeState, actions: list[NodeAction], reason: str = "") -> None:
         key = (st.org, st.node)
         if self._states.get(key) is not st:
             return  # ended meanwhile (a watcher reacted to another node going down)
-        if st.phase == REHAB:
+        if st.phase is NodePhase.REHAB:
             self._rehab[key] = st
         else:
             self._rehab.pop(key, None)
         for action in actions:
-            if action == SEND_ABORT:
-                self.send_command(st.org, st.node, "abort", {})
-            elif action == DOWN:
+            if action is NodeAction.SEND_ABORT:
+                self.send_command(st.org, st.node, MessageType.ABORT, {})
+            elif action is NodeAction.DOWN:
                 self._end(key, reason)
 
     def _end(self, key: Key, reason: str) -> None:

@@ -30,7 +30,8 @@ from pushjobs.protocol.chef_auth import sign_request
 from pushjobs.protocol.errors import KeyFormatError
 from pushjobs.protocol.keys import load_private_key
 from pushjobs.server.lru import LruCache
-from pushjobs.server.principals.rules import PrincipalBackendUnavailable, transitive_member
+from pushjobs.server.principals.errors import PrincipalBackendUnavailable
+from pushjobs.server.principals.rules import transitive_member
 from pushjobs.server.store.interfaces import AlreadyExistsError
 from pushjobs.server.store.records import PRINCIPAL_CLIENT, PRINCIPAL_USER, Group, Org, Principal
 
@@ -38,7 +39,7 @@ if TYPE_CHECKING:
     from cryptography.hazmat.primitives.asymmetric.rsa import RSAPrivateKey
 
     from pushjobs.server.config import Settings
-    from pushjobs.server.http.errors import Requestor
+    from pushjobs.server.principals.requestor import Requestor
 
 log = logging.getLogger("pushjobs.server.principals.chef_server")
 

@@ -1,23 +1,28 @@
-"""Principals: the embedded backend, authentication (http-api.md §4.5) and authorization (§5).
+"""Authentication (http-api.md §4.5) and authorization (§5), for any principal backend.
 
-A backend answers three questions (`org`, `principals`, `group`); everything else here is
-backend-independent and works with any object offering those coroutines.
+A backend answers a few questions (`org`, `principals`, `group`, `is_member`); everything here
+works with any object offering those coroutines. Refusals raise `AuthenticationFailed` or
+`AccessDenied` with the status the HTTP pipeline answers; a backend that cannot answer raises
+`PrincipalBackendUnavailable`.
 """
 
 from __future__ import annotations
 
 import functools
-import inspect
 import logging
-from typing import TYPE_CHECKING, Any, Protocol
+from enum import StrEnum
+from typing import TYPE_CHECKING, Protocol
 
 from pushjobs.protocol.chef_auth import verify_request
 from pushjobs.protocol.errors import ProtocolError
 from pushjobs.protocol.keys import load_public_key
-from pushjobs.server.http.errors import WWW_AUTHENTICATE, HttpError, Requestor
+from pushjobs.server.principals.errors import AccessDenied, AuthenticationFailed
+from pushjobs.server.principals.requestor import Requestor
 from pushjobs.server.store.records import ADMINS_GROUP, PRINCIPAL_CLIENT, PRINCIPAL_USER
 
 if TYPE_CHECKING:
+    from cryptography.hazmat.primitives.asymmetric.rsa import RSAPublicKey
+
     from pushjobs.protocol.chef_auth import AuthHeaders
     from pushjobs.server.store.records import Group, Org, Principal
 
@@ -27,63 +32,32 @@ READERS_GROUP = "pushy_job_readers"
 WRITERS_GROUP = "pushy_job_writers"
 
 
-class PrincipalBackendUnavailable(Exception):
-    """The principal backend cannot be reached; the pipeline answers 502 with `reason`."""
+class AccessRule(StrEnum):
+    """The authorization rule of a route (http-api.md §5)."""
 
-    def __init__(self, reason: str) -> None:
-        super().__init__(reason)
-        self.reason = reason
+    NONE = "none"
+    READ = "read"
+    WRITE = "write"
+    CONFIG = "config"
 
 
-class PrincipalBackend(Protocol):
+class GroupSource(Protocol):
+    """What the transitive membership search reads."""
+
+    async def group(self, org_name: str, name: str) -> Group | None: ...
+
+
+class PrincipalBackend(GroupSource, Protocol):
     """What authentication and authorization read (http-api.md §9)."""
 
     async def org(self, name: str) -> Org | None: ...
     async def principals(self, org_name: str, name: str) -> list[Principal]: ...
-    async def group(self, org_name: str, name: str) -> Group | None: ...
     async def is_member(self, org_name: str, group: str, requestor: Requestor) -> bool: ...
 
 
-async def _call(method: Any, *args: Any) -> Any:
-    """Call a store method that may be sync (SqliteStore) or async (AsyncStore)."""
-    result = method(*args)
-    if inspect.isawaitable(result):
-        result = await result
-    return result
-
-
-class EmbeddedPrincipals:
-    """Principals from the server's own database (the default backend)."""
-
-    def __init__(self, store: Any) -> None:
-        self._store = store
-
-    async def org(self, name: str) -> Org | None:
-        """The organization named `name`, or None."""
-        return await _call(self._store.get_org, name)
-
-    async def principals(self, org_name: str, name: str) -> list[Principal]:
-        """The user (global) and the client of `org_name` called `name`, whichever exist."""
-        return list(await _call(self._store.principals, org_name, name))
-
-    async def group(self, org_name: str, name: str) -> Group | None:
-        """A group of the organization, or None when it does not exist."""
-        return await _call(self._store.get_group, org_name, name)
-
-    async def is_member(self, org_name: str, group: str, requestor: Requestor) -> bool:
-        """True when the requestor is a transitive member of the group."""
-        return await transitive_member(self, org_name, group, requestor)
-
-    async def client_key_changes(self, after: int | None) -> tuple[int, list[tuple[str, str]]]:
-        """Clients whose key changed or who were deleted since `after` (see `revocation.py`)."""
-        return await _call(self._store.client_key_changes, after)
-
-    async def prune_client_key_changes(self, before: float) -> int:
-        """Forget key changes recorded before the epoch time `before`."""
-        return await _call(self._store.prune_client_key_changes, before)
-
-
-async def transitive_member(backend: Any, org_name: str, group: str, requestor: Requestor) -> bool:
+async def transitive_member(
+    backend: GroupSource, org_name: str, group: str, requestor: Requestor
+) -> bool:
     """Depth-first search through nested groups; each group is read at most once (cycles)."""
     seen: set[str] = set()
     stack = [group]
@@ -104,12 +78,8 @@ async def transitive_member(backend: Any, org_name: str, group: str, requestor: 
 
 
 @functools.lru_cache(maxsize=4096)
-def _public_key(pem: str) -> Any:
+def _public_key(pem: str) -> RSAPublicKey:
     return load_public_key(pem)
-
-
-def _unauthorized(message: str) -> HttpError:
-    return HttpError(401, message, headers={"WWW-Authenticate": WWW_AUTHENTICATE})
 
 
 async def authenticate(
@@ -125,13 +95,15 @@ async def authenticate(
     name = auth.user_id
     candidates = await backend.principals(org.name, name)
     if not candidates:
-        raise _unauthorized(
+        raise AuthenticationFailed(
             f"Failed to authenticate as '{name}'. "
             "Ensure that your node_name and client key are correct."
         )
     members = [p for p in candidates if p.org_member]
     if not members:
-        raise HttpError(403, f"'{name}' is not associated with organization '{org.name}'")
+        raise AuthenticationFailed(
+            f"'{name}' is not associated with organization '{org.name}'", status=403
+        )
     # Users first, then clients (http-api.md §4.5 step 4).
     members.sort(key=lambda p: 0 if p.type == PRINCIPAL_USER else 1)
     for principal in members:
@@ -148,14 +120,7 @@ async def authenticate(
             continue
         if verify_request(auth, method=method, path=path, body=body, public_key=key):
             return Requestor(principal.name, principal.type, key)
-    raise _unauthorized(f"Invalid signature for user or client '{name}'")
-
-
-def _denied(requestor: Requestor) -> HttpError:
-    return HttpError(
-        403,
-        f"User or client '{requestor.name}' does not have access to that action on this server.",
-    )
+    raise AuthenticationFailed(f"Invalid signature for user or client '{name}'")
 
 
 async def may_read(backend: PrincipalBackend, org_name: str, requestor: Requestor) -> bool:
@@ -186,22 +151,26 @@ async def may_write(backend: PrincipalBackend, org_name: str, requestor: Request
 async def authorize(
     backend: PrincipalBackend,
     org_name: str,
-    rule: str,
+    rule: AccessRule,
     requestor: Requestor,
     node: str | None = None,
 ) -> None:
-    """Pipeline step 8: raise the 403 of http-api.md §5 unless `rule` allows the requestor."""
-    if rule == "none":
+    """Pipeline step 8: raise the `AccessDenied` of http-api.md §5 unless `rule` allows the
+    requestor."""
+    if rule == AccessRule.NONE:
         return
-    if rule == "config" and requestor.type == PRINCIPAL_CLIENT:
+    if rule == AccessRule.CONFIG and requestor.type == PRINCIPAL_CLIENT:
         if requestor.name != node:
-            raise HttpError(403, "Client and node name must match")
+            raise AccessDenied("Client and node name must match")
         return
-    if rule in ("read", "config"):
+    if rule in (AccessRule.READ, AccessRule.CONFIG):
         allowed = await may_read(backend, org_name, requestor)
-    elif rule == "write":
+    elif rule == AccessRule.WRITE:
         allowed = await may_write(backend, org_name, requestor)
     else:
         raise ValueError(f"unknown authorization rule {rule!r}")
     if not allowed:
-        raise _denied(requestor)
+        who = requestor.name
+        raise AccessDenied(
+            f"User or client '{who}' does not have access to that action on this server."
+        )

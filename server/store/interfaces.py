@@ -1,9 +1,19 @@
-"""The store interface (principals, groups, jobs, job nodes, output) and its async facade.
+"""The store's seams: its errors, the synchronous interfaces split by use, and the async facade.
 
-`Store` is synchronous and backend-neutral (SQLite now, PostgreSQL later). The server never
-calls it on the event loop: `AsyncStore` runs every method in a worker thread through
-`trio.to_thread.run_sync`, one call at a time (a `CapacityLimiter(1)` serialises them, which
-is also what one writer connection needs).
+The store is synchronous and backend-neutral (SQLite now, PostgreSQL later), described by
+three Protocols, one per kind of consumer:
+
+- `JobStore`: jobs, their node rows and output records, crash recovery and pruning (the job
+  manager, the job handlers, `job prune`);
+- `PrincipalStore`: what authentication reads (organizations, principals, groups, client key
+  changes);
+- `AccountStore`: the operator commands' side (organizations, users, clients, groups).
+
+`Store` is all three plus the lifecycle; `SqliteStore` implements it. The server never calls
+it on the event loop: `AsyncStore` runs each call in a worker thread through
+`trio.to_thread.run_sync`, one call at a time (a `CapacityLimiter(1)` per store serialises
+them, which is also what one writer connection needs). `AsyncJobStore` and
+`AsyncPrincipalStore` are its two faces, for typing the server's parts against.
 
 Management methods raise `NotFoundError`, `AlreadyExistsError` or `InvalidOperationError`
 with a message naming the object (`organization 'acme' already exists`).
@@ -11,26 +21,28 @@ with a message naming the object (`organization 'acme' already exists`).
 
 from __future__ import annotations
 
-import abc
 import functools
-from collections.abc import Callable, Iterable, Sequence
-from typing import TYPE_CHECKING, Any
-
-from pushjobs.server.store.records import (
-    Client,
-    Group,
-    Job,
-    JobNode,
-    Org,
-    OutputDelta,
-    OutputRecord,
-    OutputTotals,
-    Principal,
-    User,
-)
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from typing import TYPE_CHECKING, ParamSpec, Protocol, TypeVar
 
 if TYPE_CHECKING:
     import trio
+
+    from pushjobs.server.store.records import (
+        Client,
+        Group,
+        Job,
+        JobNode,
+        Org,
+        OutputDelta,
+        OutputRecord,
+        OutputTotals,
+        Principal,
+        User,
+    )
+
+_P = ParamSpec("_P")
+_T = TypeVar("_T")
 
 
 class StoreError(Exception):
@@ -57,76 +69,157 @@ class SchemaError(StoreError):
     """The database was written by a newer pushjobs (unknown schema version)."""
 
 
-class Store(abc.ABC):
-    """Synchronous storage interface. Times are float epoch seconds (UTC), stored as seconds."""
+# ---- the synchronous interfaces ---------------------------------------------------------
+# Times are float epoch seconds (UTC), stored at second precision.
 
-    # -- lifecycle ---------------------------------------------------------
-    @abc.abstractmethod
-    def close(self) -> None:
-        """Release the connection."""
 
-    @abc.abstractmethod
-    def schema_version(self) -> int:
-        """The applied schema version."""
+class JobStore(Protocol):
+    """Jobs, their node rows and output records; crash recovery and pruning."""
 
-    # -- organizations -----------------------------------------------------
-    @abc.abstractmethod
-    def create_org(self, name: str, full_name: str = "", now: float | None = None) -> Org:
-        """Create an organization with its empty `admins` group."""
+    def create_job(self, job: Job, node_names: Sequence[str]) -> None:
+        """Store the job and one `new` row per node, in one transaction."""
+        ...
 
-    @abc.abstractmethod
+    def set_job_status(self, job_id: str, status: str, updated_at: float) -> None:
+        """Write the job's status and `updated_at`."""
+        ...
+
+    def save_job_nodes(self, nodes: Sequence[JobNode]) -> None:
+        """Upsert node rows in one transaction."""
+        ...
+
+    def get_job(self, org_name: str, job_id: str) -> Job | None:
+        """The job if it exists in that org."""
+        ...
+
+    def get_job_nodes(self, job_id: str) -> list[JobNode]:
+        """The job's node rows, sorted by node name."""
+        ...
+
+    def list_jobs(
+        self,
+        org_name: str,
+        statuses: Sequence[str] | None = None,
+        limit: int | None = None,
+        offset: int = 0,
+    ) -> list[Job]:
+        """Jobs of the org, newest first (`created_at` desc, then `id` desc)."""
+        ...
+
+    def save_outputs(self, records: Sequence[OutputRecord]) -> None:
+        """Upsert whole output records (bytes replaced) in one transaction."""
+        ...
+
+    def append_outputs(self, deltas: Sequence[OutputDelta]) -> None:
+        """Write what output records gained (see `OutputDelta`) in one transaction.
+
+        Creates missing records; a delta with `closed` set also finishes its record.
+        """
+        ...
+
+    def get_output(self, job_id: str, node_name: str) -> OutputRecord | None:
+        """The output record of (job, node) with every stored byte (also while open), or None."""
+        ...
+
+    def get_output_totals(self, job_id: str) -> dict[str, OutputTotals]:
+        """The counters of the job's output records by node name, without their bytes."""
+        ...
+
+    def mark_interrupted_crashed(self, now: float) -> int:
+        """Start-up rule (lifecycle.md §9); returns the number of jobs marked crashed."""
+        ...
+
+    def prune_jobs(self, older_than: float, org_name: str | None = None) -> int:
+        """Delete finished jobs created before the epoch time `older_than`; returns the count."""
+        ...
+
+
+class PrincipalStore(Protocol):
+    """What authentication reads: organizations, principals, groups, client key changes."""
+
     def get_org(self, name: str) -> Org | None:
         """The organization, or None."""
+        ...
 
-    @abc.abstractmethod
+    def principals(self, org_name: str, name: str) -> list[Principal]:
+        """The user named `name` (global; `org_member` = associated) and/or the org's client
+        (http-api.md §9)."""
+        ...
+
+    def get_group(self, org_name: str, name: str) -> Group | None:
+        """The group's direct members by kind, or None."""
+        ...
+
+    def client_key_changes(self, after: int | None) -> tuple[int, list[tuple[str, str]]]:
+        """(cursor, [(org id, client name)]) of key changes and deletions recorded after the
+        cursor `after`; with None only the current cursor (a baseline) and no rows."""
+        ...
+
+    def prune_client_key_changes(self, before: float) -> int:
+        """Forget key changes recorded before the epoch time `before`; returns the count."""
+        ...
+
+
+class AccountStore(Protocol):
+    """The operator's side: organizations, users, clients and groups (cli.md §13)."""
+
+    # -- organizations -----------------------------------------------------
+    def create_org(self, name: str, full_name: str = "", now: float | None = None) -> Org:
+        """Create an organization with its empty `admins` group."""
+        ...
+
+    def get_org(self, name: str) -> Org | None:
+        """The organization, or None."""
+        ...
+
     def list_orgs(self) -> list[Org]:
         """All organizations, sorted by name."""
+        ...
 
-    @abc.abstractmethod
     def delete_org(self, name: str) -> None:
         """Delete the org with its clients, groups, jobs, output and user associations."""
+        ...
 
-    @abc.abstractmethod
     def add_org_user(self, org_name: str, user_name: str, admin: bool = False) -> bool:
         """Associate a user (and add it to `admins` when `admin`); False when nothing changed."""
+        ...
 
-    @abc.abstractmethod
     def remove_org_user(self, org_name: str, user_name: str) -> None:
         """Dissociate a user and remove it from every group of the org."""
+        ...
 
-    @abc.abstractmethod
     def count_clients(self, org_name: str) -> int:
         """Number of clients of the org."""
+        ...
 
     # -- users -------------------------------------------------------------
-    @abc.abstractmethod
     def create_user(
         self, name: str, public_key: str, display_name: str = "", now: float | None = None
     ) -> User:
         """Create a global user."""
+        ...
 
-    @abc.abstractmethod
     def get_user(self, name: str) -> User | None:
         """The user, or None."""
+        ...
 
-    @abc.abstractmethod
     def list_users(self, org_name: str | None = None) -> list[User]:
         """All users, or the users associated with `org_name`, sorted by name."""
+        ...
 
-    @abc.abstractmethod
     def user_orgs(self, name: str) -> list[str]:
         """Names of the organizations the user is associated with, sorted."""
+        ...
 
-    @abc.abstractmethod
     def set_user_key(self, name: str, public_key: str) -> None:
         """Replace the user's public key."""
+        ...
 
-    @abc.abstractmethod
     def delete_user(self, name: str) -> None:
         """Delete the user with all its associations and memberships."""
+        ...
 
     # -- clients -----------------------------------------------------------
-    @abc.abstractmethod
     def create_client(
         self,
         org_name: str,
@@ -136,8 +229,8 @@ class Store(abc.ABC):
         now: float | None = None,
     ) -> Client:
         """Create a client (added to `admins` when `admin`)."""
+        ...
 
-    @abc.abstractmethod
     def create_clients(
         self,
         org_name: str,
@@ -149,50 +242,37 @@ class Store(abc.ABC):
 
         An existing name fails the whole batch unless `skip_existing`.
         """
+        ...
 
-    @abc.abstractmethod
     def get_client(self, org_name: str, name: str) -> Client | None:
         """The client, or None."""
+        ...
 
-    @abc.abstractmethod
     def list_clients(self, org_name: str) -> list[str]:
         """Client names of the org, sorted."""
+        ...
 
-    @abc.abstractmethod
     def set_client_key(self, org_name: str, name: str, public_key: str) -> None:
         """Replace the client's public key."""
+        ...
 
-    @abc.abstractmethod
     def delete_client(self, org_name: str, name: str) -> None:
         """Delete the client and its memberships."""
+        ...
 
-    @abc.abstractmethod
-    def client_key_changes(self, after: int | None) -> tuple[int, list[tuple[str, str]]]:
-        """(cursor, [(org id, client name)]) of key changes and deletions recorded after the
-        cursor `after`; with None only the current cursor (a baseline) and no rows."""
-
-    @abc.abstractmethod
-    def prune_client_key_changes(self, before: float) -> int:
-        """Forget key changes recorded before the epoch time `before`; returns the count."""
-
-    # -- principals and groups (http-api.md §9) -----------------------------
-    @abc.abstractmethod
-    def principals(self, org_name: str, name: str) -> list[Principal]:
-        """The user named `name` (global; `org_member` = associated) and/or the org's client."""
-
-    @abc.abstractmethod
+    # -- groups ------------------------------------------------------------
     def create_group(self, org_name: str, name: str) -> None:
         """Create an empty group."""
+        ...
 
-    @abc.abstractmethod
     def get_group(self, org_name: str, name: str) -> Group | None:
         """The group's direct members by kind, or None."""
+        ...
 
-    @abc.abstractmethod
     def list_groups(self, org_name: str) -> list[str]:
         """Group names of the org, sorted."""
+        ...
 
-    @abc.abstractmethod
     def add_group_members(
         self,
         org_name: str,
@@ -202,8 +282,8 @@ class Store(abc.ABC):
         groups: Iterable[str] = (),
     ) -> None:
         """Add members (users must be associated with the org; all must exist)."""
+        ...
 
-    @abc.abstractmethod
     def remove_group_members(
         self,
         org_name: str,
@@ -213,74 +293,69 @@ class Store(abc.ABC):
         groups: Iterable[str] = (),
     ) -> None:
         """Remove members (each must be a direct member)."""
+        ...
 
-    @abc.abstractmethod
     def delete_group(self, org_name: str, name: str) -> None:
         """Delete a group (not `admins`) and its memberships in other groups."""
+        ...
 
-    # -- jobs --------------------------------------------------------------
-    @abc.abstractmethod
-    def create_job(self, job: Job, node_names: Sequence[str]) -> None:
-        """Store the job and one `new` row per node, in one transaction."""
 
-    @abc.abstractmethod
-    def set_job_status(self, job_id: str, status: str, updated_at: float) -> None:
-        """Write the job's status and `updated_at`."""
+class Store(JobStore, PrincipalStore, AccountStore, Protocol):
+    """The whole store: the three interfaces and its lifecycle."""
 
-    @abc.abstractmethod
-    def save_job_nodes(self, nodes: Sequence[JobNode]) -> None:
-        """Upsert node rows in one transaction."""
+    def close(self) -> None:
+        """Release the connection."""
+        ...
 
-    @abc.abstractmethod
-    def get_job(self, org_name: str, job_id: str) -> Job | None:
-        """The job if it exists in that org."""
+    def schema_version(self) -> int:
+        """The applied schema version."""
+        ...
 
-    @abc.abstractmethod
-    def get_job_nodes(self, job_id: str) -> list[JobNode]:
-        """The job's node rows, sorted by node name."""
 
-    @abc.abstractmethod
-    def list_jobs(
+# ---- the async faces ---------------------------------------------------------------------
+
+
+class AsyncJobStore(Protocol):
+    """The job side of `AsyncStore`: what the job manager and the job handlers call."""
+
+    async def create_job(self, job: Job, node_names: Sequence[str]) -> None: ...
+    async def get_job(self, org_name: str, job_id: str) -> Job | None: ...
+    async def get_job_nodes(self, job_id: str) -> list[JobNode]: ...
+    async def list_jobs(
         self,
         org_name: str,
         statuses: Sequence[str] | None = None,
         limit: int | None = None,
         offset: int = 0,
-    ) -> list[Job]:
-        """Jobs of the org, newest first (`created_at` desc, then `id` desc)."""
+    ) -> list[Job]: ...
+    async def get_output(self, job_id: str, node_name: str) -> OutputRecord | None: ...
+    async def get_output_totals(self, job_id: str) -> dict[str, OutputTotals]: ...
+    async def save_outputs(self, records: Sequence[OutputRecord]) -> None: ...
+    async def write_batch(
+        self,
+        job_statuses: Mapping[str, tuple[str, float]],
+        nodes: Sequence[JobNode],
+        deltas: Sequence[OutputDelta],
+    ) -> None: ...
 
-    @abc.abstractmethod
-    def save_outputs(self, records: Sequence[OutputRecord]) -> None:
-        """Upsert whole output records (bytes replaced) in one transaction."""
 
-    @abc.abstractmethod
-    def append_outputs(self, deltas: Sequence[OutputDelta]) -> None:
-        """Write what output records gained (see `OutputDelta`) in one transaction.
+class AsyncPrincipalStore(Protocol):
+    """The principal side of `AsyncStore`: what the principal backends call (the Chef
+    backend also mirrors organizations with `create_org`)."""
 
-        Creates missing records; a delta with `closed` set also finishes its record.
-        """
-
-    @abc.abstractmethod
-    def get_output(self, job_id: str, node_name: str) -> OutputRecord | None:
-        """The output record of (job, node) with every stored byte (also while open), or None."""
-
-    @abc.abstractmethod
-    def get_output_totals(self, job_id: str) -> dict[str, OutputTotals]:
-        """The counters of the job's output records by node name, without their bytes."""
-
-    @abc.abstractmethod
-    def mark_interrupted_crashed(self, now: float) -> int:
-        """Start-up rule (lifecycle.md §9); returns the number of jobs marked crashed."""
-
-    @abc.abstractmethod
-    def prune_jobs(self, older_than: float, org_name: str | None = None) -> int:
-        """Delete finished jobs created before the epoch time `older_than`; returns the count."""
+    async def get_org(self, name: str) -> Org | None: ...
+    async def create_org(self, name: str, full_name: str = "", now: float | None = None) -> Org: ...
+    async def principals(self, org_name: str, name: str) -> list[Principal]: ...
+    async def get_group(self, org_name: str, name: str) -> Group | None: ...
+    async def client_key_changes(self, after: int | None) -> tuple[int, list[tuple[str, str]]]: ...
+    async def prune_client_key_changes(self, before: float) -> int: ...
 
 
 class AsyncStore:
-    """Every `Store` method as a coroutine, run in a worker thread, one call at a time.
+    """A `Store` behind coroutines: each call runs in the store's worker thread, one at a time.
 
     `await astore.get_job(org, job_id)` runs `store.get_job(org, job_id)` off the event loop.
+    Implements `AsyncJobStore` and `AsyncPrincipalStore`.
     """
 
     def __init__(self, store: Store) -> None:
@@ -292,25 +367,91 @@ class AsyncStore:
         self.store = store
         self._limiter: trio.CapacityLimiter = trio.CapacityLimiter(1)
 
-    async def run(self, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
-        """Run `fn(*args, **kwargs)` (normally a store method) in the worker thread."""
+    async def run(self, fn: Callable[_P, _T], *args: _P.args, **kwargs: _P.kwargs) -> _T:
+        """Run `fn(*args, **kwargs)` (normally store calls) in the worker thread."""
         return await self._trio.to_thread.run_sync(
             functools.partial(fn, *args, **kwargs), limiter=self._limiter
         )
 
-    def __getattr__(self, name: str) -> Callable[..., Any]:
-        if name.startswith("_") or not callable(getattr(Store, name, None)):
-            raise AttributeError(name)
-        method = getattr(self.store, name)
-
-        async def call(*args: Any, **kwargs: Any) -> Any:
-            return await self.run(method, *args, **kwargs)
-
-        call.__name__ = name
-        call.__doc__ = method.__doc__
-        setattr(self, name, call)  # cache: later look-ups skip __getattr__
-        return call
-
     async def aclose(self) -> None:
         """Close the underlying store (in the worker thread)."""
-        await self._trio.to_thread.run_sync(self.store.close, limiter=self._limiter)
+        await self.run(self.store.close)
+
+    # -- jobs (AsyncJobStore) ----------------------------------------------------
+    async def create_job(self, job: Job, node_names: Sequence[str]) -> None:
+        await self.run(self.store.create_job, job, node_names)
+
+    async def get_job(self, org_name: str, job_id: str) -> Job | None:
+        return await self.run(self.store.get_job, org_name, job_id)
+
+    async def get_job_nodes(self, job_id: str) -> list[JobNode]:
+        return await self.run(self.store.get_job_nodes, job_id)
+
+    async def list_jobs(
+        self,
+        org_name: str,
+        statuses: Sequence[str] | None = None,
+        limit: int | None = None,
+        offset: int = 0,
+    ) -> list[Job]:
+        return await self.run(self.store.list_jobs, org_name, statuses, limit, offset)
+
+    async def get_output(self, job_id: str, node_name: str) -> OutputRecord | None:
+        return await self.run(self.store.get_output, job_id, node_name)
+
+    async def get_output_totals(self, job_id: str) -> dict[str, OutputTotals]:
+        return await self.run(self.store.get_output_totals, job_id)
+
+    async def save_outputs(self, records: Sequence[OutputRecord]) -> None:
+        await self.run(self.store.save_outputs, records)
+
+    async def write_batch(
+        self,
+        job_statuses: Mapping[str, tuple[str, float]],
+        nodes: Sequence[JobNode],
+        deltas: Sequence[OutputDelta],
+    ) -> None:
+        """Job statuses (job id → (status, updated_at)), node rows and output deltas, written
+        in one hop to the worker thread (each kind in its own transaction)."""
+        await self.run(_write_batch, self.store, job_statuses, nodes, deltas)
+
+    # -- principals (AsyncPrincipalStore) -----------------------------------------
+    async def get_org(self, name: str) -> Org | None:
+        return await self.run(self.store.get_org, name)
+
+    async def create_org(self, name: str, full_name: str = "", now: float | None = None) -> Org:
+        return await self.run(self.store.create_org, name, full_name, now)
+
+    async def principals(self, org_name: str, name: str) -> list[Principal]:
+        return await self.run(self.store.principals, org_name, name)
+
+    async def get_group(self, org_name: str, name: str) -> Group | None:
+        return await self.run(self.store.get_group, org_name, name)
+
+    async def client_key_changes(self, after: int | None) -> tuple[int, list[tuple[str, str]]]:
+        return await self.run(self.store.client_key_changes, after)
+
+    async def prune_client_key_changes(self, before: float) -> int:
+        return await self.run(self.store.prune_client_key_changes, before)
+
+
+def _write_batch(
+    store: JobStore,
+    job_statuses: Mapping[str, tuple[str, float]],
+    nodes: Sequence[JobNode],
+    deltas: Sequence[OutputDelta],
+) -> None:
+    """`AsyncStore.write_batch` in the worker thread."""
+    for job_id, (status, updated_at) in job_statuses.items():
+        store.set_job_status(job_id, status, updated_at)
+    if nodes:
+        store.save_job_nodes(nodes)
+    if deltas:
+        store.append_outputs(deltas)
+
+
+if TYPE_CHECKING:
+
+    def _implements(store: AsyncStore) -> tuple[AsyncJobStore, AsyncPrincipalStore]:
+        """Checked by mypy only: `AsyncStore` is both async faces."""
+        return store, store

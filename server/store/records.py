@@ -6,37 +6,21 @@ Times are float epoch seconds (UTC); the store keeps them at second precision.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Protocol
 
-# Job statuses (lifecycle.md §4.1).
-JOB_STATUSES: tuple[str, ...] = (
-    "new",
-    "voting",
-    "running",
-    "complete",
-    "quorum_failed",
-    "timed_out",
-    "crashed",
-    "aborted",
+from pushjobs.protocol.vocabulary import (
+    FINAL_JOB_STATUSES,
+    OPEN_JOB_STATUSES,
+    OPEN_NODE_STATUSES,
+    JobStatus,
+    NodeStatus,
 )
-JOB_OPEN_STATUSES: frozenset[str] = frozenset({"new", "voting", "running"})
-JOB_FINAL_STATUSES: frozenset[str] = frozenset(JOB_STATUSES) - JOB_OPEN_STATUSES
 
-# Node-in-job statuses (lifecycle.md §4.2).
-NODE_STATUSES: tuple[str, ...] = (
-    "new",
-    "ready",
-    "running",
-    "succeeded",
-    "failed",
-    "aborted",
-    "unavailable",
-    "nacked",
-    "crashed",
-    "was_ready",
-    "timed_out",
-)
-NODE_OPEN_STATUSES: frozenset[str] = frozenset({"new", "ready", "running"})
-NODE_FINAL_STATUSES: frozenset[str] = frozenset(NODE_STATUSES) - NODE_OPEN_STATUSES
+# Job and node-in-job status names for the store's queries (lifecycle.md §4.1, §4.2).
+JOB_STATUSES: tuple[str, ...] = tuple(JobStatus)
+JOB_OPEN_STATUSES: frozenset[str] = OPEN_JOB_STATUSES
+JOB_FINAL_STATUSES: frozenset[str] = FINAL_JOB_STATUSES
+NODE_OPEN_STATUSES: frozenset[str] = OPEN_NODE_STATUSES
 
 PRINCIPAL_USER = "user"
 PRINCIPAL_CLIENT = "client"
@@ -115,17 +99,47 @@ class Job:
     capture: bool = False
 
 
+class NodeProgress(Protocol):
+    """A node's progress in a live job, as the state machine holds it (`jobs.state.NodeInJob`)."""
+
+    @property
+    def name(self) -> str: ...
+    @property
+    def status(self) -> str: ...
+    @property
+    def exit_status(self) -> int | None: ...
+    @property
+    def signal(self) -> str | None: ...
+    @property
+    def started_at(self) -> float | None: ...
+    @property
+    def finished_at(self) -> float | None: ...
+
+
 @dataclass(slots=True)
 class JobNode:
     """One node's row in a job."""
 
     job_id: str
     node_name: str
-    status: str = "new"
+    status: str = NodeStatus.NEW
     exit_status: int | None = None
     signal: str | None = None
     started_at: float | None = None
     finished_at: float | None = None
+
+    @classmethod
+    def of(cls, job_id: str, node: NodeProgress) -> JobNode:
+        """The row a live job's node is stored as."""
+        return cls(
+            job_id=job_id,
+            node_name=node.name,
+            status=node.status,
+            exit_status=node.exit_status,
+            signal=node.signal,
+            started_at=node.started_at,
+            finished_at=node.finished_at,
+        )
 
 
 @dataclass(slots=True)

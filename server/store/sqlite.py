@@ -7,7 +7,6 @@ calls so the store is also safe without `AsyncStore`. Transactions are explicit
 
 from __future__ import annotations
 
-import json
 import sqlite3
 import threading
 import time
@@ -17,6 +16,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+from pushjobs.protocol.vocabulary import JobStatus, NodeStatus, OutputChannel
 from pushjobs.server.store.interfaces import (
     AlreadyExistsError,
     InvalidOperationError,
@@ -43,31 +43,31 @@ from pushjobs.server.store.records import (
     Principal,
     User,
 )
-
-_JOB_COLUMNS = (
-    "j.id, j.org_id, o.name, j.command, j.status, j.quorum, j.run_timeout, j.requestor_name, "
-    "j.requestor_type, j.created_at, j.updated_at, j.run_as_user, j.dir, j.env_json, j.file, "
-    "j.capture"
+from pushjobs.server.store.sqlite_rows import (
+    JOB_COLUMNS,
+    JOB_INSERT,
+    NODE_COLUMNS,
+    NODE_UPSERT,
+    ORG_COLUMNS,
+    OUTPUT_COLUMNS,
+    OUTPUT_UPSERT,
+    Row,
+    job_node_of,
+    job_node_params,
+    job_of,
+    job_params,
+    org_of,
+    output_of,
+    output_params,
+    secs,
+    user_columns,
+    user_of,
 )
-_NODE_COLUMNS = "job_id, node_name, status, exit_status, signal, started_at, finished_at"
-_OUTPUT_COLUMNS = (
-    "job_id, node_name, stdout, stderr, stdout_total, stderr_total, stdout_omitted, "
-    "stderr_omitted, closed"
-)
-
-
-def _secs(t: float | None) -> int | None:
-    """Epoch float → stored whole seconds."""
-    return None if t is None else int(t)
 
 
 def _stamp(now: float | None) -> int:
     """`now` (default: the current time) as stored whole seconds."""
     return int(time.time() if now is None else now)
-
-
-def _float(t: int | None) -> float | None:
-    return None if t is None else float(t)
 
 
 def _in_list(values: Iterable[str]) -> str:
@@ -83,41 +83,9 @@ assert {s.strip("' ") for s in _JOB_OPEN_SQL.split(",")} == JOB_OPEN_STATUSES
 assert {s.strip("' ") for s in _NODE_OPEN_SQL.split(",")} == NODE_OPEN_STATUSES
 
 
-def _job(row: sqlite3.Row | tuple[Any, ...]) -> Job:
-    env = None if row[13] is None else json.loads(row[13])
-    return Job(
-        id=row[0],
-        org_id=row[1],
-        org_name=row[2],
-        command=row[3],
-        status=row[4],
-        quorum=row[5],
-        run_timeout=row[6],
-        requestor_name=row[7],
-        requestor_type=row[8],
-        created_at=float(row[9]),
-        updated_at=float(row[10]),
-        run_as_user=row[11],
-        dir=row[12],
-        env=env,
-        file=row[14],
-        capture=bool(row[15]),
-    )
+# ---- output pieces -------------------------------------------------------------------------
 
-
-def _job_node(row: tuple[Any, ...]) -> JobNode:
-    return JobNode(
-        job_id=row[0],
-        node_name=row[1],
-        status=row[2],
-        exit_status=row[3],
-        signal=row[4],
-        started_at=_float(row[5]),
-        finished_at=_float(row[6]),
-    )
-
-
-_CHANNELS = ("stdout", "stderr")
+_CHANNELS = tuple(OutputChannel)
 
 
 def _joined(blobs: tuple[Any, Any], pieces: Sequence[tuple[str, bytes]]) -> tuple[bytes, bytes]:
@@ -139,23 +107,9 @@ def _pieces(conn: sqlite3.Connection, job_id: str, node_name: str) -> list[tuple
 
 def _piece(delta: OutputDelta, channel: str) -> tuple[int, bytes]:
     """(position, new bytes) of one channel of a delta."""
-    if channel == "stdout":
+    if channel == OutputChannel.STDOUT:
         return delta.stdout_at, delta.stdout
     return delta.stderr_at, delta.stderr
-
-
-def _output(row: tuple[Any, ...]) -> OutputRecord:
-    return OutputRecord(
-        job_id=row[0],
-        node_name=row[1],
-        stdout=bytes(row[2]),
-        stderr=bytes(row[3]),
-        stdout_total=row[4],
-        stderr_total=row[5],
-        stdout_omitted=row[6],
-        stderr_omitted=row[7],
-        closed=bool(row[8]),
-    )
 
 
 class SqliteStore(Store):
@@ -195,11 +149,11 @@ class SqliteStore(Store):
                 raise
             self._conn.execute("COMMIT")
 
-    def _query(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
+    def _query(self, sql: str, params: Sequence[Any] = ()) -> list[Row]:
         with self._lock:
             return self._conn.execute(sql, params).fetchall()
 
-    def _one(self, sql: str, params: Sequence[Any] = ()) -> tuple[Any, ...] | None:
+    def _one(self, sql: str, params: Sequence[Any] = ()) -> Row | None:
         with self._lock:
             return self._conn.execute(sql, params).fetchone()
 
@@ -282,12 +236,11 @@ class SqliteStore(Store):
         return org
 
     def get_org(self, name: str) -> Org | None:
-        row = self._one("SELECT id, name, full_name, created_at FROM orgs WHERE name = ?", (name,))
-        return None if row is None else Org(row[0], row[1], row[2], float(row[3]))
+        row = self._one(f"SELECT {ORG_COLUMNS} FROM orgs WHERE name = ?", (name,))
+        return None if row is None else org_of(row)
 
     def list_orgs(self) -> list[Org]:
-        rows = self._query("SELECT id, name, full_name, created_at FROM orgs ORDER BY name")
-        return [Org(r[0], r[1], r[2], float(r[3])) for r in rows]
+        return [org_of(r) for r in self._query(f"SELECT {ORG_COLUMNS} FROM orgs ORDER BY name")]
 
     def delete_org(self, name: str) -> None:
         with self._tx() as conn:
@@ -357,25 +310,23 @@ class SqliteStore(Store):
         return User(name, display_name, public_key, float(created))
 
     def get_user(self, name: str) -> User | None:
-        row = self._one(
-            "SELECT name, display_name, public_key, created_at FROM users WHERE name = ?", (name,)
-        )
-        return None if row is None else User(row[0], row[1], row[2], float(row[3]))
+        row = self._one(f"SELECT {user_columns()} FROM users WHERE name = ?", (name,))
+        return None if row is None else user_of(row)
 
     def list_users(self, org_name: str | None = None) -> list[User]:
         with self._lock:
             if org_name is None:
                 rows = self._conn.execute(
-                    "SELECT name, display_name, public_key, created_at FROM users ORDER BY name"
+                    f"SELECT {user_columns()} FROM users ORDER BY name"
                 ).fetchall()
             else:
                 org_id = self._org_id(self._conn, org_name)
                 rows = self._conn.execute(
-                    "SELECT u.name, u.display_name, u.public_key, u.created_at FROM users u "
+                    f"SELECT {user_columns('u.')} FROM users u "
                     "JOIN org_users ou ON ou.user_id = u.id WHERE ou.org_id = ? ORDER BY u.name",
                     (org_id,),
                 ).fetchall()
-        return [User(r[0], r[1], r[2], float(r[3])) for r in rows]
+        return [user_of(r) for r in rows]
 
     def user_orgs(self, name: str) -> list[str]:
         with self._lock:
@@ -640,92 +591,48 @@ class SqliteStore(Store):
 
     # -- jobs ------------------------------------------------------------------
     def create_job(self, job: Job, node_names: Sequence[str]) -> None:
-        created = _secs(job.created_at)
-        updated = _secs(job.updated_at)
-        env_json = None if job.env is None else json.dumps(job.env, ensure_ascii=False)
+        created = secs(job.created_at)
         with self._tx() as conn:
             try:
-                conn.execute(
-                    "INSERT INTO jobs (id, org_id, command, status, quorum, run_timeout, "
-                    "requestor_name, requestor_type, created_at, updated_at, run_as_user, dir, "
-                    "env_json, file, capture) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                    (
-                        job.id,
-                        job.org_id,
-                        job.command,
-                        job.status,
-                        job.quorum,
-                        job.run_timeout,
-                        job.requestor_name,
-                        job.requestor_type,
-                        created,
-                        updated,
-                        job.run_as_user,
-                        job.dir,
-                        env_json,
-                        job.file,
-                        int(job.capture),
-                    ),
-                )
+                conn.execute(JOB_INSERT, job_params(job))
             except sqlite3.IntegrityError as exc:
                 if "UNIQUE" in str(exc) or "PRIMARY KEY" in str(exc):
                     raise AlreadyExistsError(f"job '{job.id}' already exists") from None
                 raise
             conn.executemany(
-                "INSERT INTO job_nodes (job_id, node_name, status, updated_at) "
-                "VALUES (?, ?, 'new', ?)",
-                [(job.id, name, created) for name in node_names],
+                "INSERT INTO job_nodes (job_id, node_name, status, updated_at) VALUES (?, ?, ?, ?)",
+                [(job.id, name, NodeStatus.NEW, created) for name in node_names],
             )
 
     def set_job_status(self, job_id: str, status: str, updated_at: float) -> None:
         with self._tx() as conn:
             conn.execute(
                 "UPDATE jobs SET status = ?, updated_at = MAX(created_at, ?) WHERE id = ?",
-                (status, _secs(updated_at), job_id),
+                (status, secs(updated_at), job_id),
             )
 
     def save_job_nodes(self, nodes: Sequence[JobNode]) -> None:
         if not nodes:
             return
         now = int(time.time())
-        rows = [
-            (
-                n.job_id,
-                n.node_name,
-                n.status,
-                n.exit_status,
-                n.signal,
-                _secs(n.started_at),
-                _secs(n.finished_at),
-                now,
-            )
-            for n in nodes
-        ]
+        rows = [(*job_node_params(n), now) for n in nodes]
         with self._tx() as conn:
-            conn.executemany(
-                "INSERT INTO job_nodes (job_id, node_name, status, exit_status, signal, "
-                "started_at, finished_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?) "
-                "ON CONFLICT (job_id, node_name) DO UPDATE SET status = excluded.status, "
-                "exit_status = excluded.exit_status, signal = excluded.signal, "
-                "started_at = excluded.started_at, finished_at = excluded.finished_at, "
-                "updated_at = excluded.updated_at",
-                rows,
-            )
+            conn.executemany(NODE_UPSERT, rows)
 
     def get_job(self, org_name: str, job_id: str) -> Job | None:
         row = self._one(
-            f"SELECT {_JOB_COLUMNS} FROM jobs j JOIN orgs o ON o.id = j.org_id "
+            f"SELECT {JOB_COLUMNS} FROM jobs j JOIN orgs o ON o.id = j.org_id "
             "WHERE j.id = ? AND o.name = ?",
             (job_id, org_name),
         )
-        return None if row is None else _job(row)
+        return None if row is None else job_of(row)
 
     def get_job_nodes(self, job_id: str) -> list[JobNode]:
         rows = self._query(
-            f"SELECT {_NODE_COLUMNS} FROM job_nodes WHERE job_id = ? ORDER BY node_name",
+            f"SELECT {NODE_COLUMNS} FROM job_nodes WHERE job_id = ? ORDER BY node_name",
             (job_id,),
         )
-        return [_job_node(r) for r in rows]
+        return [job_node_of(r) for r in rows]
 
     def list_jobs(
         self,
@@ -739,7 +646,7 @@ class SqliteStore(Store):
             if org is None:
                 return []
             sql = (
-                f"SELECT {_JOB_COLUMNS} FROM jobs j JOIN orgs o ON o.id = j.org_id "
+                f"SELECT {JOB_COLUMNS} FROM jobs j JOIN orgs o ON o.id = j.org_id "
                 "WHERE j.org_id = ?"
             )
             params: list[Any] = [org[0]]
@@ -751,34 +658,13 @@ class SqliteStore(Store):
             sql += " ORDER BY j.created_at DESC, j.id DESC LIMIT ? OFFSET ?"
             params.extend([-1 if limit is None else limit, offset])
             rows = self._conn.execute(sql, params).fetchall()
-        return [_job(r) for r in rows]
+        return [job_of(r) for r in rows]
 
     def save_outputs(self, records: Sequence[OutputRecord]) -> None:
         if not records:
             return
-        rows = [
-            (
-                r.job_id,
-                r.node_name,
-                bytes(r.stdout),
-                bytes(r.stderr),
-                r.stdout_total,
-                r.stderr_total,
-                r.stdout_omitted,
-                r.stderr_omitted,
-                int(r.closed),
-            )
-            for r in records
-        ]
         with self._tx() as conn:
-            conn.executemany(
-                f"INSERT INTO job_output ({_OUTPUT_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) "
-                "ON CONFLICT (job_id, node_name) DO UPDATE SET stdout = excluded.stdout, "
-                "stderr = excluded.stderr, stdout_total = excluded.stdout_total, "
-                "stderr_total = excluded.stderr_total, stdout_omitted = excluded.stdout_omitted, "
-                "stderr_omitted = excluded.stderr_omitted, closed = excluded.closed",
-                rows,
-            )
+            conn.executemany(OUTPUT_UPSERT, [output_params(r) for r in records])
             conn.executemany(
                 "DELETE FROM job_output_chunks WHERE job_id = ? AND node_name = ?",
                 [(r.job_id, r.node_name) for r in records],
@@ -857,13 +743,13 @@ class SqliteStore(Store):
     def get_output(self, job_id: str, node_name: str) -> OutputRecord | None:
         with self._lock:
             row = self._conn.execute(
-                f"SELECT {_OUTPUT_COLUMNS} FROM job_output WHERE job_id = ? AND node_name = ?",
+                f"SELECT {OUTPUT_COLUMNS} FROM job_output WHERE job_id = ? AND node_name = ?",
                 (job_id, node_name),
             ).fetchone()
             if row is None:
                 return None
             pieces = _pieces(self._conn, job_id, node_name)
-        record = _output(row)
+        record = output_of(row)
         if pieces:
             record.stdout, record.stderr = _joined((record.stdout, record.stderr), pieces)
         return record
@@ -880,14 +766,14 @@ class SqliteStore(Store):
         stamp = int(now)
         with self._tx() as conn:
             jobs = conn.execute(
-                f"UPDATE jobs SET status = 'crashed', updated_at = MAX(created_at, ?) "
+                "UPDATE jobs SET status = ?, updated_at = MAX(created_at, ?) "
                 f"WHERE status IN ({_JOB_OPEN_SQL})",
-                (stamp,),
+                (JobStatus.CRASHED, stamp),
             ).rowcount
             conn.execute(
-                f"UPDATE job_nodes SET status = 'crashed', finished_at = ?, updated_at = ? "
+                "UPDATE job_nodes SET status = ?, finished_at = ?, updated_at = ? "
                 f"WHERE status IN ({_NODE_OPEN_SQL})",
-                (stamp, stamp),
+                (NodeStatus.CRASHED, stamp, stamp),
             )
             open_records = conn.execute(
                 "SELECT job_id, node_name FROM job_output WHERE closed = 0"

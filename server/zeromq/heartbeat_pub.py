@@ -16,6 +16,8 @@ from collections.abc import Sequence
 
 import zmq
 
+from pushjobs.protocol.limits import SUBSCRIBER_CONNECTIONS_LIMIT
+from pushjobs.protocol.log_throttle import LogThrottle
 from pushjobs.server.zeromq.trio_socket import TrioSocket
 from pushjobs.server.zeromq.zmtp_sub import (
     GREETING,
@@ -30,7 +32,6 @@ from pushjobs.server.zeromq.zmtp_sub import (
 log = logging.getLogger(__name__)
 
 HANDSHAKE_TIMEOUT = 10.0  # seconds a connection may take to send its greeting and READY
-MAX_CONNECTIONS = 100_000
 CLOSED_REMEMBERED = 4096  # routing ids we closed, so their late disconnect notice is not a connect
 # A subscriber sends a greeting, READY, one subscription and now and then a PING: a few hundred
 # bytes. More than this between two heartbeats is a flood, and the connection is closed, so no
@@ -39,32 +40,14 @@ INPUT_BUDGET = 16 * 1024
 # libzmq buffers this many messages (raw chunks of up to 8 KiB) per connection and direction.
 RCVHWM = 8
 SNDHWM = 16  # a heartbeat that cannot be queued is worthless by the time it could be
-LOG_INTERVAL = 10.0
-
-
-class _RateLimitedLog:
-    """One warning per reason per interval, with the count of those suppressed."""
-
-    def __init__(self) -> None:
-        self._last: dict[str, tuple[float, int]] = {}
-
-    def warn(self, reason: str, text: str, *args: object) -> None:
-        now = time.monotonic()
-        last, suppressed = self._last.get(reason, (float("-inf"), 0))
-        if now - last < LOG_INTERVAL:
-            self._last[reason] = (last, suppressed + 1)
-            return
-        if len(self._last) > 1000:
-            self._last.clear()
-        self._last[reason] = (now, 0)
-        more = f" ({suppressed} more since)" if suppressed else ""
-        log.warning(text + more, *args)
+LOG_INTERVAL = 10.0  # one warning per reason per interval, with the count of those held back
+LOG_REASONS_REMEMBERED = 1001  # more, and every reason's count is forgotten at once
 
 
 class HeartbeatPublisher:
     """Bound `ZMQ_STREAM` socket; `serve` reads connections, `publish` sends to subscribers."""
 
-    def __init__(self, ctx: zmq.Context, endpoint: str) -> None:
+    def __init__(self, ctx: zmq.Context[zmq.Socket[bytes]], endpoint: str) -> None:
         sock = ctx.socket(zmq.STREAM)
         sock.setsockopt(zmq.LINGER, 0)
         sock.setsockopt(zmq.RCVHWM, RCVHWM)
@@ -76,12 +59,14 @@ class HeartbeatPublisher:
         self._closed: OrderedDict[bytes, None] = OrderedDict()
         self._closing: set[bytes] = set()  # closes refused by a full queue, retried at publish
         self._received: dict[bytes, int] = {}  # bytes per connection since the last heartbeat
-        self._log = _RateLimitedLog()
+        self._log_throttle: LogThrottle[str] = LogThrottle(
+            LOG_INTERVAL, max_keys=LOG_REASONS_REMEMBERED
+        )
         self.sent = 0
 
     @property
     def port(self) -> int:
-        endpoint = self.sock.sock.getsockopt(zmq.LAST_ENDPOINT).decode()
+        endpoint = self.sock.sock.getsockopt_string(zmq.LAST_ENDPOINT)
         return int(endpoint.rsplit(":", 1)[1])
 
     @property
@@ -103,8 +88,8 @@ class HeartbeatPublisher:
             elif rid in self._closed:
                 del self._closed[rid]  # the end of a connection we closed ourselves
                 self._closing.discard(rid)
-            elif len(self._conns) >= MAX_CONNECTIONS:
-                self._log.warn(
+            elif len(self._conns) >= SUBSCRIBER_CONNECTIONS_LIMIT:
+                self._warn(
                     "full", "heartbeat port: %d connections, refusing more", len(self._conns)
                 )
                 self._close(rid)
@@ -116,14 +101,14 @@ class HeartbeatPublisher:
             return
         received = self._received.get(rid, 0) + len(data)
         if received > INPUT_BUDGET:
-            self._log.warn("flood", "heartbeat port: closing a connection that floods it")
+            self._warn("flood", "heartbeat port: closing a connection that floods it")
             self._close(rid)
             return
         self._received[rid] = received
         try:
             events = conn.feed(data)
         except ZmtpError as exc:
-            self._log.warn(str(exc)[:40], "heartbeat port: closing a connection: %s", exc)
+            self._warn(str(exc)[:40], "heartbeat port: closing a connection: %s", exc)
             self._close(rid)
             return
         answered = False
@@ -135,7 +120,7 @@ class HeartbeatPublisher:
             elif kind == SUBSCRIBED:
                 self._subscribers.add(rid)
             elif kind == IGNORED:
-                self._log.warn(
+                self._warn(
                     "topic",
                     'heartbeat port: ignored a subscription to %r (only "" is served)',
                     detail,
@@ -167,7 +152,7 @@ class HeartbeatPublisher:
             if not conn.ready and now - conn.created > HANDSHAKE_TIMEOUT
         ]
         for rid in stale:
-            self._log.warn("slow", "heartbeat port: closing a connection: no handshake in time")
+            self._warn("slow", "heartbeat port: closing a connection: no handshake in time")
             self._close(rid)
 
     def _close(self, rid: bytes) -> None:
@@ -183,6 +168,12 @@ class HeartbeatPublisher:
         self._conns.pop(rid, None)
         self._subscribers.discard(rid)
         self._received.pop(rid, None)
+
+    def _warn(self, reason: str, text: str, *args: object) -> None:
+        verdict = self._log_throttle.hit(reason, time.monotonic())
+        if verdict.log:
+            more = f" ({verdict.suppressed} more since)" if verdict.suppressed else ""
+            log.warning(text + more, *args)
 
     def close(self) -> None:
         self.sock.close()

@@ -26,14 +26,17 @@ class TrioSocket:
 
     __slots__ = ("_closed", "_fd", "_wait_scope", "sock")
 
-    def __init__(self, sock: zmq.Socket) -> None:
+    def __init__(self, sock: zmq.Socket[bytes]) -> None:
         self.sock = sock
-        self._fd: int = sock.getsockopt(zmq.FD)
+        self._fd = sock.fileno()  # zmq.FD
         self._wait_scope: trio.CancelScope | None = None
         self._closed = False
 
     def _readable(self) -> bool:
-        return bool(self.sock.getsockopt(zmq.EVENTS) & zmq.POLLIN)
+        events = self.sock.getsockopt(zmq.EVENTS)
+        if not isinstance(events, int):  # an integer option: satisfies the type checker
+            raise TypeError(f"zmq.EVENTS is {events!r}")
+        return bool(events & zmq.POLLIN)
 
     async def wait_readable(self) -> None:
         """Return once the socket has input pending (checks `zmq.EVENTS` before sleeping)."""

@@ -10,17 +10,22 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable
+from typing import Protocol
 
-import trio
 import zmq
 
-from pushjobs.server.nodes.sessions import SessionKeys
 from pushjobs.server.zeromq.trio_socket import TrioSocket
 
 ZAP_ENDPOINT = "inproc://zeromq.zap.01"
 ZAP_VERSION = b"1.0"
 
 log = logging.getLogger(__name__)
+
+
+class CurveAllowList(Protocol):
+    """What ZAP needs of the session keys: the (org, node) a CURVE client key is bound to."""
+
+    def lookup_curve(self, public_key: bytes, now: float) -> tuple[str, str] | None: ...
 
 
 def zap_reply(
@@ -42,7 +47,7 @@ def zap_reply(
 class ZapHandler:
     """REP socket on `inproc://zeromq.zap.01` answering from the session allow-list."""
 
-    def __init__(self, ctx: zmq.Context, sessions: SessionKeys) -> None:
+    def __init__(self, ctx: zmq.Context[zmq.Socket[bytes]], sessions: CurveAllowList) -> None:
         self.sessions = sessions
         sock = ctx.socket(zmq.REP)
         sock.setsockopt(zmq.LINGER, 0)
@@ -73,15 +78,3 @@ def _mechanism(frames: list[bytes]) -> str:
     if len(frames) > 5:
         return frames[5].decode("ascii", "replace")
     return "malformed"
-
-
-async def run_zap(
-    ctx: zmq.Context, sessions: SessionKeys, *, task_status=trio.TASK_STATUS_IGNORED
-) -> None:
-    """Bind the handler, report started, and serve until cancelled."""
-    handler = ZapHandler(ctx, sessions)
-    try:
-        task_status.started(handler)
-        await handler.serve()
-    finally:
-        handler.close()

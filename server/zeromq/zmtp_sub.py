@@ -4,7 +4,8 @@ The heartbeat port is unauthenticated (every message on it is RSA-signed), so an
 and subscribe. libzmq's PUB/XPUB keep every subscribed topic in a trie — even with
 `ZMQ_XPUB_MANUAL`, which still records each topic per peer — so a stranger's subscriptions cost
 the server unbounded memory. This state machine keeps one bit per connection instead: subscribed
-to `""` or not. Any other topic is ignored; a frame longer than `MAX_FRAME` closes the connection.
+to `""` or not. Any other topic is ignored; a frame longer than `SUBSCRIBER_FRAME_LIMIT` closes
+the connection (READY with a few metadata properties fits; a subscription to "" is 1-10 bytes).
 
 Supported: ZMTP 3.0 and 3.1 (libzmq >= 4.0), NULL mechanism, peers of type SUB or XSUB.
 Subscriptions arrive as `0x01 + topic` messages (3.0) or `SUBSCRIBE` commands (3.1).
@@ -15,7 +16,8 @@ from __future__ import annotations
 import struct
 from dataclasses import dataclass, field
 
-MAX_FRAME = 1024  # READY with a few metadata properties fits; a subscription to "" is 1-10 bytes
+from pushjobs.protocol.limits import SUBSCRIBER_FRAME_LIMIT
+
 TOPIC_PREVIEW = 40  # bytes of an ignored topic shown in the log
 
 GREETING_SIZE = 64
@@ -147,8 +149,8 @@ class SubscriberConnection:
         else:
             size = buf[pos + 1]
             start = pos + 2
-        if size > MAX_FRAME:
-            raise ZmtpError(f"frame of {size} bytes (limit {MAX_FRAME})")
+        if size > SUBSCRIBER_FRAME_LIMIT:
+            raise ZmtpError(f"frame of {size} bytes (limit {SUBSCRIBER_FRAME_LIMIT})")
         end = start + size
         if end > len(buf):
             return None

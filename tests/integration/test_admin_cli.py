@@ -21,6 +21,7 @@ from pushjobs.protocol.keys import key_fingerprint, load_private_key
 from pushjobs.server.admin.main import main
 from pushjobs.server.store.records import Job
 from pushjobs.server.store.sqlite import SqliteStore
+from tests.support.toml import toml_document
 
 
 @dataclass
@@ -215,7 +216,7 @@ def test_config_file_rules(fresh: Env, tmp_path: Path) -> None:
     assert r.code == 2 and "'limits.max_body_size' must be >= 40960" in r.err
     # an existing config but no database yet
     good = tmp_path / "good.toml"
-    good.write_text(f'data_dir = "{tmp_path / "nodata"}"\n')
+    good.write_text(toml_document({"data_dir": tmp_path / "nodata"}, {}))
     db = tmp_path / "nodata" / "pushjobs.db"
     r = fresh.run("-c", str(good), "org", "list")
     assert r.code == 1
@@ -237,7 +238,7 @@ def test_default_config_path_missing_means_defaults(fresh: Env, tmp_path: Path) 
 
 def test_run_refuses_without_init(fresh: Env, tmp_path: Path) -> None:
     config = tmp_path / "c.toml"
-    config.write_text(f'data_dir = "{fresh.data}"\n')
+    config.write_text(toml_document({"data_dir": fresh.data}, {}))
     r = fresh.run("-c", str(config), "run")
     assert r.code == 1
     assert r.err.strip() == (

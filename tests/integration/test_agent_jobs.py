@@ -1,29 +1,21 @@
 """Jobs end to end: real server, real agents, real processes (agent.md §8–§16).
 
-Jobs are started over HTTP with real Chef signatures (`tests.support.agents.post_job`).
+Jobs are started over HTTP with real Chef signatures (`tests.support.jobs.post_job`).
 """
 
 from __future__ import annotations
 
 import os
 import signal
-from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
 import pytest
 
-from tests.support.agents import (  # noqa: F401
-    AgentProcess,
-    agent_factory_fixture,
-    job_nodes,
-    output,
-    pids_alive,
-    post_job,
-)
-from tests.support.server import ServerProcess, wait_for
-
-Factory = Callable[..., AgentProcess]
+from tests.support.agents import AgentFactory
+from tests.support.jobs import node_details, output, post_job
+from tests.support.procs import kill_all, pids_alive, read_pids
+from tests.support.server import ServerProcess
+from tests.support.waits import wait_for
 
 WHITELIST = r"""
 "emit" = { run = "printf 'out\\001\\377 line\\n'; printf 'err\\000x' >&2", shell = true }
@@ -33,18 +25,6 @@ WHITELIST = r"""
 "big" = { run = "head -c 1500000 /dev/urandom | tee \"$OUT\"", shell = true }
 "deploy" = { pattern = '^deploy ([a-z]+)$', run = 'echo deploying \1' }
 """
-
-
-def read_pids(path: Path) -> list[int]:
-    return [int(p) for p in path.read_text().split()] if path.exists() else []
-
-
-def kill_all(pids: list[int]) -> None:
-    for pid in pids_alive(pids):
-        try:
-            os.kill(pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
 
 
 def stored_output(server: ServerProcess, job_id: str, node: str, channel: str) -> bytes | None:
@@ -59,12 +39,8 @@ def stored_output(server: ServerProcess, job_id: str, node: str, channel: str) -
     return seen[-1]
 
 
-def node_detail(server: ServerProcess, job_id: str) -> dict[str, dict[str, Any]]:
-    return {n["node_name"]: n for n in job_nodes(server, job_id)}
-
-
 def test_three_agents_succeed_with_identical_output(
-    agent_factory: Factory, server: ServerProcess
+    agent_factory: AgentFactory, server: ServerProcess
 ) -> None:
     agents = [agent_factory(whitelist=WHITELIST, wait=False) for _ in range(3)]
     for agent in agents:
@@ -74,7 +50,7 @@ def test_three_agents_succeed_with_identical_output(
     job = server.wait_job(job_id)
     assert job["status"] == "complete"
     assert job["nodes"] == {"succeeded": names}
-    details = node_detail(server, job_id)
+    details = node_details(server, job_id)
     for name in names:
         assert stored_output(server, job_id, name, "stdout") == b"out\x01\xff line\n"
         assert stored_output(server, job_id, name, "stderr") == b"err\x00x"
@@ -84,17 +60,17 @@ def test_three_agents_succeed_with_identical_output(
         assert f"job {job_id}: reporting succeeded" in agent.log_text()
 
 
-def test_exit_status_reported(agent_factory: Factory, server: ServerProcess) -> None:
+def test_exit_status_reported(agent_factory: AgentFactory, server: ServerProcess) -> None:
     agent = agent_factory(whitelist=WHITELIST)
     job_id = post_job(server, "fail", [agent.name], capture_output=True)
     job = server.wait_job(job_id)
     assert job["status"] == "complete" and job["nodes"] == {"failed": [agent.name]}
-    detail = node_detail(server, job_id)[agent.name]
+    detail = node_details(server, job_id)[agent.name]
     assert detail["exit_status"] == 3 and detail["signal"] is None
     assert stored_output(server, job_id, agent.name, "stdout") == b"failing\n"
 
 
-def test_pattern_entry(agent_factory: Factory, server: ServerProcess) -> None:
+def test_pattern_entry(agent_factory: AgentFactory, server: ServerProcess) -> None:
     agent = agent_factory(whitelist=WHITELIST)
     job_id = post_job(server, "deploy api", [agent.name], capture_output=True)
     assert server.wait_job(job_id)["nodes"] == {"succeeded": [agent.name]}
@@ -111,7 +87,7 @@ def test_pattern_entry(agent_factory: Factory, server: ServerProcess) -> None:
     ],
 )
 def test_refused_commits_are_nacked(
-    agent_factory: Factory, server: ServerProcess, command: str, options: dict, reason: str
+    agent_factory: AgentFactory, server: ServerProcess, command: str, options: dict, reason: str
 ) -> None:
     agent = agent_factory(whitelist=WHITELIST)
     job_id = post_job(server, command, [agent.name], **options)
@@ -123,7 +99,7 @@ def test_refused_commits_are_nacked(
 
 
 def test_busy_agent_nacks_a_second_job_and_abort_kills_the_group(
-    agent_factory: Factory, server: ServerProcess, tmp_path: Path
+    agent_factory: AgentFactory, server: ServerProcess, tmp_path: Path
 ) -> None:
     pid_file = tmp_path / "pids"
     agent = agent_factory(whitelist=WHITELIST)
@@ -150,7 +126,7 @@ def test_busy_agent_nacks_a_second_job_and_abort_kills_the_group(
 
 
 def test_run_timeout_ends_the_process(
-    agent_factory: Factory, server: ServerProcess, tmp_path: Path
+    agent_factory: AgentFactory, server: ServerProcess, tmp_path: Path
 ) -> None:
     pid_file = tmp_path / "pids"
     agent = agent_factory(whitelist=WHITELIST)
@@ -168,7 +144,7 @@ def test_run_timeout_ends_the_process(
         kill_all(read_pids(pid_file))
 
 
-def test_user_dir_env_and_file(agent_factory: Factory, server: ServerProcess) -> None:
+def test_user_dir_env_and_file(agent_factory: AgentFactory, server: ServerProcess) -> None:
     import pwd
 
     agent = agent_factory(whitelist=WHITELIST)
@@ -191,7 +167,7 @@ def test_user_dir_env_and_file(agent_factory: Factory, server: ServerProcess) ->
 
 
 def test_large_output_head_marker_tail(
-    agent_factory: Factory, server: ServerProcess, tmp_path: Path
+    agent_factory: AgentFactory, server: ServerProcess, tmp_path: Path
 ) -> None:
     out_file = tmp_path / "produced"
     agent = agent_factory(whitelist=WHITELIST)
@@ -214,12 +190,12 @@ def test_large_output_head_marker_tail(
     assert stored.startswith(produced[:head])
     middle = stored[head : len(stored) - tail]
     assert middle in (marker, b"\n" + marker)
-    detail = node_detail(server, job_id)[agent.name]
+    detail = node_details(server, job_id)[agent.name]
     assert detail["stdout_bytes"] == 1_500_000 and detail["truncated"] is True
 
 
 def test_agent_killed_mid_job_node_crashed_job_completes(
-    agent_factory: Factory, server: ServerProcess, tmp_path: Path
+    agent_factory: AgentFactory, server: ServerProcess, tmp_path: Path
 ) -> None:
     pid_file = tmp_path / "pids"
     hang = WHITELIST.replace('"emit"', '"other"')
@@ -242,7 +218,7 @@ def test_agent_killed_mid_job_node_crashed_job_completes(
 
 
 def test_sigterm_mid_job_cleans_up_and_sends_nothing(
-    agent_factory: Factory, server: ServerProcess, tmp_path: Path
+    agent_factory: AgentFactory, server: ServerProcess, tmp_path: Path
 ) -> None:
     pid_file = tmp_path / "pids"
     agent = agent_factory(whitelist=WHITELIST)
@@ -261,7 +237,7 @@ def test_sigterm_mid_job_cleans_up_and_sends_nothing(
         kill_all(read_pids(pid_file))
 
 
-def test_sighup_reloads_the_whitelist(agent_factory: Factory, server: ServerProcess) -> None:
+def test_sighup_reloads_the_whitelist(agent_factory: AgentFactory, server: ServerProcess) -> None:
     agent = agent_factory(whitelist='"true" = "true"\n')
     job_id = post_job(server, "emit", [agent.name])
     assert server.wait_job(job_id)["nodes"] == {"nacked": [agent.name]}

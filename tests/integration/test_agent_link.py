@@ -3,21 +3,17 @@
 from __future__ import annotations
 
 import signal
-import socket
 import subprocess
 from collections.abc import Callable
 from typing import Any
 
 import pytest
 
-from tests.support.agents import AgentProcess, agent_factory_fixture, unique_name  # noqa: F401
-from tests.support.server import ServerProcess, wait_for
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
+from tests.support.agents import AgentProcess
+from tests.support.clients import unique_name
+from tests.support.ports import free_ports
+from tests.support.server import ServerProcess
+from tests.support.waits import wait_for
 
 
 def wait_exit(agent: AgentProcess, timeout: float = 45.0) -> int:
@@ -130,15 +126,16 @@ def test_server_without_curve(server_factory: Callable[..., ServerProcess], tmp_
 def test_server_restart_agents_reconnect(
     server_factory: Callable[..., ServerProcess], tmp_path: Any, fixed_zmq_ports: bool
 ) -> None:
+    http_port, heartbeat_port, command_port = free_ports(3)
     zeromq: dict[str, Any] = {}
     timing: dict[str, Any] = {}
     if fixed_zmq_ports:
-        zeromq = {"heartbeat_port": free_port(), "command_port": free_port()}
+        zeromq = {"heartbeat_port": heartbeat_port, "command_port": command_port}
         # slow enough heartbeats that the agents cannot declare the server offline (4 missed
         # intervals, here ~20 s) during the restart, which can take several seconds on a loaded
         # machine: they must notice the new incarnation instead
         timing = {"heartbeat_interval": 5.0}
-    srv = server_factory(http={"port": free_port()}, zeromq=zeromq, timing=timing)
+    srv = server_factory(http={"port": http_port}, zeromq=zeromq, timing=timing)
     agents = [AgentProcess(srv, tmp_path / f"n{i}", unique_name()) for i in range(2)]
     try:
         for agent in agents:
@@ -168,8 +165,9 @@ def test_server_restart_agents_reconnect(
 def test_start_before_the_server_retries(
     server_factory: Callable[..., ServerProcess], tmp_path: Any
 ) -> None:
-    srv = server_factory(start=False, http={"port": free_port()})
-    srv.state = {"http_url": f"http://127.0.0.1:{free_port_of(srv)}"}
+    (port,) = free_ports(1)
+    srv = server_factory(start=False, http={"port": port})
+    srv.state = {"http_url": f"http://127.0.0.1:{port}"}
     agent = AgentProcess(srv, tmp_path / "n", unique_name())
     agent.start(wait=False)
     try:
@@ -179,13 +177,6 @@ def test_start_before_the_server_retries(
         agent.wait_available(timeout=40)
     finally:
         agent.stop()
-
-
-def free_port_of(srv: ServerProcess) -> int:
-    for line in srv.config_path.read_text().splitlines():
-        if line.startswith("port = "):
-            return int(line.split("=")[1])
-    raise AssertionError("no fixed port in the server config")
 
 
 @pytest.mark.slow

@@ -23,7 +23,7 @@ from pushjobs.agent.process import SystemHost, prepare_file_dir
 from pushjobs.agent.runner import JobRunner, Send
 from pushjobs.agent.whitelist import Whitelist
 from pushjobs.agent.worker import JobWorker
-from tests.support.agents import pids_alive
+from tests.support.procs import pids_alive, read_pids
 
 WHITELIST = {
     "hello": {"run": "sh -c 'echo out; echo err >&2; exit 3'"},
@@ -119,10 +119,6 @@ async def harness(tmp_path: Path) -> AsyncIterator[Harness]:
         nursery.cancel_scope.cancel()
 
 
-def read_pids(path: Path) -> list[int]:
-    return [int(line) for line in path.read_text().split()]
-
-
 def gone(pids: list[int]) -> bool:
     """True once none of `pids` lives. The group was signalled, but a loaded kernel delivers
     the signal and ends the processes a moment later: callers wait for this, with a deadline."""
@@ -183,7 +179,7 @@ async def test_abort_kills_the_whole_group(harness: Harness, tmp_path: Path) -> 
     harness.command(type="commit", job_id="ja", command="group", env={"PIDS": str(pid_file)})
     harness.command(type="run", job_id="ja")
     await harness.wait(lambda: pid_file.exists() and len(pid_file.read_text().split()) == 3)
-    pids = read_pids(pid_file)
+    pids = read_pids(pid_file, missing_ok=False)
     assert pids_alive(pids) == pids
     harness.command(type="abort")
     final = await harness.final("ja")
@@ -211,7 +207,7 @@ async def test_term_ignored_gets_killed_after_grace(harness: Harness, tmp_path: 
     )
     harness.command(type="run", job_id="js")
     await harness.wait(lambda: b"ready" in harness.output("js", "stdout"))
-    pid = read_pids(pid_file)[0]
+    pid = read_pids(pid_file, missing_ok=False)[0]
     harness.command(type="abort")
     assert (await harness.final("js")).type == "aborted"
     await harness.wait(lambda: gone([pid]))
@@ -227,14 +223,14 @@ async def test_local_deadline(tmp_path: Path) -> None:
     assert final.type == "failed"
     assert final.fields["exit_status"] is None
     assert final.fields["signal"] in ("SIGTERM", "SIGKILL")
-    await h.wait(lambda: gone(read_pids(pid_file)))
+    await h.wait(lambda: gone(read_pids(pid_file, missing_ok=False)))
 
 
 async def test_background_child_does_not_hold_the_job(harness: Harness, tmp_path: Path) -> None:
     pid_file = tmp_path / "pids"
     final = await harness.run_job("jd", "daemonize", capture=True, env={"PIDS": str(pid_file)})
     assert final.type == "succeeded"
-    child = read_pids(pid_file)[0]
+    child = read_pids(pid_file, missing_ok=False)[0]
     try:
         assert pids_alive([child]) == [child]  # left alone after a normal exit
         assert harness.output("jd", "stdout") == b"started\n"
@@ -315,7 +311,7 @@ async def test_shutdown_terminates_and_sends_nothing(tmp_path: Path) -> None:
         await h.worker.shutdown()
         nursery.cancel_scope.cancel()
     assert h.types("jq") == ["ack_commit", "ack_run"]
-    await h.wait(lambda: gone(read_pids(pid_file)))
+    await h.wait(lambda: gone(read_pids(pid_file, missing_ok=False)))
     assert list(h.file_dir.iterdir()) == []
     assert h.runner.idle
 
@@ -340,7 +336,7 @@ async def test_shutdown_while_the_process_is_being_spawned(tmp_path: Path) -> No
     assert h.types("jw") == ["ack_commit"]  # nothing reported after the shutdown began
     assert h.runner.idle
     if pid_file.exists():
-        await h.wait(lambda: gone(read_pids(pid_file)))
+        await h.wait(lambda: gone(read_pids(pid_file, missing_ok=False)))
     assert list(h.file_dir.iterdir()) == []
 
 

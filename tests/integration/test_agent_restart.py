@@ -13,14 +13,16 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-import httpx
 import trio
 
 from pushjobs.server.config import DATABASE_FILE
-from tests.integration.test_jobs import compact, read_sse, ready_peers, start_job, wait_job
-from tests.support.agents import AgentProcess, post_job
+from tests.support.agents import AgentProcess
+from tests.support.api import server_status
+from tests.support.jobs import post_job, start_job, wait_job
 from tests.support.peer import open_peer
+from tests.support.peers import ready_peers
 from tests.support.server import ServerProcess
+from tests.support.sse import compact, read_sse
 
 
 @contextmanager
@@ -40,8 +42,7 @@ def database_write_locked(srv: ServerProcess) -> Iterator[None]:
 
 async def live_job_ids(srv: ServerProcess) -> list[str]:
     """`/pushy/_status` `job_processes` (a path that never touches the database)."""
-    async with httpx.AsyncClient(timeout=10) as client:
-        return (await client.get(f"{srv.http_url}/pushy/_status")).json()["job_processes"]
+    return (await server_status(srv))["job_processes"]
 
 
 async def test_new_incarnation_while_the_job_is_stored_gets_no_commit(

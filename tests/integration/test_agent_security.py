@@ -13,11 +13,10 @@ import os
 import shutil
 import signal
 import subprocess
-import sys
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
@@ -35,25 +34,18 @@ from pushjobs.protocol.keys import (
     public_key_pem,
 )
 from pushjobs.protocol.timestamps import format_rfc1123
-from tests.support.agents import (  # noqa: F401
-    AgentProcess,
-    agent_factory_fixture,
-    job_nodes,
-    pids_alive,
-    post_job,
-    toml_string,
-    write_agent_config,
-)
-from tests.support.server import ServerProcess, wait_for
-
-Factory = Callable[..., AgentProcess]
-
+from tests.support.agents import AgentFactory, AgentProcess, agent_command, write_agent_config
+from tests.support.jobs import post_job
+from tests.support.procs import kill_pid, memory_kib, pids_alive, spawn_logged, stop_process
+from tests.support.server import ServerProcess
+from tests.support.toml import toml_string
+from tests.support.waits import wait_for
 
 # ---- F1: the job's env cannot escape the whitelist --------------------------------------------
 
 
 def test_job_env_cannot_load_code_or_pick_the_program(
-    agent_factory: Factory, server: ServerProcess, tmp_path: Path
+    agent_factory: AgentFactory, server: ServerProcess, tmp_path: Path
 ) -> None:
     marker = tmp_path / "bash-env-ran"
     evil_marker = tmp_path / "evil-bash-ran"
@@ -102,7 +94,7 @@ def test_job_env_cannot_load_code_or_pick_the_program(
 
 
 def test_operator_can_opt_in_to_a_denied_name(
-    agent_factory: Factory, server: ServerProcess, tmp_path: Path
+    agent_factory: AgentFactory, server: ServerProcess, tmp_path: Path
 ) -> None:
     report = tmp_path / "report.txt"
     agent = agent_factory(
@@ -116,7 +108,7 @@ def test_operator_can_opt_in_to_a_denied_name(
 
 
 def test_opted_in_path_still_does_not_pick_the_program(
-    agent_factory: Factory, server: ServerProcess, tmp_path: Path
+    agent_factory: AgentFactory, server: ServerProcess, tmp_path: Path
 ) -> None:
     evil_marker = tmp_path / "evil-printf-ran"
     evil = tmp_path / "evil"
@@ -259,13 +251,7 @@ class RogueAgent:
             whitelist='"true" = "true"',
             extra={"allow_unencrypted": True},
         )
-        with open(self.log_path, "ab") as log:
-            self.proc = subprocess.Popen(
-                [sys.executable, "-m", "pushjobs.agent.main", "-c", str(config)],
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                cwd=tmp,
-            )
+        self.proc = spawn_logged(agent_command(config), self.log_path, cwd=tmp)
 
     def log(self) -> str:
         return self.log_path.read_text(errors="replace")
@@ -279,21 +265,10 @@ class RogueAgent:
         wait_for(seen, timeout, what=f"{text!r} x{count} in the agent log")
 
     def peak_rss_kib(self) -> int:
-        with open(f"/proc/{self.proc.pid}/status") as fh:
-            for line in fh:
-                if line.startswith("VmHWM:"):
-                    return int(line.split()[1])
-        raise AssertionError("no VmHWM")
+        return memory_kib(self.proc.pid, "VmHWM")
 
     def stop(self) -> int:
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(15)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(5)
-        return self.proc.returncode
+        return stop_process(self.proc)
 
 
 @pytest.fixture
@@ -393,11 +368,6 @@ def escaped_pid(pid_file: Path, agent: AgentProcess) -> int:
     return pid
 
 
-def kill_pid(pid: int) -> None:
-    with contextlib.suppress(ProcessLookupError):
-        os.kill(pid, signal.SIGKILL)
-
-
 @pytest.fixture
 def delegated_cgroup() -> Iterator[Path]:
     """A cgroup v2 marked delegated as systemd marks a `Delegate=yes` unit's cgroup; skipped
@@ -438,20 +408,15 @@ def start_in_cgroup(agent: AgentProcess, cgroup: Path) -> None:
         with open(procs, "w") as fh:
             fh.write(str(os.getpid()))
 
-    with open(agent.log_path, "ab") as log:
-        agent.proc = subprocess.Popen(
-            [sys.executable, "-m", "pushjobs.agent.main", "-c", str(agent.config_path)],
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            cwd=agent.dir,
-            preexec_fn=enter,
-        )
+    agent.proc = spawn_logged(
+        agent_command(agent.config_path), agent.log_path, cwd=agent.dir, preexec_fn=enter
+    )
     agent.wait_available()
 
 
 @pytest.mark.parametrize("ending", ["abort", "timeout"])
 def test_setsid_descendant_is_killed_with_a_delegated_cgroup(
-    agent_factory: Factory,
+    agent_factory: AgentFactory,
     server: ServerProcess,
     tmp_path: Path,
     delegated_cgroup: Path,
@@ -486,7 +451,7 @@ def test_setsid_descendant_is_killed_with_a_delegated_cgroup(
 
 
 def test_without_delegation_the_group_kill_is_logged_as_incomplete(
-    agent_factory: Factory, server: ServerProcess, tmp_path: Path
+    agent_factory: AgentFactory, server: ServerProcess, tmp_path: Path
 ) -> None:
     pid_file = tmp_path / "pids"
     agent = agent_factory(whitelist=ESCAPE_WHITELIST)
@@ -511,7 +476,7 @@ def test_without_delegation_the_group_kill_is_logged_as_incomplete(
 
 def run_agent(agent: AgentProcess, *args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "pushjobs.agent.main", "-c", str(agent.config_path), *args],
+        agent_command(agent.config_path, *args),
         capture_output=True,
         text=True,
         timeout=30,  # an agent that starts instead of refusing is killed by subprocess.run
@@ -520,7 +485,7 @@ def run_agent(agent: AgentProcess, *args: str) -> subprocess.CompletedProcess[st
 
 
 @pytest.mark.parametrize("problem", ["group-writable", "other-owner", "relative"])
-def test_unsafe_file_dir_refuses_to_start(agent_factory: Factory, problem: str) -> None:
+def test_unsafe_file_dir_refuses_to_start(agent_factory: AgentFactory, problem: str) -> None:
     agent = agent_factory(start=False)
     agent.file_dir.mkdir(mode=0o700)
     if problem == "group-writable":
@@ -541,7 +506,7 @@ def test_unsafe_file_dir_refuses_to_start(agent_factory: Factory, problem: str) 
         assert "Traceback" not in result.stderr
 
 
-def test_readable_key_is_warned_about(agent_factory: Factory) -> None:
+def test_readable_key_is_warned_about(agent_factory: AgentFactory) -> None:
     agent = agent_factory(start=False)
     agent.key_path.chmod(0o644)
     warning = f"client_key {agent.key_path} is readable by group or others (mode 0644)"

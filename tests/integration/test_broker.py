@@ -7,105 +7,28 @@ node state did not change — so no test relies on "nothing happened within N se
 
 from __future__ import annotations
 
-import os
 import secrets
 import time
 import uuid
-from itertools import count
 
-import httpx
 import pytest
 import trio
 
 from pushjobs.protocol.envelope import seal_hmac
-from pushjobs.protocol.keys import generate_rsa_key, public_key_pem
 from pushjobs.protocol.timestamps import format_rfc1123
-from tests.support import server as server_support
-from tests.support.peer import open_peer, signed_request
+from tests.support.api import api, server_status
+from tests.support.clients import node_name, pooled_client
+from tests.support.peer import open_peer
+from tests.support.peers import idle_peer
 from tests.support.server import ServerProcess
-
-server = server_support.server  # the module-scoped fixture
-
-_names = count(1)
-POOL_SIZE = 64
-
-
-class ClientPool:
-    """Clients created in one `client import` (all share one key): fast unique node names."""
-
-    def __init__(self, srv: ServerProcess) -> None:
-        self.srv = srv
-        self.key = generate_rsa_key()
-        self.names: list[str] = []
-
-    def take(self, prefix: str) -> tuple[str, object]:
-        if not self.names:
-            self._refill()
-        return self.names.pop(0), self.key
-
-    def _refill(self) -> None:
-        base = self.srv.base_dir
-        pub = base / "pool-key.pub"
-        pub.write_text(public_key_pem(self.key))
-        names = [f"n{os.getpid()}-{next(_names)}" for _ in range(POOL_SIZE)]
-        listing = base / f"pool-{names[0]}.txt"
-        listing.write_text("\n".join(names) + "\n")
-        self.srv.admin("client", "import", self.srv.org, str(listing), "--public-key", str(pub))
-        self.names = names
-
-
-_pools: dict[int, ClientPool] = {}
-
-
-def node_name(prefix: str) -> str:
-    """A node name nobody has a client for."""
-    return f"{prefix}-{os.getpid()}-{next(_names)}"
-
-
-def make_client(srv: ServerProcess, prefix: str) -> tuple[str, object]:
-    """A new client (= node name) of `srv`'s org and its private key."""
-    pool = _pools.setdefault(id(srv), ClientPool(srv))
-    return pool.take(prefix)
-
-
-def log_count(srv: ServerProcess, text: str) -> int:
-    try:
-        return srv.log_path.read_text(errors="replace").count(text)
-    except FileNotFoundError:
-        return 0
-
-
-async def wait_log(srv: ServerProcess, text: str, at_least: int = 1, timeout: float = 10) -> None:
-    """Wait until the server log holds `text` at least `at_least` times."""
-    with trio.move_on_after(timeout):
-        while log_count(srv, text) < at_least:
-            await trio.sleep(0.02)
-        return
-    raise AssertionError(f"server log never showed {text!r}:\n{srv.log_tail(20)}")
-
-
-async def status(srv: ServerProcess) -> dict:
-    async with httpx.AsyncClient(timeout=10) as client:
-        response = await client.get(srv.http_url + "/pushy/_status")
-    assert response.status_code == 200
-    return response.json()
-
-
-async def idle_peer(peer) -> None:
-    """Complete the handshake: abort → aborted → available; then heartbeat like an agent, so
-    liveness cannot end the node however slowly a loaded machine runs the rest of the test."""
-    await peer.expect("abort")
-    await peer.send("aborted")
-    await peer.wait_node_state(status="online", availability="available")
-    peer.start_heartbeats()
-
+from tests.support.waits import log_count, wait_log
 
 # -- connecting, rehab, liveness --------------------------------------------------------------
 
 
 @pytest.mark.parametrize("version", ["3.0", "2.0"])
 async def test_peer_gets_abort_becomes_available_then_goes_offline(server, version):
-    name, key = make_client(server, f"live{version[0]}")
+    name, key = pooled_client(server, f"live{version[0]}")
     async with open_peer(server.http_url, server.org, name, key, version=version) as peer:
         abort = await peer.expect("abort")
         assert abort.version == version
@@ -116,7 +39,7 @@ async def test_peer_gets_abort_becomes_available_then_goes_offline(server, versi
         await peer.send("aborted")
         await peer.wait_node_state(status="online", availability="available")
         assert name in [n["node_name"] for n in (await _node_states(server, peer))]
-        assert (await status(server))["node_fsm_count"] >= 1
+        assert (await server_status(server))["node_fsm_count"] >= 1
         peer.stop_heartbeats()
         state = await peer.wait_node_state(status="offline", timeout=20)
         assert state["availability"] == "unavailable"
@@ -125,15 +48,14 @@ async def test_peer_gets_abort_becomes_available_then_goes_offline(server, versi
 
 
 async def _node_states(srv: ServerProcess, peer) -> list[dict]:
-    path = f"/organizations/{srv.org}/pushy/node_states"
     # as the org admin: a node's key may not read node_states (security issue 15, F4)
-    response = await signed_request(srv.http_url, "GET", path, srv.admin_user, srv.admin_key)
+    response = await api(srv, "GET", "node_states")
     assert response.status_code == 200
     return response.json()
 
 
 async def test_rehab_resends_abort_until_aborted(server):
-    name, key = make_client(server, "rehab")
+    name, key = pooled_client(server, "rehab")
     async with open_peer(server.http_url, server.org, name, key) as peer:
         first = await peer.expect("abort")
         second = await peer.expect("abort")  # rehab_interval later, no answer yet
@@ -144,14 +66,14 @@ async def test_rehab_resends_abort_until_aborted(server):
 
 
 async def test_peer_answering_aborts_like_an_agent_becomes_available(server):
-    name, key = make_client(server, "auto")
+    name, key = pooled_client(server, "auto")
     async with open_peer(server.http_url, server.org, name, key, answer_aborts=True) as peer:
         await peer.wait_node_state(availability="available")
         assert (await peer.expect("abort")).sequence == 1  # answered, and still queued
 
 
 async def test_heartbeating_peer_stays_online(server):
-    name, key = make_client(server, "steady")
+    name, key = pooled_client(server, "steady")
     async with open_peer(server.http_url, server.org, name, key) as peer:
         peer.start_heartbeats()
         await idle_peer(peer)
@@ -166,7 +88,7 @@ async def test_heartbeating_peer_stays_online(server):
 
 
 async def test_server_heartbeats_are_signed_and_sequenced(server):
-    name, key = make_client(server, "sub")
+    name, key = pooled_client(server, "sub")
     async with open_peer(server.http_url, server.org, name, key) as peer:
         beats = await peer.server_heartbeats(3)  # signatures verified inside
         assert [b.incarnation_id for b in beats] == [server.incarnation_id] * 3
@@ -176,7 +98,7 @@ async def test_server_heartbeats_are_signed_and_sequenced(server):
 
 
 async def test_reconnect_with_same_incarnation_gets_ack(server):
-    name, key = make_client(server, "reconn")
+    name, key = pooled_client(server, "reconn")
     async with open_peer(server.http_url, server.org, name, key) as peer:
         await idle_peer(peer)
         first_abort = peer.received[0]
@@ -189,7 +111,7 @@ async def test_reconnect_with_same_incarnation_gets_ack(server):
 
 
 async def test_reconfigure_fetches_config_again_and_keeps_state(server):
-    name, key = make_client(server, "reconf")
+    name, key = pooled_client(server, "reconf")
     async with open_peer(server.http_url, server.org, name, key) as peer:
         await idle_peer(peer)
         session_key = peer.session_key
@@ -201,7 +123,7 @@ async def test_reconfigure_fetches_config_again_and_keeps_state(server):
 
 
 async def test_new_incarnation_gets_new_abort(server):
-    name, key = make_client(server, "reinc")
+    name, key = pooled_client(server, "reinc")
     async with open_peer(server.http_url, server.org, name, key) as peer:
         await idle_peer(peer)
         await peer.reconnect(new_incarnation=True)
@@ -214,7 +136,7 @@ async def test_new_incarnation_gets_new_abort(server):
 
 
 async def test_new_incarnation_on_the_same_connection_replaces_the_state(server):
-    name, key = make_client(server, "reinc2")
+    name, key = pooled_client(server, "reinc2")
     async with open_peer(server.http_url, server.org, name, key) as peer:
         await idle_peer(peer)
         peer.incarnation_id = str(uuid.uuid4())
@@ -225,7 +147,7 @@ async def test_new_incarnation_on_the_same_connection_replaces_the_state(server)
 
 
 async def test_message_100_seconds_old_is_processed(server):
-    name, key = make_client(server, "old100")
+    name, key = pooled_client(server, "old100")
     async with open_peer(server.http_url, server.org, name, key, hello=False) as peer:
         await peer.send("heartbeat", timestamp=format_rfc1123(time.time() - 100))
         await peer.expect("abort")
@@ -235,7 +157,7 @@ async def test_message_100_seconds_old_is_processed(server):
 
 
 async def test_heartbeat_naming_an_unknown_job_rehabs_the_node(server):
-    name, key = make_client(server, "hbjob")
+    name, key = pooled_client(server, "hbjob")
     async with open_peer(server.http_url, server.org, name, key) as peer:
         await idle_peer(peer)
         await peer.send("heartbeat", job_state="running", job_id=secrets.token_hex(16))
@@ -245,7 +167,7 @@ async def test_heartbeat_naming_an_unknown_job_rehabs_the_node(server):
 
 @pytest.mark.parametrize("msg_type", ["ack_commit", "nack_run", "succeeded"])
 async def test_job_message_for_an_unknown_job_rehabs_the_node(server, msg_type):
-    name, key = make_client(server, msg_type.replace("_", ""))
+    name, key = pooled_client(server, msg_type.replace("_", ""))
     async with open_peer(server.http_url, server.org, name, key) as peer:
         await idle_peer(peer)
         await peer.send(msg_type, job_id=secrets.token_hex(16))
@@ -265,14 +187,14 @@ async def assert_dropped_then_serving(srv, peer, reason: str, *, by_curve: bool 
     who = f"dropped message from {sender or f'{srv.org!r}/{peer.node!r}'}: {reason}"
     await wait_log(srv, who)
     assert (await peer.node_state())["status"] == "offline"
-    await status(srv)
+    await server_status(srv)
     await peer.send("heartbeat")
     await peer.expect("abort")
     assert peer.errors == []
 
 
 async def test_forged_signature_is_dropped(server):
-    name, key = make_client(server, "forged")
+    name, key = pooled_client(server, "forged")
     async with open_peer(server.http_url, server.org, name, key, hello=False) as peer:
         await peer.send("heartbeat", hmac_key=secrets.token_bytes(32))
         await assert_dropped_then_serving(server, peer, "bad signature")
@@ -288,14 +210,14 @@ async def test_forged_signature_is_dropped(server):
     ],
 )
 async def test_bad_timestamps_are_dropped(server, offset, text, reason):
-    name, key = make_client(server, "stamp")
+    name, key = pooled_client(server, "stamp")
     async with open_peer(server.http_url, server.org, name, key, hello=False) as peer:
         await peer.send("heartbeat", timestamp=text or format_rfc1123(time.time() + offset))
         await assert_dropped_then_serving(server, peer, reason)
 
 
 async def test_replayed_sequence_is_dropped(server):
-    name, key = make_client(server, "replay")
+    name, key = pooled_client(server, "replay")
     async with open_peer(server.http_url, server.org, name, key) as peer:
         await idle_peer(peer)
         # Would rehab the node if accepted; its sequence was already used on this connection.
@@ -307,7 +229,7 @@ async def test_replayed_sequence_is_dropped(server):
 
 
 async def test_2_0_messages_skip_the_sequence_check(server):
-    name, key = make_client(server, "seq20")
+    name, key = pooled_client(server, "seq20")
     async with open_peer(server.http_url, server.org, name, key, version="2.0") as peer:
         await idle_peer(peer)
         await peer.send("heartbeat", job_id=secrets.token_hex(16), sequence=1)
@@ -316,14 +238,14 @@ async def test_2_0_messages_skip_the_sequence_check(server):
 
 
 async def test_missing_sequence_in_3_0_is_dropped(server):
-    name, key = make_client(server, "noseq")
+    name, key = pooled_client(server, "noseq")
     async with open_peer(server.http_url, server.org, name, key, hello=False) as peer:
         await peer.send("heartbeat", omit=("sequence",))
         await assert_dropped_then_serving(server, peer, "missing field 'sequence'", by_curve=True)
 
 
 async def test_oversized_body_is_dropped(server):
-    name, key = make_client(server, "big")
+    name, key = pooled_client(server, "big")
     async with open_peer(server.http_url, server.org, name, key, hello=False) as peer:
         await peer.send("heartbeat", padding="x" * 70_000)
         await assert_dropped_then_serving(server, peer, "bad body", by_curve=True)
@@ -332,7 +254,7 @@ async def test_oversized_body_is_dropped(server):
 async def test_unknown_org_is_dropped(plain_server):
     """(Over CURVE the key binding is checked first: see test_broker_security.py.)"""
     server = plain_server
-    name, key = make_client(server, "noorg")
+    name, key = pooled_client(server, "noorg")
     async with open_peer(server.http_url, server.org, name, key, hello=False) as peer:
         await peer.send("heartbeat", org="no-such-org")
         await wait_log(
@@ -345,8 +267,8 @@ async def test_unknown_org_is_dropped(plain_server):
 
 async def test_wrong_nodes_key_over_curve_is_dropped(server):
     """Node A's CURVE connection cannot speak for node B, even with B's session key."""
-    name_a, key_a = make_client(server, "curve-a")
-    name_b, key_b = make_client(server, "curve-b")
+    name_a, key_a = pooled_client(server, "curve-a")
+    name_b, key_b = pooled_client(server, "curve-b")
     async with (
         open_peer(server.http_url, server.org, name_b, key_b, connect=False) as peer_b,
         open_peer(server.http_url, server.org, name_a, key_a, hello=False) as peer_a,
@@ -365,7 +287,7 @@ async def test_wrong_nodes_key_over_curve_is_dropped(server):
 
 
 async def test_unregistered_curve_key_is_refused_by_zap(server):
-    name, key = make_client(server, "zap")
+    name, key = pooled_client(server, "zap")
     async with open_peer(server.http_url, server.org, name, key, connect=False) as peer:
         await peer.fetch_config()  # registers the peer's own key ...
         before = log_count(server, "ZAP denied")
@@ -399,7 +321,7 @@ def _other_curve_pair() -> tuple[str, str]:
     ],
 )
 async def test_garbage_frames_are_dropped(server, frames, reason):
-    name, key = make_client(server, "garbage")
+    name, key = pooled_client(server, "garbage")
     async with open_peer(server.http_url, server.org, name, key, hello=False) as peer:
         before = log_count(server, reason)
         await peer.send_frames(frames)
@@ -410,7 +332,7 @@ async def test_garbage_frames_are_dropped(server, frames, reason):
 
 
 async def test_missing_common_field_is_dropped(server):
-    name, key = make_client(server, "nofield")
+    name, key = pooled_client(server, "nofield")
     async with open_peer(server.http_url, server.org, name, key, hello=False) as peer:
         body = peer.build_fields("heartbeat", omit=("incarnation_id",))
         header, payload = seal_hmac("3.0", body, peer.session_key)
@@ -439,7 +361,7 @@ async def sync_via(peer, helper) -> None:
 
 async def test_plain_command_socket_when_curve_is_disabled(plain_server):
     srv = plain_server
-    name, key = make_client(srv, "plain")
+    name, key = pooled_client(srv, "plain")
     async with open_peer(srv.http_url, srv.org, name, key) as peer:
         assert "curve_public_key" not in peer.config
         assert not peer.uses_curve
@@ -451,8 +373,8 @@ async def test_plain_command_socket_when_curve_is_disabled(plain_server):
 
 async def test_aborted_naming_an_unknown_job_does_not_rehab(plain_server):
     srv = plain_server
-    name, key = make_client(srv, "abjob")
-    helper_name, helper_key = make_client(srv, "abjob-sync")
+    name, key = pooled_client(srv, "abjob")
+    helper_name, helper_key = pooled_client(srv, "abjob-sync")
     async with (
         open_peer(srv.http_url, srv.org, helper_name, helper_key, connect=False) as helper,
         open_peer(srv.http_url, srv.org, name, key) as peer,
@@ -470,7 +392,7 @@ async def test_aborted_naming_an_unknown_job_does_not_rehab(plain_server):
 async def test_message_for_a_node_without_session_key_is_dropped(plain_server):
     """A node that never fetched config has no session key: its messages cannot verify."""
     srv = plain_server
-    name, key = make_client(srv, "nokey")
+    name, key = pooled_client(srv, "nokey")
     other = node_name("nokey-other")
     async with open_peer(srv.http_url, srv.org, name, key, hello=False) as peer:
         await peer.send("heartbeat", node=other, hmac_key=secrets.token_bytes(32))
@@ -483,8 +405,8 @@ async def test_message_for_a_node_without_session_key_is_dropped(plain_server):
 async def test_plain_socket_accepts_any_node_with_its_session_key(plain_server):
     """Without CURVE there is no key binding: the HMAC alone decides (wire-protocol.md §10)."""
     srv = plain_server
-    name, key = make_client(srv, "anyn")
-    helper_name, helper_key = make_client(srv, "anyn-b")
+    name, key = pooled_client(srv, "anyn")
+    helper_name, helper_key = pooled_client(srv, "anyn-b")
     async with (
         open_peer(srv.http_url, srv.org, helper_name, helper_key, connect=False) as helper,
         open_peer(srv.http_url, srv.org, name, key, hello=False) as peer,

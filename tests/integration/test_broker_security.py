@@ -14,13 +14,14 @@ import trio
 
 from pushjobs.protocol.envelope import open_envelope
 from pushjobs.protocol.signing import RSA2048_SHA1, verify_rsa_sha1
-from tests.integration.test_broker import idle_peer, log_count, make_client, status, wait_log
-from tests.support import server as server_support
+from tests.support.api import server_status
+from tests.support.clients import pooled_client
 from tests.support.peer import open_peer
+from tests.support.peers import idle_peer
+from tests.support.procs import memory_kib
 from tests.support.server import ServerProcess
-from tests.support.zmtp_raw import RawSubscriber, read_rss_kb
-
-server = server_support.server  # the module-scoped fixture
+from tests.support.waits import log_count, wait_log
+from tests.support.zmtp_raw import RawSubscriber
 
 RSS_GROWTH_LIMIT_KB = 50 * 1024
 
@@ -37,19 +38,19 @@ def _verify_heartbeat(parts: list[bytes], public_key) -> None:
 
 async def _assert_serving(srv: ServerProcess, peer) -> None:
     """HTTP answers, the peer's real SUB still gets signed heartbeats, the node is available."""
-    await status(srv)
+    await server_status(srv)
     await peer.server_heartbeats(2)
     assert (await peer.node_state())["availability"] == "available"
     assert peer.errors == []
 
 
 async def test_huge_subscription_closes_the_connection(server):
-    name, key = make_client(server, "f8big")
+    name, key = pooled_client(server, "f8big")
     async with open_peer(server.http_url, server.org, name, key) as peer:
         await idle_peer(peer)
         await peer.server_heartbeats(1)
         pid = server.proc.pid
-        before = read_rss_kb(pid)
+        before = memory_kib(pid)
         size = 100 * 1024 * 1024
 
         def attack() -> tuple[int, bool]:
@@ -62,7 +63,7 @@ async def test_huge_subscription_closes_the_connection(server):
                 raw.close()
 
         sent, closed = await trio.to_thread.run_sync(attack)
-        growth = read_rss_kb(pid) - before
+        growth = memory_kib(pid) - before
         assert closed, "the server kept a connection that sent a 100 MB subscription"
         assert sent < size, "the server read the whole 100 MB frame"
         assert growth < RSS_GROWTH_LIMIT_KB, f"server RSS grew by {growth} KiB"
@@ -72,12 +73,12 @@ async def test_huge_subscription_closes_the_connection(server):
 
 @pytest.mark.parametrize("minor", [0, 1], ids=["zmtp3.0", "zmtp3.1"])
 async def test_many_subscriptions_are_ignored(server, minor):
-    name, key = make_client(server, f"f8many{minor}")
+    name, key = pooled_client(server, f"f8many{minor}")
     async with open_peer(server.http_url, server.org, name, key) as peer:
         await idle_peer(peer)
         await peer.server_heartbeats(1)
         pid = server.proc.pid
-        before = read_rss_kb(pid)
+        before = memory_kib(pid)
         public_key = peer.server_public_key
         count, length = 100_000, 200
 
@@ -90,7 +91,7 @@ async def test_many_subscriptions_are_ignored(server, minor):
                         (b"%09d-" % i).ljust(length, b"t") for i in range(start, start + 10_000)
                     )
                     # Stop early when memory runs away (the unfixed server took ~1 GB).
-                    if read_rss_kb(pid) - before > 4 * RSS_GROWTH_LIMIT_KB:
+                    if memory_kib(pid) - before > 4 * RSS_GROWTH_LIMIT_KB:
                         break
             except OSError:
                 pass  # the server closed the flooding connection: what it should do
@@ -105,7 +106,7 @@ async def test_many_subscriptions_are_ignored(server, minor):
                 _verify_heartbeat(fresh.read_message(), public_key)
             finally:
                 fresh.close()
-            return read_rss_kb(pid) - before
+            return memory_kib(pid) - before
 
         growth = await trio.to_thread.run_sync(attack)
         assert growth < RSS_GROWTH_LIMIT_KB, f"server RSS grew by {growth} KiB"
@@ -117,11 +118,11 @@ async def test_many_subscriptions_are_ignored(server, minor):
 async def test_ping_flood_is_cut_off(server):
     """PINGs faster than heartbeats: one PONG per read, and the connection is closed once the
     flood passes the input budget, so it can neither fill libzmq's buffers nor busy the loop."""
-    name, key = make_client(server, "f8ping")
+    name, key = pooled_client(server, "f8ping")
     async with open_peer(server.http_url, server.org, name, key) as peer:
         await idle_peer(peer)
         pid = server.proc.pid
-        before = read_rss_kb(pid)
+        before = memory_kib(pid)
 
         def flood() -> bool:
             raw = RawSubscriber("127.0.0.1", server.heartbeat_port, minor=1, timeout=10)
@@ -139,13 +140,13 @@ async def test_ping_flood_is_cut_off(server):
         closed = await trio.to_thread.run_sync(flood)
         assert closed, "the server kept a connection flooding it with PINGs"
         await wait_log(server, "heartbeat port: closing a connection that floods it")
-        assert read_rss_kb(pid) - before < RSS_GROWTH_LIMIT_KB
+        assert memory_kib(pid) - before < RSS_GROWTH_LIMIT_KB
         await _assert_serving(server, peer)
 
 
 async def test_raw_subscriber_to_everything_gets_heartbeats_others_do_not(server):
     """The ZMTP handshake by hand, as a Ruby or non-libzmq client would do it."""
-    name, key = make_client(server, "f8raw")
+    name, key = pooled_client(server, "f8raw")
     async with open_peer(server.http_url, server.org, name, key, connect=False) as peer:
         await peer.fetch_config()
 
@@ -171,8 +172,8 @@ async def test_raw_subscriber_to_everything_gets_heartbeats_others_do_not(server
 
 
 async def test_bogus_org_flood_over_curve_makes_no_org_lookups(server):
-    legit_name, legit_key = make_client(server, "f6legit")
-    name, key = make_client(server, "f6flood")
+    legit_name, legit_key = pooled_client(server, "f6legit")
+    name, key = pooled_client(server, "f6flood")
     async with (
         open_peer(server.http_url, server.org, legit_name, legit_key) as legit,
         open_peer(server.http_url, server.org, name, key, hello=False) as flooder,
@@ -197,7 +198,7 @@ async def test_bogus_org_flood_over_curve_makes_no_org_lookups(server):
         # One line per binding and interval, not one per made-up name.
         assert log_count(server, f"message for '{tag}") <= 2
         assert (await legit.node_state())["availability"] == "available"
-        newcomer_name, newcomer_key = make_client(server, "f6new")
+        newcomer_name, newcomer_key = pooled_client(server, "f6new")
         async with open_peer(server.http_url, server.org, newcomer_name, newcomer_key) as newcomer:
             await idle_peer(newcomer)
         assert legit.errors == [] and flooder.errors == []
@@ -208,7 +209,7 @@ async def test_bogus_org_flood_over_curve_makes_no_org_lookups(server):
 
 async def test_replay_on_a_new_connection_is_dropped(plain_server):
     srv = plain_server
-    name, key = make_client(srv, "f7replay")
+    name, key = pooled_client(srv, "f7replay")
     async with open_peer(srv.http_url, srv.org, name, key) as peer:
         await peer.expect("abort")
         captured = peer.seal("heartbeat")  # sequence 2 on the first connection

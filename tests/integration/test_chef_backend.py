@@ -1,198 +1,39 @@
 """A real pushjobs server with `[principals] backend = "chef-server"` against a fake Chef Server.
 
-The Chef Server is an external system, so this module serves a small fake of it (Chef Server API
-and the internal principals endpoint, two Starlette apps on ephemeral loopback ports, in a
+The Chef Server is an external system, so it is a small fake (`tests.support.chef`: Chef Server
+API and the internal principals endpoint, two Starlette apps on ephemeral loopback ports, in a
 thread) that checks the superuser's signatures with the protocol library. Our server is the real
 `pushjobs-server run` process; the users, clients and groups exist only in the fake.
 """
 
 from __future__ import annotations
 
-import functools
 import json
-import threading
-import time
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-import trio
-from hypercorn.config import Config
-from hypercorn.trio import serve
-from starlette.applications import Starlette
-from starlette.requests import Request
-from starlette.responses import JSONResponse
-from starlette.routing import Route
 
-from pushjobs.protocol.chef_auth import validate_auth_headers, verify_request
-from pushjobs.protocol.errors import ChefAuthError
-from pushjobs.protocol.keys import generate_rsa_key, private_key_pem, public_key_pem
+from tests.support.chef import (  # noqa: F401
+    GROUP_ORG,
+    ORG,
+    FakeChefServer,
+    chef_settings,
+    fake_chef_fixture,
+    rsa_key,
+)
 from tests.support.peer import open_peer
-from tests.support.server import ServerProcess, wait_for
-
-ORG = "chefco"
-GROUP_ORG = "groupco"  # its own org: the groups of one test must not restrict the others
-SUPERUSER = "pivotal"
-
-
-@functools.cache
-def rsa_key(index: int) -> Any:
-    return generate_rsa_key(2048)
-
-
-class FakeChefServer:
-    """Chef Server API + principals endpoint served by hypercorn in a background thread."""
-
-    def __init__(self, superuser_key: Any) -> None:
-        self.superuser_public = superuser_key.public_key()
-        self.orgs: dict[str, str] = {ORG: uuid.uuid4().hex, GROUP_ORG: uuid.uuid4().hex}
-        self.principals: dict[tuple[str, str], list[dict[str, Any]]] = {}
-        self.groups: dict[tuple[str, str], dict[str, list[str]]] = {}
-        self.signed_ok = 0
-        self.signed_bad = 0
-        self.principal_requests = 0
-        self.chef_url = ""
-        self.principals_url = ""
-        self._thread: threading.Thread | None = None
-        self._token: trio.lowlevel.TrioToken | None = None
-        self._shutdown: trio.Event | None = None
-        self._ready = threading.Event()
-        self._error: BaseException | None = None
-
-    # -- data ------------------------------------------------------------------------------------
-    def add(self, name: str, kind: str, key: Any, *, member: bool = True, org: str = ORG) -> None:
-        self.principals.setdefault((org, name), []).append(
-            {
-                "name": name,
-                "type": kind,
-                "public_key": public_key_pem(key.public_key()),
-                "authz_id": uuid.uuid4().hex,
-                "org_member": member,
-            }
-        )
-
-    # -- the two apps ----------------------------------------------------------------------------
-    async def _chef_api(self, request: Request) -> JSONResponse:
-        path = request.scope["raw_path"].decode()
-        headers = {k.decode("latin-1").lower(): v.decode() for k, v in request.headers.raw}
-        try:
-            auth = validate_auth_headers(headers, time.time())
-        except ChefAuthError as exc:
-            self.signed_bad += 1
-            return JSONResponse({"error": [exc.message]}, status_code=exc.status)
-        body = await request.body()
-        if auth.user_id != SUPERUSER or not verify_request(
-            auth, method=request.method, path=path, body=body, public_key=self.superuser_public
-        ):
-            self.signed_bad += 1
-            return JSONResponse({"error": ["Invalid signature"]}, status_code=401)
-        self.signed_ok += 1
-        parts = path.strip("/").split("/")
-        guid = self.orgs.get(parts[1]) if len(parts) >= 2 else None
-        if parts[0] != "organizations" or guid is None:
-            return JSONResponse({"error": ["not found"]}, status_code=404)
-        if len(parts) == 2:
-            return JSONResponse({"name": parts[1], "full_name": parts[1].title(), "guid": guid})
-        group = self.groups.get((parts[1], parts[3])) if len(parts) == 4 else None
-        if parts[2] != "groups" or group is None:
-            return JSONResponse({"error": ["Cannot load group"]}, status_code=404)
-        return JSONResponse({"actors": [], "groupname": parts[3], "orgname": parts[1], **group})
-
-    async def _principals_api(self, request: Request) -> JSONResponse:
-        self.principal_requests += 1
-        if request.headers.get("x-ops-server-api-version") != "1":
-            return JSONResponse({"error": ["api version"]}, status_code=406)
-        parts = request.scope["raw_path"].decode().strip("/").split("/")
-        if len(parts) != 4 or parts[0] != "organizations" or parts[2] != "principals":
-            return JSONResponse({"error": ["not found"]}, status_code=404)
-        if parts[1] not in self.orgs:
-            return JSONResponse({"not_found": "org"}, status_code=404)
-        found = self.principals.get((parts[1], parts[3]))
-        if not found:
-            return JSONResponse({"not_found": "principal"}, status_code=404)
-        return JSONResponse({"principals": found})
-
-    # -- process control -------------------------------------------------------------------------
-    def start(self) -> None:
-        self._thread = threading.Thread(target=self._run, name="fake-chef", daemon=True)
-        self._thread.start()
-        if not self._ready.wait(15) or self._error is not None:
-            raise AssertionError(f"fake Chef Server did not start: {self._error!r}")
-
-    def _run(self) -> None:
-        try:
-            trio.run(self._main)
-        except BaseException as exc:  # reported to the test thread through start()
-            self._error = exc
-            self._ready.set()
-
-    async def _main(self) -> None:
-        self._token = trio.lowlevel.current_trio_token()
-        self._shutdown = trio.Event()
-        route = "/{path:path}"
-        apps = [
-            Starlette(routes=[Route(route, self._chef_api)]),
-            Starlette(routes=[Route(route, self._principals_api)]),
-        ]
-        urls = []
-        async with trio.open_nursery() as nursery:
-            for app in apps:
-                config = Config()
-                config.bind = ["127.0.0.1:0"]
-                config.accesslog = None
-                config.graceful_timeout = 1.0
-                binds = await nursery.start(
-                    functools.partial(serve, app, config, shutdown_trigger=self._shutdown.wait)
-                )
-                urls.append(binds[0])
-            self.chef_url, self.principals_url = urls
-            self._ready.set()
-
-    def stop(self) -> None:
-        if self._thread is None or self._token is None or self._shutdown is None:
-            return
-        if self._thread.is_alive():
-            trio.from_thread.run_sync(self._shutdown.set, trio_token=self._token)
-        self._thread.join(15)
-        assert not self._thread.is_alive(), "fake Chef Server did not stop"
-
-
-@pytest.fixture
-def fake_chef() -> Iterator[FakeChefServer]:
-    """A private fake Chef Server (for tests that stop it)."""
-    fake = FakeChefServer(rsa_key(0))
-    fake.start()
-    try:
-        yield fake
-    finally:
-        fake.stop()
+from tests.support.procs import started
+from tests.support.server import ServerProcess
+from tests.support.waits import wait_for
 
 
 @pytest.fixture(scope="module")
 def shared_chef() -> Iterator[FakeChefServer]:
     """One fake Chef Server for the module's non-destructive tests (unique names per test)."""
-    fake = FakeChefServer(rsa_key(0))
-    fake.start()
-    try:
+    with started(FakeChefServer(rsa_key(0))) as fake:
         yield fake
-    finally:
-        fake.stop()
-
-
-def chef_settings(fake: FakeChefServer, base: Path, **extra: Any) -> dict[str, Any]:
-    key_path = base / "pivotal.pem"
-    key_path.write_bytes(private_key_pem(rsa_key(0)))
-    return {
-        "backend": "chef-server",
-        "chef_server_url": fake.chef_url,
-        "principals_url": fake.principals_url,
-        "superuser_name": SUPERUSER,
-        "superuser_key": str(key_path),
-        "cache_ttl": 1,
-        **extra,
-    }
 
 
 @pytest.fixture(scope="module")
@@ -201,12 +42,8 @@ def chef_server(
 ) -> Iterator[ServerProcess]:
     """A real server using the shared fake Chef Server as its principal backend."""
     base = tmp_path_factory.mktemp("chef-server")
-    srv = ServerProcess(base, {"principals": chef_settings(shared_chef, base)})
-    srv.start()
-    try:
+    with started(ServerProcess(base, {"principals": chef_settings(shared_chef, base)})) as srv:
         yield srv
-    finally:
-        srv.stop()
 
 
 def api_path(resource: str, org: str = ORG) -> str:

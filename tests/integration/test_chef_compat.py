@@ -1,7 +1,7 @@
 """Existing Chef clients against the real server: knife-push 2.0.1's HTTP requests and the Ruby
 push client 3.0.13's protocol-2.0 behaviour.
 
-Both are replayed from the recordings in `/work/shared/vectors/ruby-client-2.0-frames.md`:
+Both are replayed from the recordings in `docs/spec/vectors/ruby-client-2.0-frames.md`:
 
 - `ChefHttp` sends requests the way Chef 16's HTTP stack does for knife and for the Ruby agent's
   config fetch (signing protocol 1.1, `X-Ops-Server-API-Version` 2 on the first request and 0
@@ -37,7 +37,7 @@ from pushjobs.protocol.chef_auth import sign_request
 from pushjobs.protocol.keys import decrypt_session_key, load_public_key
 from pushjobs.protocol.messages import Commit, parse_server_message
 from tests.support.peer import Incoming, Peer, open_peer
-from tests.support.server import ServerProcess
+from tests.support.server import FINAL_JOB_STATUSES, ServerProcess
 
 CHEF_VERSION = "16.4.41"
 PLATFORM = "(ruby-3.1.2-p20; ohai-16.4.12; x86_64-linux-gnu; +https://chef.io)"
@@ -48,7 +48,6 @@ ACCEPT_ENCODING = "gzip;q=1.0,deflate;q=0.6,identity;q=0.3"
 HEADER_2_0 = re.compile(rb"Version:2\.0;SigningMethod:hmac_sha256;Signature:[A-Za-z0-9+/]{43}=")
 RFC1123 = re.compile(r"[A-Z][a-z]{2}, \d{2} [A-Z][a-z]{2} \d{4} \d{2}:\d{2}:\d{2} GMT")
 JOB_ID = re.compile(r"[0-9a-f]{32}")
-FINAL = {"complete", "quorum_failed", "timed_out", "crashed", "aborted"}
 COMMON_OUT = ["sequence", "timestamp", "type"]
 
 
@@ -64,7 +63,7 @@ class ChefHttp:
         self.key = key
         self.user_agent = user_agent
         self.api_version = "2"
-        self.request_id = str(uuid.uuid4())  # one per process (vectors §1)
+        self.request_id = str(uuid.uuid4())  # one per process (ruby-client-2.0-frames.md §1)
         self.sent: list[tuple[str, str, str]] = []  # (method, signed path, API version sent)
 
     async def request(
@@ -119,7 +118,7 @@ def cgi_escape(text: str) -> str:
 
 
 def test_cgi_escape_matches_the_recorded_ccpk() -> None:
-    # the exact query string of the recorded config request (vectors §1)
+    # the exact query string of the recorded config request (ruby-client-2.0-frames.md §1)
     ccpk = "88UPpcf#SZFHVBSne^zXWnt<F^6PvP*^:%5G.Z<y"
     assert cgi_escape(ccpk) == "88UPpcf%23SZFHVBSne%5EzXWnt%3CF%5E6PvP%2A%5E%3A%255G.Z%3Cy"
 
@@ -134,7 +133,8 @@ def awkward_curve_keypair() -> tuple[str, str]:
 
 
 async def ruby_config_fetch(chef: ChefHttp, peer: Peer) -> httpx.Response:
-    """The Ruby agent's config request (vectors §1), applied to `peer` like `fetch_config`."""
+    """The Ruby agent's config request (ruby-client-2.0-frames.md §1), applied to `peer` like
+    `fetch_config`."""
     query = f"ccpk={cgi_escape(peer.curve_public)}&version=2.0"
     response = await chef.request("GET", f"{peer.config_path}?{query}")
     assert response.status_code == 200, response.text
@@ -153,7 +153,7 @@ async def ruby_config_fetch(chef: ChefHttp, peer: Peer) -> httpx.Response:
 
 
 FAIL = re.compile(r"^fail (\d+)$")
-WHITELIST = ("hello", FAIL, "sleep")  # vectors §3
+WHITELIST = ("hello", FAIL, "sleep")  # ruby-client-2.0-frames.md §3
 
 
 class RubyClient:
@@ -313,7 +313,7 @@ def check_server_frames(client: RubyClient) -> None:
         elif message.TYPE == "run":
             assert set(fields) == base | {"job_id"}, fields
         else:
-            # commit: `capture` always present, never `run_timeout` in 2.0 (wire-protocol §14)
+            # commit: `capture` always present, never `run_timeout` in 2.0 (wire-protocol.md §14)
             assert {"job_id", "server", "command", "capture"} <= set(fields), fields
             assert set(fields) - base <= {
                 "job_id",
@@ -329,7 +329,7 @@ def check_server_frames(client: RubyClient) -> None:
 
 
 def check_client_envelope(client: RubyClient) -> None:
-    """What the peer sent follows the Ruby client's envelope (vectors §4)."""
+    """What the peer sent follows the Ruby client's envelope (ruby-client-2.0-frames.md §4)."""
     order = ["node", "client", "protocol_version", "org", "type", "sequence", "timestamp"]
     for direction, fields in client.log:
         if direction != "C":
@@ -368,7 +368,7 @@ async def final_job(srv: ServerProcess, job_id: str, timeout: float = 15) -> dic
     with trio.move_on_after(timeout):
         while True:
             job = (await http_json(srv, "GET", f"jobs/{job_id}")).json()
-            if job["status"] in FINAL:
+            if job["status"] in FINAL_JOB_STATUSES:
                 return job
             await trio.sleep(0.05)
     raise AssertionError(f"job {job_id} never finished: {job}")
@@ -408,14 +408,15 @@ async def knife_job_start(
             polled = await knife.request("GET", uri)
             assert polled.status_code == 200, polled.text
             job = polled.json()
-            if job["status"] in FINAL:
+            if job["status"] in FINAL_JOB_STATUSES:
                 return job_id, job
             await trio.sleep(0.5)
     raise AssertionError(f"job {job_id} never finished")
 
 
 async def test_knife_push_2_0_1_requests_against_a_ruby_2_0_node(server: ServerProcess) -> None:
-    """Vectors §5: knife's requests in order, against node1 played as the Ruby client."""
+    """ruby-client-2.0-frames.md §5: knife's requests in order, against node1 played as the Ruby
+    client."""
     srv = server
     _, key_path = srv.make_client("node1")
     org_url = srv.org_url
@@ -450,7 +451,8 @@ async def test_knife_push_2_0_1_requests_against_a_ruby_2_0_node(server: ServerP
         hello_id, hello = await knife_job_start(knife, org_url, hello_body)
         assert hello is not None
         # knife prints command, created_at, id, nodes, run_timeout, status, updated_at (the
-        # recording's test server sent only those); the options given are echoed too (§7.5)
+        # recording's test server sent only those); the options given are echoed too
+        # (http-api.md §7.5)
         assert without_dates(hello) == {
             "id": hello_id,
             "command": "hello",
@@ -566,7 +568,8 @@ def _epoch(rfc1123: str) -> float:
 
 
 async def test_ruby_client_2_0_wire_behaviour(server: ServerProcess) -> None:
-    """Vectors §1 and §3: config fetch, then the recorded command-channel scenario."""
+    """ruby-client-2.0-frames.md §1 and §3: config fetch, then the recorded command-channel
+    scenario."""
     srv = server
     name = f"ruby-{uuid.uuid4().hex[:6]}"
     other = f"{name}-b"
@@ -577,7 +580,8 @@ async def test_ruby_client_2_0_wire_behaviour(server: ServerProcess) -> None:
         open_peer(srv.http_url, srv.org, other, other_key, version="2.0", connect=False) as peer_b,
         trio.open_nursery() as nursery,
     ):
-        # -- §1: the config request, signed 1.1 with version=2.0 and a CGI-escaped ccpk
+        # -- ruby-client-2.0-frames.md §1: the config request, signed 1.1 with version=2.0 and a
+        # CGI-escaped ccpk
         peer.curve_public, peer.curve_secret = awkward_curve_keypair()
         chef = ChefHttp(srv.http_url, name, peer.key, CLIENT_AGENT)
         response = await ruby_config_fetch(chef, peer)
@@ -739,7 +743,8 @@ async def test_ruby_client_2_0_wire_behaviour(server: ServerProcess) -> None:
         ruby.heartbeats_on = False
         response = await ruby_config_fetch(chef, peer)
         assert chef.sent[-1][2] == "0"  # the first response carried no API version header
-        assert peer.session_key == first_key  # same key for the server's life (§11)
+        # Same key for the server's life (wire-protocol.md §11).
+        assert peer.session_key == first_key
         before = len(ruby.log)
         await peer.reconnect(hello=False)
         again = await ruby.heartbeat()

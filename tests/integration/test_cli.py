@@ -11,7 +11,6 @@ import json
 import os
 import signal
 import subprocess
-import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -22,9 +21,12 @@ from urllib.parse import parse_qs, urlsplit
 
 import pytest
 
-from tests.support.agents import AgentProcess, agent_factory_fixture, unique_name  # noqa: F401
-from tests.support.cli import cli_env, make_cli_home
+from tests.support.agents import AgentProcess
+from tests.support.cli import cli_env, make_cli_home, popen_cli, run_cli
+from tests.support.clients import unique_name
+from tests.support.procs import kill_if_running
 from tests.support.server import ServerProcess
+from tests.support.toml import toml_document
 
 WHITELIST = """
 "hello" = "echo hello"
@@ -63,13 +65,7 @@ def pushjobs(
     home: Path, *args: str, timeout: float = 60, env: dict[str, str] | None = None
 ) -> subprocess.CompletedProcess[str]:
     """Run `python -m pushjobs.cli ARGS` (stdout and stderr are pipes: plain display)."""
-    return subprocess.run(
-        [sys.executable, "-m", "pushjobs.cli", *args],
-        env=env or cli_env(home),
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-    )
+    return run_cli(*args, env=env or cli_env(home), timeout=timeout)
 
 
 def started_id(stdout: str) -> str:
@@ -237,9 +233,10 @@ def test_search_selects_nodes(
     thread.start()
     try:
         cfg = tmp_path / "pushjobs.toml"
+        search_url = f"http://127.0.0.1:{httpd.server_port}/organizations/acme"
         cfg.write_text(
             home.joinpath(".config/pushjobs/config.toml").read_text()
-            + f'chef_server_url = "http://127.0.0.1:{httpd.server_port}/organizations/acme"\n'
+            + toml_document({"chef_server_url": search_url}, {})
         )
         r = pushjobs(home, "--config", str(cfg), "job", "start", "hello", "-s", "role:web")
         assert r.returncode == 0, r.stdout + r.stderr
@@ -424,13 +421,7 @@ def test_output_follow(server: ServerProcess, home: Path, agents: list[str]) -> 
 
 def test_ctrl_c_watch_and_abort(server: ServerProcess, home: Path, agent_factory: Any) -> None:
     agent = agent_factory(whitelist=WHITELIST)
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "pushjobs.cli", "job", "start", "sleep", agent.name],
-        env=cli_env(home),
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
+    proc = popen_cli("job", "start", "sleep", agent.name, env=cli_env(home))
     try:
         assert proc.stdout is not None
         job_id = started_id(proc.stdout.readline())
@@ -443,9 +434,7 @@ def test_ctrl_c_watch_and_abort(server: ServerProcess, home: Path, agent_factory
         os.kill(proc.pid, signal.SIGINT)
         _, err = proc.communicate(timeout=20)
     finally:
-        if proc.poll() is None:
-            os.kill(proc.pid, signal.SIGKILL)
-            proc.wait()
+        kill_if_running(proc)
     assert proc.returncode == 130
     assert err == (
         f"Job {job_id} continues on the server; follow it with: pushjobs job watch {job_id}\n"
@@ -453,13 +442,7 @@ def test_ctrl_c_watch_and_abort(server: ServerProcess, home: Path, agent_factory
     assert server.get(f"jobs/{job_id}").json()["status"] == "running"
 
     # `job watch` picks the running job up from the feed and ends when it is aborted
-    watch = subprocess.Popen(
-        [sys.executable, "-m", "pushjobs.cli", "job", "watch", job_id],
-        env=cli_env(home),
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
+    watch = popen_cli("job", "watch", job_id, env=cli_env(home))
     try:
         assert watch.stdout is not None
         seen = [watch.stdout.readline(), watch.stdout.readline()]
@@ -471,9 +454,7 @@ def test_ctrl_c_watch_and_abort(server: ServerProcess, home: Path, agent_factory
         assert f"  aborted: {agent.name}" in r.stdout
         out, err = watch.communicate(timeout=20)
     finally:
-        if watch.poll() is None:
-            os.kill(watch.pid, signal.SIGKILL)
-            watch.wait()
+        kill_if_running(watch)
     assert watch.returncode == 1, err
     assert out.startswith("Aborted.\n")
     assert "1 node: 1 aborted" in out
@@ -490,10 +471,8 @@ def test_forbidden_user_exit_3(server: ServerProcess, tmp_path: Path, agents: li
     home = tmp_path / "home"
     creds = home / ".chef" / "credentials"  # knife's credentials file alone is enough
     creds.parent.mkdir(parents=True)
-    creds.write_text(
-        f'[default]\nclient_name = "{name}"\nclient_key = "{key}"\n'
-        f'chef_server_url = "{server.org_url}"\n'
-    )
+    knife = {"client_name": name, "client_key": key, "chef_server_url": server.org_url}
+    creds.write_text(toml_document({}, {"default": knife}))
     forbidden = (
         f"ERROR: 403 Forbidden: User or client '{name}' does not have access to that action on "
         "this server.\n"

@@ -11,14 +11,15 @@ import pty
 import select
 import shutil
 import subprocess
-import sys
 import time
 from pathlib import Path
 
 import pytest
 
-from tests.support.agents import unique_name
-from tests.support.cli import cli_env, make_cli_home
+from tests.support.cli import cli_command, cli_env, make_cli_home, run_cli
+from tests.support.clients import unique_name
+from tests.support.jobs import post_job
+from tests.support.procs import kill_if_running
 from tests.support.server import ServerProcess
 
 
@@ -33,20 +34,14 @@ def home(server: ServerProcess, tmp_path_factory: pytest.TempPathFactory) -> Pat
 
 def pushjobs(home: Path, *args: str) -> subprocess.CompletedProcess[str]:
     """The CLI with stdout and stderr on pipes (plain output)."""
-    return subprocess.run(
-        [sys.executable, "-m", "pushjobs.cli", *args],
-        env=terminal_env(home),
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+    return run_cli(*args, env=terminal_env(home))
 
 
 def pushjobs_on_tty(home: Path, *args: str, timeout: float = 60) -> tuple[int, str, str]:
     """The CLI with stdout on a pseudo-terminal (rich tables); returns (code, stdout, stderr)."""
     master, slave = pty.openpty()
     proc = subprocess.Popen(
-        [sys.executable, "-m", "pushjobs.cli", *args],
+        cli_command(*args),
         env=terminal_env(home),
         stdin=subprocess.DEVNULL,
         stdout=slave,
@@ -71,9 +66,7 @@ def pushjobs_on_tty(home: Path, *args: str, timeout: float = 60) -> tuple[int, s
             chunks.append(data)
         code = proc.wait(timeout=max(1.0, deadline - time.monotonic()))
     finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
+        kill_if_running(proc)
         os.close(master)
     assert proc.stderr is not None
     err = proc.stderr.read().decode("utf-8", "replace")
@@ -87,7 +80,7 @@ MARKUP_COMMANDS = ("cmd [/x]", "[bold]loud[/bold]", "[link=http://evil]x[/link] 
 
 def test_markup_in_job_data_is_printed_literally(server: ServerProcess, home: Path) -> None:
     node = unique_name("markup-[/x]")
-    ids = [server.start_job(command, [node]) for command in MARKUP_COMMANDS]
+    ids = [post_job(server, command, [node]) for command in MARKUP_COMMANDS]
     for job_id in ids:
         server.wait_job(job_id)  # the node does not exist: quorum_failed
 

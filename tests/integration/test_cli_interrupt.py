@@ -13,7 +13,6 @@ import random
 import signal
 import socket
 import subprocess
-import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -23,12 +22,15 @@ from typing import Any
 import pytest
 import trio
 
-from tests.support.agents import AgentProcess, unique_name
+from tests.support.agents import AgentProcess
+from tests.support.cli import cli_env, make_cli_home, popen_cli
+from tests.support.clients import unique_name
 from tests.support.peer import open_peer
-from tests.support.server import ServerProcess, wait_for
+from tests.support.procs import kill_if_running
+from tests.support.server import FINAL_JOB_STATUSES, ServerProcess
+from tests.support.waits import wait_for
 
 WHITELIST = '"sleep" = "sleep 30"\n'
-FINAL = {"complete", "quorum_failed", "timed_out", "aborted", "crashed"}
 
 
 class Relay:
@@ -113,22 +115,9 @@ def silent_node(server_factory: Any) -> Iterator[tuple[ServerProcess, str]]:
 
 
 def cli_home(tmp_path: Path, server: ServerProcess, port: int) -> dict[str, str]:
-    home = tmp_path / "home"
-    cfg = home / ".config" / "pushjobs" / "config.toml"
-    cfg.parent.mkdir(parents=True, exist_ok=True)
-    cfg.write_text(
-        "[default]\n"
-        f'server_url = "http://127.0.0.1:{port}/organizations/{server.org}"\n'
-        f'user = "{server.admin_user}"\n'
-        f'key = "{server.admin_key_path}"\n'
-    )
-    env = {
-        k: v
-        for k, v in os.environ.items()
-        if not k.startswith(("PUSHJOBS_", "CHEF_")) and k != "NO_COLOR"
-    }
-    env["HOME"] = str(home)
-    return env
+    """The CLI's environment, its config signing as the admin of `server` reached at `port`."""
+    url = f"http://127.0.0.1:{port}/organizations/{server.org}"
+    return cli_env(make_cli_home(server, tmp_path / "home", server_url=url))
 
 
 def test_ctrl_c_always_wins(silent_node: tuple[ServerProcess, str], tmp_path: Path) -> None:
@@ -150,13 +139,7 @@ def test_ctrl_c_always_wins(silent_node: tuple[ServerProcess, str], tmp_path: Pa
     try:
         for moment, delay in rounds:
             node = silent if moment == "voting" else agent.name
-            proc = subprocess.Popen(
-                [sys.executable, "-m", "pushjobs.cli", "job", "start", "sleep", node],
-                env=env,
-                stdout=subprocess.PIPE,
-                stderr=subprocess.PIPE,
-                text=True,
-            )
+            proc = popen_cli("job", "start", "sleep", node, env=env)
             job_id = ""
             try:
                 assert proc.stdout is not None
@@ -177,9 +160,7 @@ def test_ctrl_c_always_wins(silent_node: tuple[ServerProcess, str], tmp_path: Pa
                 os.kill(proc.pid, signal.SIGINT)
                 _, err = proc.communicate(timeout=20)
             finally:
-                if proc.poll() is None:
-                    os.kill(proc.pid, signal.SIGKILL)
-                    proc.wait()
+                kill_if_running(proc)
             want = f"Job {job_id} continues on the server; follow it with: pushjobs job watch"
             last = err.splitlines()[-1] if err.strip() else ""
             if proc.returncode != 130 or not last.startswith(want) or "Traceback" in err:
@@ -188,7 +169,7 @@ def test_ctrl_c_always_wins(silent_node: tuple[ServerProcess, str], tmp_path: Pa
                 server.stop()
             else:
                 status = server.get(f"jobs/{job_id}").json()["status"]
-                if status in FINAL:
+                if status in FINAL_JOB_STATUSES:
                     failures.append(f"{moment}: the job ended ({status}) before it was aborted")
                 server.post(f"jobs/{job_id}/abort")
                 server.wait_job(job_id)
@@ -208,12 +189,12 @@ def test_ctrl_c_wins_when_sigint_was_inherited_ignored(
     """`pushjobs job start ... &` from a script inherits SIGINT ignored; `kill -INT` still wins."""
     agent = agent_factory(whitelist=WHITELIST)
     env = cli_home(tmp_path, server, int(server.http_url.rsplit(":", 1)[1]))
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "pushjobs.cli", "job", "start", "sleep", agent.name],
+    proc = popen_cli(
+        "job",
+        "start",
+        "sleep",
+        agent.name,
         env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
         preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_IGN),
     )
     job_id = ""
@@ -228,9 +209,7 @@ def test_ctrl_c_wins_when_sigint_was_inherited_ignored(
         except subprocess.TimeoutExpired:
             pytest.fail("SIGINT was ignored: the CLI went on following")
     finally:
-        if proc.poll() is None:
-            os.kill(proc.pid, signal.SIGKILL)
-            proc.wait()
+        kill_if_running(proc)
         server.post(f"jobs/{job_id}/abort")
     assert proc.returncode == 130
     assert err == (

@@ -17,6 +17,8 @@ import threading
 import time
 from pathlib import Path
 
+from tests.support.procs import kill_if_running, pid_alive
+
 REPO = Path(__file__).resolve().parents[2]
 DEMO = REPO / "scripts" / "demo.sh"
 STARTED = re.compile(r"started (.+?) \(pid (\d+)\)")
@@ -30,16 +32,6 @@ def demo_env() -> dict[str, str]:
     return env
 
 
-def alive(pid: int) -> bool:
-    """True when `pid` exists and is not a zombie."""
-    try:
-        with open(f"/proc/{pid}/stat") as fh:
-            state = fh.read().rsplit(")", 1)[1].split()[0]
-    except (FileNotFoundError, ProcessLookupError, IndexError):
-        return False
-    return state != "Z"
-
-
 def processes_mentioning(text: str) -> list[tuple[int, str]]:
     """Live processes whose command line contains `text` (the demo's directory)."""
     found = []
@@ -50,7 +42,7 @@ def processes_mentioning(text: str) -> list[tuple[int, str]]:
             cmdline = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
         except OSError:
             continue
-        if text in cmdline and alive(int(entry.name)):
+        if text in cmdline and pid_alive(int(entry.name)):
             found.append((int(entry.name), cmdline))
     return found
 
@@ -63,9 +55,9 @@ def assert_all_gone(output: str, base: Path) -> dict[int, str]:
     pids = started_pids(output)
     assert len(pids) == 4, f"expected a server and three agents, saw {pids}\n{output}"
     deadline = time.monotonic() + 30  # exits are quick, but a loaded machine can take a while
-    while any(alive(pid) for pid in pids) and time.monotonic() < deadline:
+    while any(pid_alive(pid) for pid in pids) and time.monotonic() < deadline:
         time.sleep(0.1)
-    left = {pid: name for pid, name in pids.items() if alive(pid)}
+    left = {pid: name for pid, name in pids.items() if pid_alive(pid)}
     assert not left, f"demo left processes running: {left}"
     assert not processes_mentioning(str(base)), processes_mentioning(str(base))
     return pids
@@ -155,9 +147,7 @@ def test_demo_interrupted_leaves_nothing_running(tmp_path: Path) -> None:
         os.kill(proc.pid, signal.SIGINT)  # demo.sh exec'd python: this is the demo itself
         returncode = proc.wait(60)
     finally:
-        if proc.poll() is None:
-            os.kill(proc.pid, signal.SIGKILL)
-            proc.wait()
+        kill_if_running(proc)
     reader.join(10)
     while True:
         try:

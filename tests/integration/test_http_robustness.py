@@ -26,8 +26,9 @@ import trio
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from pushjobs.protocol.chef_auth import sign_request
+from tests.support import api
 from tests.support.peer import open_peer
+from tests.support.procs import fd_count, memory_kib
 from tests.support.server import ServerProcess
 
 IO_TIMEOUT = 8.0  # a response (or a stream's headers) slower than this counts as a hang
@@ -140,9 +141,8 @@ def build_request(
 def signed_headers(
     srv: ServerProcess, method: str, path: str, body: bytes = b""
 ) -> list[tuple[bytes, bytes]]:
-    signed = sign_request(
-        method=method, path=path, body=body, user_id=srv.admin_user, private_key=srv.admin_key
-    )
+    """The admin's `X-Ops-*` headers for exactly `path`, as raw header pairs."""
+    signed = api.signed_headers(method, path, body, srv.admin_user, srv.admin_key)
     return [(k.encode(), v.encode()) for k, v in signed.items()]
 
 
@@ -799,9 +799,8 @@ def test_garbage_host_proto_and_content_type(server: ServerProcess, header: byte
 async def _async_signed(
     client: httpx.AsyncClient, srv: ServerProcess, method: str, path: str, body: bytes = b""
 ) -> httpx.Response:
-    headers = {k.decode(): v.decode() for k, v in signed_headers(srv, method, path, body)}
-    headers.update({"Accept": "application/json", "Content-Type": "application/json"})
-    return await client.request(method, srv.http_url + path, content=body, headers=headers)
+    json_body = {"Content-Type": "application/json"}
+    return await api.api(srv, method, path, body=body, headers=json_body, client=client)
 
 
 async def test_aborts_racing_job_completion(server: ServerProcess):
@@ -863,18 +862,6 @@ async def test_aborts_racing_job_completion(server: ServerProcess):
     assert outcomes  # which side wins each round is timing; both are valid
 
 
-def _fd_count(pid: int) -> int:
-    return len(os.listdir(f"/proc/{pid}/fd"))
-
-
-def _rss_kib(pid: int) -> int:
-    with open(f"/proc/{pid}/status") as status:
-        for line in status:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1])
-    return 0
-
-
 def _subscribe_and_vanish(srv: ServerProcess, paths: list[str], pid: int, baseline: int) -> None:
     for round_ in range(4):
         socks = []
@@ -883,7 +870,7 @@ def _subscribe_and_vanish(srv: ServerProcess, paths: list[str], pid: int, baseli
             assert received.startswith(b"HTTP/1.1 200"), received[:300]
             socks.append(sock)
         # The measurement sees the open streams, so the return to baseline below means something.
-        assert _fd_count(pid) >= baseline + 45
+        assert fd_count(pid) >= baseline + 45
         for sock in socks:  # all open at once, then all gone without a FIN
             slam(sock)
 
@@ -918,17 +905,17 @@ async def test_abrupt_sse_disconnects_do_not_leak(server: ServerProcess):
             f"{ORG_PREFIX}/jobs/{job_id}/output/{name}/stderr",
         ]
         await trio.to_thread.run_sync(assert_alive, server)
-        baseline_fds = _fd_count(pid)
-        baseline_rss = _rss_kib(pid)
+        baseline_fds = fd_count(pid)
+        baseline_rss = memory_kib(pid)
         await trio.to_thread.run_sync(_subscribe_and_vanish, server, paths, pid, baseline_fds)
         await trio.to_thread.run_sync(assert_alive, server)
         # Streams notice the reset on their next write (keep-alive) at the latest.
         with trio.move_on_after(20):
-            while _fd_count(pid) > baseline_fds + 5:
+            while fd_count(pid) > baseline_fds + 5:
                 await trio.sleep(0.2)
-        assert _fd_count(pid) <= baseline_fds + 5, (baseline_fds, _fd_count(pid))
+        assert fd_count(pid) <= baseline_fds + 5, (baseline_fds, fd_count(pid))
         # RSS is allocator-noisy; only a gross leak (far beyond 200 streams' buffers) shows.
-        assert _rss_kib(pid) < baseline_rss + 64 * 1024
+        assert memory_kib(pid) < baseline_rss + 64 * 1024
         abort = await _async_signed(client, server, "POST", f"{ORG_PREFIX}/jobs/{job_id}/abort")
         assert abort.status_code == 200, abort.text
         assert abort.json()["status"] == "aborted"

@@ -8,205 +8,23 @@ from __future__ import annotations
 
 import base64
 import json
-import os
 import re
-from collections.abc import AsyncIterator
-from contextlib import AsyncExitStack, asynccontextmanager
-from itertools import count
 from typing import Any
 
 import httpx
 import trio
 
-from pushjobs.protocol.chef_auth import sign_request
-from tests.support.peer import Peer, open_peer
+from tests.support.api import api
+from tests.support.clients import node_name
+from tests.support.jobs import get_job, start_job, wait_job
+from tests.support.peer import Peer
+from tests.support.peers import ready_peers
 from tests.support.server import ServerProcess
+from tests.support.sse import SseReader, compact, read_sse
+from tests.support.waits import wait_until
 
-_names = count(1)
 RFC1123 = re.compile(r"[A-Z][a-z]{2}, \d{2} [A-Z][a-z]{2} \d{4} \d{2}:\d{2}:\d{2} GMT")
 SSE_TIME = re.compile(r"\d{4}-\d{2}-\d{2} \d{2}:\d{2}:\d{2}\.\d{6}Z")
-FINAL = {"complete", "quorum_failed", "timed_out", "crashed", "aborted"}
-
-
-def node_name(prefix: str) -> str:
-    return f"{prefix}-{os.getpid()}-{next(_names)}"
-
-
-# ---- HTTP helpers ------------------------------------------------------------------------
-
-
-def _signed_headers(srv: ServerProcess, method: str, path: str, body: bytes) -> dict[str, str]:
-    return sign_request(
-        method=method,
-        path=path.split("?")[0],
-        body=body,
-        user_id=srv.admin_user,
-        private_key=srv.admin_key,
-    )
-
-
-def _path(srv: ServerProcess, path: str) -> str:
-    return path if path.startswith("/") else f"/organizations/{srv.org}/pushy/{path}"
-
-
-async def api(
-    srv: ServerProcess,
-    method: str,
-    path: str,
-    *,
-    body: Any = None,
-    headers: dict[str, str] | None = None,
-) -> httpx.Response:
-    """A request signed as the org admin, from trio code."""
-    path = _path(srv, path)
-    raw = json.dumps(body).encode() if isinstance(body, dict | list) else (body or b"")
-    all_headers = {"Accept": "application/json", **_signed_headers(srv, method, path, raw)}
-    if isinstance(body, dict | list):
-        all_headers["Content-Type"] = "application/json"
-    all_headers.update(headers or {})
-    async with httpx.AsyncClient(timeout=30) as client:
-        return await client.request(method, srv.http_url + path, content=raw, headers=all_headers)
-
-
-async def start_job(srv: ServerProcess, command: str, nodes: list[str], **options: Any) -> str:
-    response = await api(srv, "POST", "jobs", body={"command": command, "nodes": nodes, **options})
-    assert response.status_code == 201, response.text
-    return response.json()["uri"].rsplit("/", 1)[1]
-
-
-async def get_job(srv: ServerProcess, job_id: str, query: str = "") -> dict[str, Any]:
-    response = await api(srv, "GET", f"jobs/{job_id}{query}")
-    assert response.status_code == 200, response.text
-    return response.json()
-
-
-async def wait_job(srv: ServerProcess, job_id: str, timeout: float = 30) -> dict[str, Any]:
-    with trio.move_on_after(timeout):
-        while True:
-            job = await get_job(srv, job_id)
-            if job["status"] in FINAL:
-                return job
-            await trio.sleep(0.05)
-    raise AssertionError(f"job {job_id} never finished: {job}")
-
-
-async def wait_until(predicate, timeout: float = 20, what: str = "condition") -> Any:
-    with trio.move_on_after(timeout):
-        while True:
-            value = await predicate()
-            if value:
-                return value
-            await trio.sleep(0.05)
-    raise AssertionError(f"timed out waiting for {what}")
-
-
-# ---- SSE ---------------------------------------------------------------------------------
-
-
-def parse_sse(text: str) -> list[dict[str, Any]]:
-    """Events as {"event", "id", "data"}; keep-alive comments dropped; strict line layout."""
-    events = []
-    for block in text.split("\n\n"):
-        lines = [line for line in block.split("\n") if line and not line.startswith(":")]
-        if not lines:
-            continue
-        assert [line.split(": ", 1)[0] for line in lines] == ["event", "id", "data"], block
-        events.append(
-            {
-                "event": lines[0][len("event: ") :],
-                "id": lines[1][len("id: ") :],
-                "data": json.loads(lines[2][len("data: ") :]),
-            }
-        )
-    return events
-
-
-class SseReader:
-    """Reads one SSE response in the background and collects its events."""
-
-    def __init__(self) -> None:
-        self.text = ""
-        self.events: list[dict[str, Any]] = []
-        self.status: int | None = None
-        self.headers: httpx.Headers | None = None
-        self.ended = trio.Event()
-        self._changed = trio.Event()
-        self.scope = trio.CancelScope()
-
-    async def run(
-        self,
-        srv: ServerProcess,
-        path: str,
-        headers: dict[str, str] | None = None,
-        *,
-        task_status: Any = trio.TASK_STATUS_IGNORED,
-    ) -> None:
-        path = _path(srv, path)
-        all_headers = {"Accept": "text/event-stream", **_signed_headers(srv, "GET", path, b"")}
-        all_headers.update(headers or {})
-        with self.scope:
-            async with (
-                httpx.AsyncClient(timeout=httpx.Timeout(30, read=60)) as client,
-                client.stream("GET", srv.http_url + path, headers=all_headers) as response,
-            ):
-                self.status = response.status_code
-                self.headers = response.headers
-                task_status.started()
-                async for chunk in response.aiter_text():
-                    self.text += chunk
-                    complete = self.text[: self.text.rfind("\n\n") + 2]
-                    self.events = parse_sse(complete)
-                    self._changed.set()
-                    self._changed = trio.Event()
-        self.ended.set()
-        self._changed.set()
-
-    async def wait_event(self, name: str, timeout: float = 20) -> dict[str, Any]:
-        with trio.move_on_after(timeout):
-            while True:
-                for event in self.events:
-                    if event["event"] == name:
-                        return event
-                if self.ended.is_set():
-                    break
-                await self._changed.wait()
-        raise AssertionError(f"no {name} event; got {self.names()}")
-
-    async def wait_end(self, timeout: float = 20) -> None:
-        with trio.move_on_after(timeout):
-            await self.ended.wait()
-            return
-        raise AssertionError(f"stream did not end; events {self.names()}")
-
-    def names(self) -> list[str]:
-        return [event["event"] for event in self.events]
-
-
-async def read_sse(
-    srv: ServerProcess, path: str, headers: dict[str, str] | None = None, timeout: float = 20
-) -> tuple[httpx.Response, list[dict[str, Any]]]:
-    """A whole SSE response (the stream must end by itself)."""
-    path = _path(srv, path)
-    all_headers = {"Accept": "text/event-stream", **_signed_headers(srv, "GET", path, b"")}
-    all_headers.update(headers or {})
-    with trio.fail_after(timeout):
-        async with httpx.AsyncClient(timeout=timeout) as client:
-            response = await client.get(srv.http_url + path, headers=all_headers)
-    return response, parse_sse(response.text)
-
-
-def compact(events: list[dict[str, Any]]) -> list[tuple]:
-    """(event, node?, status?) per event, like the spec's stream tables."""
-    out = []
-    for event in events:
-        data = event["data"]
-        parts = [event["event"]]
-        if "node" in data:
-            parts.append(data["node"])
-        if "status" in data and event["event"] != "summary":
-            parts.append(data["status"])
-        out.append(tuple(parts))
-    return out
 
 
 def assert_timestamps(events: list[dict[str, Any]]) -> None:
@@ -216,32 +34,6 @@ def assert_timestamps(events: list[dict[str, Any]]) -> None:
 
 
 # ---- peers -------------------------------------------------------------------------------
-
-
-@asynccontextmanager
-async def ready_peers(
-    srv: ServerProcess, count_: int, prefix: str = "node", **options: Any
-) -> AsyncIterator[list[Peer]]:
-    """`count_` fake agents, connected, idle and heartbeating; they answer every abort."""
-    options.setdefault("answer_aborts", True)
-    async with AsyncExitStack() as stack:
-        peers = []
-        for _ in range(count_):
-            name = node_name(prefix)
-            _, key = await trio.to_thread.run_sync(srv.make_client, name)
-            peer = await stack.enter_async_context(
-                open_peer(srv.http_url, srv.org, name, key, **options)
-            )
-            await peer.expect("abort")
-            if not options["answer_aborts"]:
-                await peer.send("aborted", job_id=None)
-            peer.start_heartbeats()
-            peers.append(peer)
-        for peer in peers:
-            await peer.wait_node_state(availability="available")
-        yield peers
-        for peer in peers:
-            assert peer.errors == []
 
 
 async def run_to_success(peer: Peer, job_id: str, *, output: bytes = b"") -> None:

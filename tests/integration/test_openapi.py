@@ -22,8 +22,11 @@ from urllib.parse import quote
 import httpx
 import pytest
 
-from tests.support.agents import AgentProcess, post_job
-from tests.support.server import ServerProcess, wait_for
+from tests.support.agents import AgentProcess
+from tests.support.api import prepare
+from tests.support.jobs import post_job
+from tests.support.server import ServerProcess
+from tests.support.waits import wait_for
 
 yaml = pytest.importorskip("yaml", reason="PyYAML is needed to read docs/openapi.yaml")
 jsonschema = pytest.importorskip("jsonschema", reason="jsonschema is needed to check bodies")
@@ -216,16 +219,11 @@ class World:
         return self.server.request(method.upper(), path, headers=headers, **kw)
 
     def signed_headers(self, method: str, path: str, accept: str) -> dict[str, str]:
-        from pushjobs.protocol.chef_auth import sign_request
-
-        headers = sign_request(
-            method=method,
-            path=path,
-            body=b"",
-            user_id=self.server.admin_user,
-            private_key=self.server.admin_key,
+        srv, accepting = self.server, {"Accept": accept}
+        signed = prepare(
+            srv.http_url, method, path, user=srv.admin_user, key=srv.admin_key, headers=accepting
         )
-        return {"Accept": accept, **headers}
+        return signed.headers
 
     def wait_running(self, job_id: str) -> None:
         def running() -> bool:

@@ -8,23 +8,17 @@ bound. Now markers count and the channel stays within `max_output_bytes` + one m
 from __future__ import annotations
 
 import os
-from pathlib import Path
 
 import trio
 
+from tests.support.jobs import post_job
 from tests.support.peer import open_peer
-from tests.support.server import ServerProcess, wait_for
+from tests.support.procs import memory_kib
+from tests.support.server import ServerProcess
+from tests.support.waits import wait_for
 
 CAP = 4096
 CHUNKS = 50_000
-
-
-def rss_bytes(pid: int) -> int:
-    """Resident set size of a process, from /proc."""
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) * 1024
-    raise AssertionError(f"no VmRSS for pid {pid}")
 
 
 async def test_gap_markers_count_towards_the_cap(server_factory) -> None:
@@ -37,14 +31,14 @@ async def test_gap_markers_count_towards_the_cap(server_factory) -> None:
         peer.start_heartbeats()
         await trio.to_thread.run_sync(srv.wait_node, name)
         job_id = await trio.to_thread.run_sync(
-            lambda: srv.start_job("yes", [name], capture_output=True)
+            lambda: post_job(srv, "yes", [name], capture_output=True)
         )
         commit = await peer.expect("commit", skip=("ack", "abort"))
         assert commit.job_id == job_id
         await peer.send("ack_commit", job_id=job_id)
         await peer.expect("run")
         await peer.send("ack_run", job_id=job_id)
-        rss_before = rss_bytes(srv.proc.pid)
+        rss_before = memory_kib(srv.proc.pid) * 1024
         for i in range(CHUNKS):
             await peer.send("output", job_id=job_id, channel="stdout", offset=2 * i, data=b"x")
         await peer.send(
@@ -56,7 +50,7 @@ async def test_gap_markers_count_towards_the_cap(server_factory) -> None:
             stderr_bytes=0,
         )
         await trio.to_thread.run_sync(lambda: srv.wait_job(job_id, timeout=120))
-        rss_after = rss_bytes(srv.proc.pid)
+        rss_after = memory_kib(srv.proc.pid) * 1024
         path = f"jobs/{job_id}/output/{name}/stdout"
 
         def closed() -> bytes | None:

@@ -16,9 +16,10 @@ import httpx
 import trio
 import zmq
 
-from pushjobs.protocol.chef_auth import sign_request
+from tests.support.api import load_key, prepare
+from tests.support.jobs import post_job
 from tests.support.peer import open_peer
-from tests.support.server import ServerProcess, load_private_key
+from tests.support.server import ServerProcess
 
 SECRET_ENV = {"DB_PASSWORD": "hunter2"}
 SECRET_FILE = "raw:top secret"
@@ -49,11 +50,8 @@ def read_paths(job_id: str, node: str) -> list[tuple[str, str]]:
 def get_status(srv: ServerProcess, path: str, accept: str, user: str, key: Any) -> tuple[int, Any]:
     """A signed GET as `user`; the status and, for JSON, the body (SSE: only the headers)."""
     full = f"/organizations/{srv.org}/pushy/{path}"
-    headers = sign_request(
-        method="GET", path=full.split("?")[0], body=b"", user_id=user, private_key=key
-    )
-    headers["Accept"] = accept
-    with httpx.stream("GET", srv.http_url + full, headers=headers, timeout=30) as response:
+    p = prepare(srv.http_url, "GET", full, user=user, key=key, headers={"Accept": accept})
+    with httpx.stream("GET", p.url, headers=p.headers, timeout=30) as response:
         if response.headers.get("content-type", "").startswith("application/json"):
             return response.status_code, json.loads(response.read())
         return response.status_code, None
@@ -71,8 +69,8 @@ async def run_secret_job(srv: ServerProcess, node: str, key_path: Any) -> str:
         peer.start_heartbeats()
         await trio.to_thread.run_sync(srv.wait_node, node)
         job_id = await trio.to_thread.run_sync(
-            lambda: srv.start_job(
-                "deploy", [node], env=SECRET_ENV, file=SECRET_FILE, capture_output=True
+            lambda: post_job(
+                srv, "deploy", [node], env=SECRET_ENV, file=SECRET_FILE, capture_output=True
             )
         )
         await peer.expect("commit", skip=("ack", "abort"))
@@ -102,12 +100,13 @@ async def test_node_key_reads_nothing_until_it_joins_the_readers(server_factory)
     job_id = await run_secret_job(srv, node, node_key_path)
     paths = read_paths(job_id, node)
     keys = {
-        name: load_private_key(path.read_bytes())
+        name: load_key(path)
         for name, path in ((node, node_key_path), (snoop, snoop_key_path), (boss, boss_key_path))
     }
 
     def check() -> None:
-        # A plain client, and the job's own node, are denied everywhere, with the §5 body.
+        # A plain client, and the job's own node, are denied everywhere, with the http-api.md §5
+        # body.
         for name in (snoop, node):
             for where, (status, body) in statuses(srv, paths, name, keys[name]).items():
                 assert (status, body) == (403, denied(name)), where

@@ -10,30 +10,24 @@ from __future__ import annotations
 import os
 import secrets
 import signal
-import socket
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
 import trio
 
-from tests.integration.test_jobs import (
-    api,
-    compact,
-    get_job,
-    node_name,
-    parse_sse,
-    read_sse,
-    ready_peers,
-    start_job,
-    wait_job,
-    wait_until,
-)
-from tests.support.agents import AgentProcess, job_nodes, output, pids_alive, post_job
+from tests.support.agents import AgentProcess
+from tests.support.api import api
+from tests.support.clients import node_name
+from tests.support.jobs import get_job, node_details, output, post_job, start_job, wait_job
 from tests.support.peer import PeerError, open_peer
-from tests.support.server import ServerProcess, wait_for
+from tests.support.peers import ready_peers
+from tests.support.ports import free_ports
+from tests.support.procs import kill_all, pids_alive, read_pids
+from tests.support.server import FINAL_JOB_STATUSES, ServerProcess
+from tests.support.sse import compact, parse_sse, read_sse
+from tests.support.waits import wait_for, wait_until
 
-FINAL_JOB = {"complete", "quorum_failed", "timed_out", "crashed", "aborted"}
 FINAL_NODE = {
     "succeeded",
     "failed",
@@ -69,27 +63,12 @@ async def log_contains(srv: ServerProcess, text: str) -> bool:
     return text in await trio.to_thread.run_sync(srv.log_path.read_text)
 
 
-def nodes_detail(srv: ServerProcess, job_id: str) -> dict[str, dict[str, Any]]:
-    return {n["node_name"]: n for n in job_nodes(srv, job_id)}
-
-
 def grouped(detail: dict[str, dict[str, Any]]) -> dict[str, list[str]]:
     """Per-node detail grouped like the job object's `nodes`."""
     out: dict[str, list[str]] = {}
     for name, row in detail.items():
         out.setdefault(row["status"], []).append(name)
     return {status: sorted(names) for status, names in out.items()}
-
-
-def free_ports(count: int) -> list[int]:
-    socks = [socket.socket() for _ in range(count)]
-    try:
-        for sock in socks:
-            sock.bind(("127.0.0.1", 0))
-        return [sock.getsockname()[1] for sock in socks]
-    finally:
-        for sock in socks:
-            sock.close()
 
 
 def fixed_port_server(server_factory: Any, **timing: Any) -> ServerProcess:
@@ -100,18 +79,6 @@ def fixed_port_server(server_factory: Any, **timing: Any) -> ServerProcess:
         zeromq={"heartbeat_port": heartbeat, "command_port": command},
         timing=timing,
     )
-
-
-def read_pids(path: Path) -> list[int]:
-    return [int(p) for p in path.read_text().split()] if path.exists() else []
-
-
-def kill_all(pids: list[int]) -> None:
-    for pid in pids_alive(pids):
-        try:
-            os.kill(pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
 
 
 HANG = (
@@ -182,7 +149,7 @@ async def test_strangers_and_other_orgs_cannot_touch_a_job(server: ServerProcess
             assert job["nodes"] == {"succeeded": sorted([a.node, b.node])}
             for peer in (a, b):
                 await stored_eventually(server, job_id, peer.node, "stdout", b"mine")
-            detail = await trio.to_thread.run_sync(nodes_detail, server, job_id)
+            detail = await trio.to_thread.run_sync(node_details, server, job_id)
             assert detail[a.node]["exit_status"] == 0 and detail[a.node]["stdout_bytes"] == 4
             _, events = await read_sse(server, f"job_status_feed/{job_id}")
             names = compact(events)
@@ -208,7 +175,7 @@ async def test_duplicates_early_results_late_output_and_rewound_sequences(
         for peer in peers:
             await peer.expect("run")
 
-        # `early` reports a result before acknowledging the run: crashed (§5.2).
+        # `early` reports a result before acknowledging the run: crashed (lifecycle.md §5.2).
         await early.send("succeeded", job_id=job_id, exit_status=0, stdout_bytes=0)
         await early.expect("abort")
         await early.send("ack_run", job_id=job_id)  # too late: node already final
@@ -243,9 +210,10 @@ async def test_duplicates_early_results_late_output_and_rewound_sequences(
             "succeeded": sorted([dup.node, rewind.node]),
         }
         await stored_eventually(server, job_id, dup.node, "stdout", b"one\n")
-        # `run` was sent, so its (empty) result is kept like any final message (§8 table).
+        # `run` was sent, so its (empty) result is kept like any final message (lifecycle.md §8
+        # table).
         await stored_eventually(server, job_id, early.node, "stdout", b"")
-        detail = await trio.to_thread.run_sync(nodes_detail, server, job_id)
+        detail = await trio.to_thread.run_sync(node_details, server, job_id)
         assert grouped(detail) == job["nodes"]
         assert detail[early.node]["exit_status"] is None
         _, events = await read_sse(server, f"job_status_feed/{job_id}")
@@ -333,7 +301,7 @@ async def test_garbage_flood_and_mixed_versions_in_one_job(server: ServerProcess
         await stored_eventually(server, job_id, v3.node, "stderr", b"\x00\xff")
         await stored_eventually(server, job_id, v2.node, "stdout", b"v2 out\n")
         assert await stored(server, job_id, v2.node, "stderr") == b""
-        detail = await trio.to_thread.run_sync(nodes_detail, server, job_id)
+        detail = await trio.to_thread.run_sync(node_details, server, job_id)
         assert detail[v3.node]["exit_status"] == 4 and grouped(detail) == job["nodes"]
         # The flooding node only produced log lines: no command, its state unchanged.
         await wait_until(
@@ -377,11 +345,11 @@ def test_concurrent_jobs_on_overlapping_nodes(agent_factory: Any, server: Server
     jobs = [server.wait_job(job_id, timeout=30) for job_id in job_ids]
     succeeded = 0
     for job_id, job, (nodes, quorum) in zip(job_ids, jobs, plans, strict=True):
-        assert job["status"] in FINAL_JOB, job
+        assert job["status"] in FINAL_JOB_STATUSES, job
         statuses = {name: status for status, names in job["nodes"].items() for name in names}
         assert sorted(statuses) == sorted(nodes)
         assert set(statuses.values()) <= FINAL_NODE, job
-        detail = nodes_detail(server, job_id)
+        detail = node_details(server, job_id)
         assert grouped(detail) == job["nodes"]
         ready = [n for n in nodes if statuses[n] in ("succeeded", "failed", "was_ready")]
         if job["status"] == "complete":
@@ -440,7 +408,7 @@ def test_server_sigkill_mid_job_then_recovery(server_factory: Any, tmp_path: Pat
         assert job["status"] == "crashed" and job["nodes"] == {"crashed": [runner.name]}
         other = srv.get(f"jobs/{second}").json()
         assert other["status"] == "crashed" and other["nodes"] == {"crashed": [voter.name]}
-        detail = nodes_detail(srv, job_id)[runner.name]
+        detail = node_details(srv, job_id)[runner.name]
         assert detail["status"] == "crashed" and detail["finished_at"] is not None
         # The output record was closed at start: the live stream ends at once.
         response = srv.get(
@@ -548,7 +516,7 @@ def test_frozen_agent_while_running_goes_down_then_recovers(
         frozen.send_signal(signal.SIGCONT)
     assert job["status"] == "complete"
     assert job["nodes"] == {"crashed": [frozen.name], "succeeded": [healthy.name]}
-    detail = nodes_detail(server, job_id)
+    detail = node_details(server, job_id)
     assert grouped(detail) == job["nodes"] and detail[frozen.name]["exit_status"] is None
     # Thawed, it reports a result (or, when the abort of its new node state is handled first,
     # `aborted`) that the server no longer wants, and becomes idle again.
@@ -645,7 +613,7 @@ async def test_many_jobs_erratic_peers_live_view_matches_stored_record(
             stored_job = await get_job(server, job_id)
             assert stored_job == live, (live, stored_job)
             assert set(stored_job["nodes"]) <= FINAL_NODE
-            detail = await trio.to_thread.run_sync(nodes_detail, server, job_id)
+            detail = await trio.to_thread.run_sync(node_details, server, job_id)
             assert grouped(detail) == stored_job["nodes"]
             for name, row in detail.items():
                 if row["status"] == "succeeded":

@@ -18,9 +18,11 @@ import trio
 import zmq
 
 from pushjobs.protocol.keys import load_private_key
-from tests.support.agents import unique_name
-from tests.support.peer import PeerError, open_peer, signed_request
-from tests.support.server import ORG, ServerProcess, wait_for
+from tests.support.api import prepare
+from tests.support.clients import unique_name
+from tests.support.peer import PeerError, open_peer
+from tests.support.server import ORG, ServerProcess
+from tests.support.waits import wait_for
 
 REVOKE_WITHIN = 60.0  # the bound; the server polls every 10 s
 
@@ -55,14 +57,9 @@ async def wait_admin_state(srv: ServerProcess, node: str, status: str, timeout: 
 
 
 async def config(srv: ServerProcess, node: str, key: Any, ccpk: str, *, user: str | None = None):
-    return await signed_request(
-        srv.http_url,
-        "GET",
-        f"/organizations/{ORG}/pushy/config/{node}",
-        user or node,
-        key,
-        params={"ccpk": ccpk, "version": "3.0"},
-    )
+    path = f"/organizations/{ORG}/pushy/config/{node}"
+    request = prepare(srv.http_url, "GET", path, user=user or node, key=key)
+    return await request.send_async(params={"ccpk": ccpk, "version": "3.0"})
 
 
 def curve_public() -> str:

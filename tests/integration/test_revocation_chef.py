@@ -5,27 +5,21 @@ the client deleted in Chef ends the node's session once the backend's cache (`ca
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import pytest
 import trio
 
-from tests.integration.test_chef_backend import ORG, FakeChefServer, chef_settings, rsa_key
+from tests.support.chef import (  # noqa: F401
+    ORG,
+    FakeChefServer,
+    chef_settings,
+    fake_chef_fixture,
+    rsa_key,
+)
 from tests.support.peer import open_peer
 
 REVOKE_WITHIN = 60.0
-
-
-@pytest.fixture
-def fake_chef() -> Iterator[FakeChefServer]:
-    fake = FakeChefServer(rsa_key(0))
-    fake.start()
-    try:
-        yield fake
-    finally:
-        fake.stop()
 
 
 async def test_key_replaced_then_client_deleted_in_chef_revokes_the_session(

@@ -4,16 +4,15 @@ from __future__ import annotations
 
 import socket
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
-from tests.support.server import ServerProcess, write_server_config
+from tests.support.server import ServerProcess, server_command, write_server_config
 
 
 def _run(proc: ServerProcess) -> subprocess.CompletedProcess[str]:
-    cmd = [sys.executable, "-m", "pushjobs.server", "-c", str(proc.config_path), "run"]
+    cmd = server_command(proc.config_path, "run")
     return subprocess.run(cmd, capture_output=True, text=True, timeout=60)
 
 

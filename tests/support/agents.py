@@ -7,24 +7,26 @@ test module or conftest to make it available) makes and registers agents:
 
     agent = agent_factory("node-1", whitelist='"hi" = "echo hi"')   # started, connected
 
-`post_job` / `job_nodes` are thin helpers over Chef-signed HTTP (`ServerProcess.request`).
+Jobs for them are posted with `tests.support.jobs.post_job`.
 """
 
 from __future__ import annotations
 
-import json
 import os
 import signal
 import subprocess
 import sys
-import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from tests.support.server import ServerProcess, wait_for
+from tests.support.clients import unique_name
+from tests.support.procs import spawn_logged, stop_process
+from tests.support.server import ServerProcess
+from tests.support.toml import toml_lines
+from tests.support.waits import wait_for
 
 DEFAULT_WHITELIST = """
 "echo hi" = "echo hi"
@@ -32,9 +34,9 @@ DEFAULT_WHITELIST = """
 """
 
 
-def toml_string(value: str) -> str:
-    """A TOML basic string (JSON escapes are valid TOML escapes for these characters)."""
-    return json.dumps(value)
+def agent_command(config_path: Path, *args: str) -> list[str]:
+    """`pushjobs-agent -c <config> ARGS...` with this interpreter."""
+    return [sys.executable, "-m", "pushjobs.agent.main", "-c", str(config_path), *args]
 
 
 def write_agent_config(
@@ -49,24 +51,18 @@ def write_agent_config(
     extra: dict[str, Any] | None = None,
 ) -> None:
     """Write an agent.toml; `whitelist` is the body of the `[whitelist]` table (TOML text)."""
-    lines = [
-        f"server_url = {toml_string(server_url)}",
-        f"node_name = {toml_string(node_name)}",
-        f"client_key = {toml_string(str(client_key))}",
-        f"file_dir = {toml_string(str(file_dir))}",
-        f"lock_file = {toml_string(str(lock_file))}",
-        "kill_grace = 1.0",
-        'log_level = "debug"',
-    ]
-    for key, value in (extra or {}).items():
-        if isinstance(value, bool):
-            lines.append(f"{key} = {'true' if value else 'false'}")
-        elif isinstance(value, int | float):
-            lines.append(f"{key} = {value!r}")
-        elif isinstance(value, list):
-            lines.append(f"{key} = [{', '.join(toml_string(v) for v in value)}]")
-        else:
-            lines.append(f"{key} = {toml_string(str(value))}")
+    lines = toml_lines(
+        {
+            "server_url": server_url,
+            "node_name": node_name,
+            "client_key": str(client_key),
+            "file_dir": str(file_dir),
+            "lock_file": str(lock_file),
+            "kill_grace": 1.0,
+            "log_level": "debug",
+        }
+    )
+    lines += toml_lines(extra or {})
     lines.append("\n[whitelist]")
     lines.append(whitelist.strip())
     path.write_text("\n".join(lines) + "\n")
@@ -118,14 +114,7 @@ class AgentProcess:
     def start(self, wait: bool = True, timeout: float = 45.0) -> None:
         """Start the agent; with `wait`, until the server lists the node as available."""
         assert self.proc is None or self.proc.poll() is not None, "agent already running"
-        log = open(self.log_path, "ab")  # noqa: SIM115 - handed to the child process
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "pushjobs.agent.main", "-c", str(self.config_path)],
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            cwd=self.dir,
-        )
-        log.close()
+        self.proc = spawn_logged(agent_command(self.config_path), self.log_path, cwd=self.dir)
         if wait:
             self.wait_available(timeout)
 
@@ -147,14 +136,7 @@ class AgentProcess:
         """Signal the agent by pid and wait for it; return its exit status."""
         if self.proc is None:
             return None
-        if self.proc.poll() is None:
-            os.kill(self.proc.pid, sig)
-            try:
-                self.proc.wait(timeout)
-            except subprocess.TimeoutExpired:
-                os.kill(self.proc.pid, signal.SIGKILL)
-                self.proc.wait(5)
-        return self.proc.returncode
+        return stop_process(self.proc, sig, timeout)
 
     def kill(self) -> None:
         """SIGKILL (a crash): no clean-up, no goodbye."""
@@ -170,12 +152,12 @@ class AgentProcess:
         return "\n".join(self.log_text().splitlines()[-lines:])
 
 
-def unique_name(prefix: str = "node") -> str:
-    return f"{prefix}-{uuid.uuid4().hex[:8]}"
+AgentFactory = Callable[..., AgentProcess]
+"""The type of the `agent_factory` fixture."""
 
 
 @pytest.fixture(name="agent_factory")
-def agent_factory_fixture(server: ServerProcess, tmp_path: Path) -> Iterator[Any]:
+def agent_factory_fixture(server: ServerProcess, tmp_path: Path) -> Iterator[AgentFactory]:
     """`agent_factory(name=None, whitelist=..., extra=..., start=True, wait=True)` → an agent,
     started (and, with `wait`, available on the server); all are stopped by pid afterwards."""
     made: list[AgentProcess] = []
@@ -201,42 +183,3 @@ def agent_factory_fixture(server: ServerProcess, tmp_path: Path) -> Iterator[Any
     finally:
         for agent in made:
             agent.stop()
-
-
-def post_job(server: ServerProcess, command: str, nodes: list[str], **options: Any) -> str:
-    """POST a job with a real Chef 1.3 signature (admin user); return its id."""
-    response = server.post("jobs", body={"command": command, "nodes": nodes, **options})
-    assert response.status_code == 201, response.text
-    return response.json()["uri"].rsplit("/", 1)[1]
-
-
-def job_nodes(server: ServerProcess, job_id: str) -> dict[str, Any]:
-    """`GET jobs/{id}/nodes` (extension): per-node detail incl. exit status."""
-    response = server.get(f"jobs/{job_id}/nodes")
-    assert response.status_code == 200, response.text
-    return response.json()
-
-
-def output(server: ServerProcess, job_id: str, node: str, channel: str) -> bytes | None:
-    """The stored bytes of one output channel, or None when there is none (404)."""
-    response = server.get(
-        f"jobs/{job_id}/output/{node}/{channel}", headers={"Accept": "application/octet-stream"}
-    )
-    if response.status_code == 404:
-        return None
-    assert response.status_code == 200, response.text
-    return response.content
-
-
-def pids_alive(pids: list[int]) -> list[int]:
-    """The pids of `pids` that still exist (zombies count as gone)."""
-    alive = []
-    for pid in pids:
-        try:
-            with open(f"/proc/{pid}/stat") as fh:
-                state = fh.read().rsplit(")", 1)[1].split()[0]
-        except (FileNotFoundError, ProcessLookupError, IndexError):
-            continue
-        if state != "Z":
-            alive.append(pid)
-    return alive

@@ -46,24 +46,23 @@ from collections import deque
 from collections.abc import AsyncIterator, Iterable, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
-import httpx
 import trio
 import zmq
 
-from pushjobs.protocol.chef_auth import sign_request
 from pushjobs.protocol.envelope import open_envelope, seal_hmac, verify_envelope_hmac
 from pushjobs.protocol.errors import ProtocolError
-from pushjobs.protocol.keys import decrypt_session_key, load_private_key, load_public_key
+from pushjobs.protocol.keys import decrypt_session_key, load_public_key
+from pushjobs.protocol.limits import AGENT_BODY_LIMIT
 from pushjobs.protocol.messages import ServerHeartbeat, ServerMessage, parse_server_message
 from pushjobs.protocol.signing import HMAC_SHA256, RSA2048_SHA1, verify_rsa_sha1
 from pushjobs.protocol.timestamps import format_rfc1123
 from pushjobs.server.zeromq.trio_socket import TrioSocket
+from tests.support.api import load_key, prepare
 from tests.support.server import ServerProcess
 
-PEER_MAX_BODY = 2 * 1024 * 1024
+PEER_MAX_BODY = AGENT_BODY_LIMIT
 
 
 class PeerError(AssertionError):
@@ -86,38 +85,6 @@ class Incoming:
 
     def __getitem__(self, name: str) -> Any:
         return self.fields[name]
-
-
-def _load_key(key: Any) -> Any:
-    if isinstance(key, str | Path):
-        return load_private_key(Path(key).read_bytes())
-    if isinstance(key, bytes):
-        return load_private_key(key)
-    return key
-
-
-async def signed_request(
-    http_url: str,
-    method: str,
-    path: str,
-    user: str,
-    key: Any,
-    *,
-    params: dict[str, str] | None = None,
-    body: bytes = b"",
-    timeout: float = 30.0,
-) -> httpx.Response:
-    """One Chef-signed (1.3) request from trio code; `path` is absolute (`/organizations/...`)."""
-    headers = sign_request(
-        method=method, path=path, body=body, user_id=user, private_key=_load_key(key)
-    )
-    headers["Accept"] = "application/json"
-    if body:
-        headers["Content-Type"] = "application/json"
-    async with httpx.AsyncClient(timeout=timeout) as client:
-        return await client.request(
-            method, http_url + path, params=params, content=body, headers=headers
-        )
 
 
 class Peer:
@@ -144,13 +111,13 @@ class Peer:
         self.org = org
         self.node = node
         self.client_name = client_name or node
-        self.key = _load_key(key)
+        self.key = load_key(key)
         self.version = version
         self.incarnation_id = incarnation_id or str(uuid.uuid4())
         self.answer_aborts = answer_aborts
         self.heartbeat_interval = heartbeat_interval
         self.want_curve = curve
-        self.reader = (reader[0], _load_key(reader[1])) if reader else None
+        self.reader = (reader[0], load_key(reader[1])) if reader else None
         public, secret = zmq.curve_keypair()
         self.curve_public = public.decode("ascii")
         self.curve_secret = secret.decode("ascii")
@@ -181,9 +148,10 @@ class Peer:
     async def fetch_config(self, *, ccpk: str | None = None) -> dict[str, Any]:
         """Signed GET of the config document; decrypts the session key (when present)."""
         params = {"ccpk": ccpk or self.curve_public, "version": self.version}
-        response = await signed_request(
-            self.http_url, "GET", self.config_path, self.client_name, self.key, params=params
+        request = prepare(
+            self.http_url, "GET", self.config_path, user=self.client_name, key=self.key
         )
+        response = await request.send_async(params=params)
         if response.status_code != 200:
             raise PeerError(f"config fetch failed: {response.status_code} {response.text}")
         config = response.json()
@@ -470,7 +438,7 @@ class Peer:
         """`GET node_states/<node>` (default: this peer's node), signed as `_read_as`."""
         path = f"/organizations/{self.org}/pushy/node_states/{node or self.node}"
         name, key = self._read_as()
-        response = await signed_request(self.http_url, "GET", path, name, key)
+        response = await prepare(self.http_url, "GET", path, user=name, key=key).send_async()
         if response.status_code != 200:
             raise PeerError(f"node_states failed: {response.status_code} {response.text}")
         return response.json()

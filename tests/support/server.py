@@ -2,7 +2,8 @@
 
 `ServerProcess` initialises a data dir in a temp folder (org `testorg`, admin user `admin` with a
 key), starts `pushjobs-server run` on ephemeral ports of 127.0.0.1 with short timings, and offers
-signed HTTP helpers. Fixtures (import them in a conftest or test module):
+blocking signed HTTP as its admin (`request`, `get`, `post` over `tests.support.api`) and waits for
+node states and jobs. Fixtures (import them in a conftest or test module):
 
 - `server`: one server per test module (fast timings); use unique node names per test.
 - `server_factory`: call it with setting overrides to get a private server (e.g. to restart it).
@@ -11,11 +12,9 @@ signed HTTP helpers. Fixtures (import them in a conftest or test module):
 from __future__ import annotations
 
 import json
-import os
 import signal
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, ClassVar
@@ -23,15 +22,14 @@ from typing import Any, ClassVar
 import httpx
 import pytest
 
-
-def load_private_key(pem: bytes) -> Any:
-    from pushjobs.protocol.keys import load_private_key as load
-
-    return load(pem)
-
+from tests.support import api
+from tests.support.procs import spawn_logged, started, stop_process
+from tests.support.toml import toml_document
+from tests.support.waits import wait_for
 
 ORG = "testorg"
 ADMIN = "admin"
+FINAL_JOB_STATUSES = frozenset({"complete", "quorum_failed", "timed_out", "crashed", "aborted"})
 
 FAST_TIMING: dict[str, Any] = {
     "heartbeat_interval": 0.5,
@@ -50,24 +48,9 @@ FAST_TIMING: dict[str, Any] = {
 }
 
 
-def wait_for(predicate, timeout: float = 20.0, interval: float = 0.05, what: str = "condition"):
-    """Poll `predicate` until it returns a truthy value; fail the test after `timeout` seconds."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
-        time.sleep(interval)
-
-
-def _toml_value(value: Any) -> str:
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, int | float):
-        return repr(value)
-    return json.dumps(str(value))
+def server_command(config_path: Path, *args: str) -> list[str]:
+    """`pushjobs-server -c <config> ARGS...` with this interpreter."""
+    return [sys.executable, "-m", "pushjobs.server", "-c", str(config_path), *args]
 
 
 def write_server_config(path: Path, data_dir: Path, overrides: dict[str, dict[str, Any]]) -> None:
@@ -80,11 +63,7 @@ def write_server_config(path: Path, data_dir: Path, overrides: dict[str, dict[st
     }
     for section, values in overrides.items():
         sections.setdefault(section, {}).update(values)
-    lines = [f"{k} = {_toml_value(v)}" for k, v in sections.pop("").items()]
-    for section, values in sections.items():
-        lines.append(f"\n[{section}]")
-        lines += [f"{k} = {_toml_value(v)}" for k, v in values.items()]
-    path.write_text("\n".join(lines) + "\n")
+    path.write_text(toml_document(sections.pop(""), sections))
 
 
 class ServerProcess:
@@ -113,13 +92,13 @@ class ServerProcess:
         self.admin(
             "init", "--org", ORG, "--admin", ADMIN, "--admin-key-out", str(self.admin_key_path)
         )
-        self.admin_key = load_private_key(self.admin_key_path.read_bytes())
+        self.admin_key = api.load_key(self.admin_key_path)
         ServerProcess._instances.append(self)
 
     # -- operator commands -------------------------------------------------------------------
     def admin(self, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
         """Run `pushjobs-server -c <config> ARGS...` and return the completed process."""
-        cmd = [sys.executable, "-m", "pushjobs.server", "-c", str(self.config_path), *args]
+        cmd = server_command(self.config_path, *args)
         result = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
         if check and result.returncode != 0:
             raise AssertionError(
@@ -142,36 +121,23 @@ class ServerProcess:
         assert self.proc is None or self.proc.poll() is not None, "server already running"
         state_file = self.data_dir / "server.json"
         state_file.unlink(missing_ok=True)
-        log = open(self.log_path, "ab")  # noqa: SIM115 - handed to the child process
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "pushjobs.server", "-c", str(self.config_path), "run"],
-            stdout=log,
-            stderr=subprocess.STDOUT,
-        )
-        log.close()
+        proc = self.proc = spawn_logged(server_command(self.config_path, "run"), self.log_path)
 
-        def ready() -> bool:
-            if self.proc is not None and self.proc.poll() is not None:
-                raise AssertionError(
-                    f"server exited with {self.proc.returncode}:\n{self.log_tail()}"
-                )
+        def ready() -> dict[str, Any] | None:
+            if proc.poll() is not None:
+                raise AssertionError(f"server exited with {proc.returncode}:\n{self.log_tail()}")
             if not state_file.exists():
-                return False
+                return None
             state = json.loads(state_file.read_text())
-            return state.get("pid") == self.proc.pid and state
+            return state if state.get("pid") == proc.pid else None
 
         self.state = wait_for(ready, timeout, what="server start")
 
     def stop(self, sig: int = signal.SIGTERM, timeout: float = 15.0) -> int:
         """Signal the server (by pid) and wait for it to exit; return its exit status."""
-        if self.proc is None or self.proc.poll() is not None:
-            return self.proc.returncode if self.proc else 0
-        os.kill(self.proc.pid, sig)
-        try:
-            return self.proc.wait(timeout)
-        except subprocess.TimeoutExpired:
-            os.kill(self.proc.pid, signal.SIGKILL)
-            return self.proc.wait(5)
+        if self.proc is None:
+            return 0
+        return stop_process(self.proc, sig, timeout)
 
     def restart(self) -> None:
         self.stop()
@@ -218,31 +184,19 @@ class ServerProcess:
         version: str = "1.3",
         timeout: float = 30.0,
     ) -> httpx.Response:
-        """A Chef-signed request; `path` is absolute (`/organizations/...`) or org-relative."""
-        if not path.startswith("/"):
-            path = f"/organizations/{self.org}/pushy/{path}"
-        raw = json.dumps(body).encode() if isinstance(body, dict | list) else (body or b"")
-        user = user or self.admin_user
-        key = key if key is not None else self.admin_key
-        from pushjobs.protocol.chef_auth import sign_request
-
-        if isinstance(key, str | Path):
-            key = load_private_key(Path(key).read_bytes())
-        signed = sign_request(
-            method=method,
-            path=path.split("?")[0],
-            body=raw,
-            user_id=user,
-            private_key=key,
+        """A Chef-signed request (`tests.support.api`) as the admin unless `user`/`key` given;
+        `path` is absolute (`/organizations/...`) or org-relative (`jobs/...`)."""
+        prepared = api.prepare(
+            self.http_url,
+            method,
+            api.org_path(self.org, path),
+            user=user or self.admin_user,
+            key=key if key is not None else self.admin_key,
+            body=body,
+            headers=headers,
             version=version,
         )
-        all_headers = {"Accept": "application/json", **signed}
-        if isinstance(body, dict | list):
-            all_headers["Content-Type"] = "application/json"
-        all_headers.update(headers or {})
-        return httpx.request(
-            method, self.http_url + path, content=raw, headers=all_headers, timeout=timeout
-        )
+        return prepared.send(timeout)
 
     def get(self, path: str, **kw: Any) -> httpx.Response:
         return self.request("GET", path, **kw)
@@ -272,43 +226,27 @@ class ServerProcess:
 
     def wait_job(self, job_id: str, timeout: float = 30.0) -> dict[str, Any]:
         """Wait until the job has a final status; return the job object."""
-        final = {"complete", "quorum_failed", "timed_out", "crashed", "aborted"}
 
         def done() -> dict[str, Any] | None:
             job = self.get(f"jobs/{job_id}").json()
-            return job if job.get("status") in final else None
+            return job if job.get("status") in FINAL_JOB_STATUSES else None
 
         return wait_for(done, timeout, interval=0.1, what=f"job {job_id} to finish")
-
-    def start_job(self, command: str, nodes: list[str], **options: Any) -> str:
-        """POST a job and return its id."""
-        response = self.post("jobs", body={"command": command, "nodes": nodes, **options})
-        assert response.status_code == 201, response.text
-        return response.json()["uri"].rsplit("/", 1)[1]
 
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
     """One running server per test module, with fast timings."""
-    proc = ServerProcess(tmp_path_factory.mktemp("server"))
-    proc.start()
-    try:
+    with started(ServerProcess(tmp_path_factory.mktemp("server"))) as proc:
         yield proc
-    finally:
-        proc.stop()
 
 
 @pytest.fixture(scope="module")
 def plain_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
     """A server with CURVE disabled (a plain command socket), one per test module."""
-    proc = ServerProcess(
-        tmp_path_factory.mktemp("plain"), {"zeromq": {"disable_curve_encryption": True}}
-    )
-    proc.start()
-    try:
+    plain = {"zeromq": {"disable_curve_encryption": True}}
+    with started(ServerProcess(tmp_path_factory.mktemp("plain"), plain)) as proc:
         yield proc
-    finally:
-        proc.stop()
 
 
 @pytest.fixture
@@ -333,7 +271,7 @@ def server_factory(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
 @pytest.hookimpl(hookwrapper=True)
 def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo) -> Iterator[None]:
     """On a failing test, attach the log tail of every server still running (diagnosis)."""
-    outcome = yield
+    outcome: Any = yield
     report = outcome.get_result()
     if report.when != "call" or not report.failed:
         return

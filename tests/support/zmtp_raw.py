@@ -21,15 +21,6 @@ def frame(body: bytes, *, flags: int = 0) -> bytes:
     return bytes((flags | 0x02,)) + struct.pack(">Q", len(body)) + body
 
 
-def read_rss_kb(pid: int) -> int:
-    """VmRSS of a process in KiB."""
-    with open(f"/proc/{pid}/status") as status:
-        for line in status:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1])
-    raise RuntimeError(f"no VmRSS for pid {pid}")
-
-
 class RawSubscriber:
     """One TCP connection speaking ZMTP 3.x as a SUB peer; methods block (timeout `timeout`)."""
 
