@@ -16,7 +16,15 @@ if TYPE_CHECKING:
     from pushjobs.server.nodes.sessions import SessionOwner
     from pushjobs.server.principals.requestor import Requestor
     from pushjobs.server.principals.rules import PrincipalBackend
-    from pushjobs.server.store.records import Job, JobNode, JobSpec, Org, OutputRecord, OutputTotals
+    from pushjobs.server.store.records import (
+        Job,
+        JobNode,
+        JobSpec,
+        NodeProgress,
+        Org,
+        OutputRecord,
+        OutputTotals,
+    )
 
 
 # ---- the store ---------------------------------------------------------------------------
@@ -74,28 +82,11 @@ class Notifier(Protocol):
     def event(self) -> trio.Event: ...
 
 
-class NodeInJobView(Protocol):
-    """One node of a live job."""
-
-    @property
-    def name(self) -> str: ...
-    @property
-    def status(self) -> str: ...
-    @property
-    def exit_status(self) -> int | None: ...
-    @property
-    def signal(self) -> str | None: ...
-    @property
-    def started_at(self) -> float | None: ...
-    @property
-    def finished_at(self) -> float | None: ...
-
-
 class JobStateView(Protocol):
     """The state machine of a live job, as the handlers read it."""
 
     @property
-    def nodes(self) -> Mapping[str, NodeInJobView]: ...
+    def nodes(self) -> Mapping[str, NodeProgress]: ...
     @property
     def finished(self) -> bool: ...
     def nodes_by_status(self) -> dict[str, list[str]]: ...

@@ -10,8 +10,7 @@ from pushjobs.server.http.errors import HttpError
 from pushjobs.server.store.records import JobNode
 
 if TYPE_CHECKING:
-    from pushjobs.server.http.deps import NodeInJobView
-    from pushjobs.server.store.records import Job
+    from pushjobs.server.store.records import Job, NodeProgress
 
 
 def format_date(t: float | None) -> str | None:
@@ -59,17 +58,9 @@ def group_nodes(rows: list[JobNode]) -> dict[str, list[str]]:
     return result
 
 
-def live_node_row(job_id: str, node: NodeInJobView) -> JobNode:
+def live_node_row(job_id: str, node: NodeProgress) -> JobNode:
     """A live job's node as the node row the store would hold."""
-    return JobNode(
-        job_id,
-        node.name,
-        node.status,
-        node.exit_status,
-        node.signal,
-        node.started_at,
-        node.finished_at,
-    )
+    return JobNode.of(job_id, node)
 
 
 def job_not_found(job_id: str) -> HttpError:

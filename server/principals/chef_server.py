@@ -13,7 +13,6 @@ found in Chef is mirrored there (by name) on first sight when a store is given.
 
 from __future__ import annotations
 
-import inspect
 import json
 import logging
 import time
@@ -32,7 +31,7 @@ from pushjobs.protocol.keys import load_private_key
 from pushjobs.server.lru import LruCache
 from pushjobs.server.principals.errors import PrincipalBackendUnavailable
 from pushjobs.server.principals.rules import transitive_member
-from pushjobs.server.store.interfaces import AlreadyExistsError
+from pushjobs.server.store.interfaces import AlreadyExistsError, AsyncPrincipalStore
 from pushjobs.server.store.records import PRINCIPAL_CLIENT, PRINCIPAL_USER, Group, Org, Principal
 
 if TYPE_CHECKING:
@@ -144,14 +143,6 @@ def _malformed(source: str, detail: str = "unexpected shape") -> MalformedAnswer
     return MalformedAnswer(source, detail)
 
 
-async def _call(method: Any, *args: Any) -> Any:
-    """Call a store method that may be sync (SqliteStore) or async (AsyncStore)."""
-    result = method(*args)
-    if inspect.isawaitable(result):
-        result = await result
-    return result
-
-
 def _string_list(body: dict[str, Any], key: str, source: str) -> list[str]:
     value = body.get(key, [])
     if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
@@ -184,7 +175,7 @@ class ChefServerPrincipals:
         self,
         settings: Settings,
         *,
-        store: Any = None,
+        store: AsyncPrincipalStore | None = None,
         superuser_key: RSAPrivateKey | None = None,
         transport: httpx.AsyncBaseTransport | None = None,
         clock: Callable[[], float] = time.monotonic,
@@ -308,17 +299,19 @@ class ChefServerPrincipals:
         full_name = full_name if isinstance(full_name, str) else ""
         if self._store is None:
             return Org(id=guid, name=name, full_name=full_name, created_at=0.0)
-        return await self._local_org(name, full_name, guid)
+        return await self._local_org(self._store, name, full_name, guid)
 
-    async def _local_org(self, name: str, full_name: str, guid: str) -> Org:
+    async def _local_org(
+        self, store: AsyncPrincipalStore, name: str, full_name: str, guid: str
+    ) -> Org:
         """The store's row for the organization, created on first sight."""
-        org = await _call(self._store.get_org, name)
+        org = await store.get_org(name)
         if org is not None:
             return org
         try:
-            org = await _call(self._store.create_org, name, full_name)
+            org = await store.create_org(name, full_name)
         except AlreadyExistsError:  # created meanwhile (e.g. by the operator CLI)
-            org = await _call(self._store.get_org, name)
+            org = await store.get_org(name)
         else:
             log.info("mirrored Chef organization '%s' (guid %s) into the database", name, guid)
         return (

@@ -37,6 +37,7 @@ from pushjobs.server.principals.errors import (
 from pushjobs.server.principals.requestor import Requestor
 from pushjobs.server.principals.rules import AccessRule, authenticate, authorize
 from pushjobs.server.runtime import build_principals
+from pushjobs.server.store.interfaces import AsyncStore
 from pushjobs.server.store.records import Group, Org, Principal
 from pushjobs.server.store.sqlite import SqliteStore
 
@@ -225,23 +226,24 @@ async def test_names_are_percent_encoded() -> None:
 async def test_org_is_mirrored_into_the_store(tmp_path: Path) -> None:
     store = SqliteStore(tmp_path / "pushjobs.db")
     fake = FakeChef()
-    org = await backend(fake, store=store).org("acme")
+    mirror = AsyncStore(store)
+    org = await backend(fake, store=mirror).org("acme")
     local = store.get_org("acme")
     assert local is not None and org == local
     assert local.full_name == "Acme Inc."
     # A fresh backend (empty cache) finds the same row instead of creating another.
-    again = await backend(fake, store=store).org("acme")
+    again = await backend(fake, store=mirror).org("acme")
     assert again == local
     assert [o.name for o in store.list_orgs()] == ["acme"]
     # Unknown in Chef: nothing is created locally.
-    assert await backend(fake, store=store).org("nope") is None
+    assert await backend(fake, store=mirror).org("nope") is None
     assert store.get_org("nope") is None
 
 
 async def test_existing_local_org_is_reused(tmp_path: Path) -> None:
     store = SqliteStore(tmp_path / "pushjobs.db")
     existing = store.create_org("acme", "Local Acme")
-    assert await backend(FakeChef(), store=store).org("acme") == existing
+    assert await backend(FakeChef(), store=AsyncStore(store)).org("acme") == existing
 
 
 # ---- principals ------------------------------------------------------------------------------
