@@ -1,17 +1,16 @@
-"""The job manager: live jobs, their timers, persistence, feeds and captured output.
+"""The job manager: the trio driver of live jobs and their output (lifecycle.md §4–§9).
 
-Each live job is a pure `JobState` wrapped in a `LiveJob` that carries its record, event log and
-a wake-up event for feed readers. The manager moves inputs in (broker dispatch, node downs,
-timers, HTTP abort) and carries the state machine's outputs out (commands, rehab requests,
-events, rows to persist). Writes are batched: status and node rows within ~0.1 s, output
-records at most every 0.5 s, so thousands of nodes answering at once cost a few transactions.
+Each live job is a pure `JobState` in a `LiveJob`; each node's captured output a pure
+`OutputSlotState` in an `OutputSlot` (`live.py`). The manager moves inputs in (broker dispatch,
+node downs, timers, HTTP start and abort) and carries the pure outputs out (commands, rehab
+requests, feed events, timers, rows to persist). Writes are batched: status and node rows within
+~0.1 s, output records at most every 0.5 s, so thousands of nodes answering at once cost a few
+transactions.
 """
 
 from __future__ import annotations
 
 import functools
-import heapq
-import itertools
 import logging
 import math
 import time
@@ -23,15 +22,26 @@ import trio
 
 from pushjobs.protocol.messages import Failed, Succeeded
 from pushjobs.protocol.messages import Output as OutputMessage
-from pushjobs.protocol.vocabulary import (
-    FINAL_NODE_STATUSES,
-    JobStatus,
-    MessageType,
-    NodeStatus,
-    OutputChannel,
-)
-from pushjobs.server.jobs.events import JobEventLog, OrgFeedLog, SseClock, start_event_data
+from pushjobs.protocol.vocabulary import JobStatus, MessageType, NodeStatus, OutputChannel
+from pushjobs.server.jobs.events import SseClock, start_event_data
+from pushjobs.server.jobs.live import LiveJob, Notifier, OrgFeed, OutputSlot
 from pushjobs.server.jobs.output import NodeOutput
+from pushjobs.server.jobs.output_slots import (
+    CancelClose,
+    Closed,
+    Forget,
+    GapMismatch,
+    MarkDirty,
+    OutputActivity,
+    OutputSlotState,
+    ScheduleClose,
+    SlotOutput,
+    SlotWrite,
+    UnwatchNode,
+    WatchNode,
+    apply_result,
+    result_updates_output,
+)
 from pushjobs.server.jobs.state import (
     Event,
     JobChanged,
@@ -41,6 +51,7 @@ from pushjobs.server.jobs.state import (
     RehabRequest,
     SendCommand,
 )
+from pushjobs.server.jobs.timers import TimerQueue
 from pushjobs.server.nodes.state import NodePhase
 from pushjobs.server.store.records import Job, JobNode, JobSpec, Org, OutputDelta, OutputRecord
 
@@ -109,90 +120,6 @@ class JobAlreadyFinished(Exception):
         self.status = status
 
 
-class _Timer:
-    __slots__ = ("cancelled", "fn")
-
-    def __init__(self, fn: Callable[[], None]) -> None:
-        self.fn = fn
-        self.cancelled = False
-
-    def cancel(self) -> None:
-        self.cancelled = True
-        self.fn = _noop  # drop the closure: a cancelled timer may sit in the heap for hours
-
-
-def _noop() -> None:
-    return None
-
-
-class _Notifier:
-    """A re-armed trio.Event: `changed` wakes everyone waiting for the next change."""
-
-    __slots__ = ("event",)
-
-    def __init__(self) -> None:
-        self.event = trio.Event()
-
-    def notify(self) -> None:
-        event, self.event = self.event, trio.Event()
-        event.set()
-
-
-class LiveJob:
-    """One job in memory (running, or finished less than `wait_complete_time` ago)."""
-
-    def __init__(self, manager: JobManager, job: Job, state: JobState) -> None:
-        self.manager = manager
-        self.job = job
-        self.state = state
-        self.log = JobEventLog()
-        self.changed = _Notifier()
-        self.started = trio.Event()
-        self.phase_timer: _Timer | None = None
-        self.finishing = False
-        self.closed_outputs: set[str] = set()  # nodes whose output slot is done
-        self.command_fields: dict[str, dict[str, Any]] = {}  # see JobManager._send
-
-    @property
-    def id(self) -> str:
-        return self.job.id
-
-    @property
-    def org(self) -> str:
-        return self.job.org_name
-
-    def node_down(self, org: str, node: str) -> None:
-        """NodeWatcher: the node's state ended."""
-        self.manager._apply(self, lambda now: self.state.node_down(node, now))
-
-
-class OutputSlot:
-    """Output bookkeeping of (job, node): the record once one exists, timers, readers."""
-
-    def __init__(self, manager: JobManager, org: str, job_id: str, node: str) -> None:
-        self.manager = manager
-        self.org = org
-        self.job_id = job_id
-        self.node = node
-        self.record: NodeOutput | None = None
-        self.changed = _Notifier()
-        self.close_timer: _Timer | None = None
-        self.version = 0  # bumped at every change; flushed once `written` catches up
-        self.written = 0
-        self.watching = False
-        self.done = False  # closed, or given up without a record
-
-    def node_down(self, org: str, node: str) -> None:
-        """NodeWatcher: the node went down while the record was open → closed."""
-        self.manager._close_slot(self, "node down")
-
-
-class _OrgFeed:
-    def __init__(self, expiration: float) -> None:
-        self.log = OrgFeedLog(expiration)
-        self.changed = _Notifier()
-
-
 class JobManager:
     """Live jobs, timers, persistence, feeds and output records (lifecycle.md §4–§9)."""
 
@@ -212,12 +139,9 @@ class JobManager:
         self.sse = SseClock(clock)
         self._live: dict[str, LiveJob] = {}
         self._slots: dict[tuple[str, str], OutputSlot] = {}
-        self._org_feeds: dict[str, _OrgFeed] = {}
-        self.output_activity = _Notifier()
-        # timers
-        self._heap: list[tuple[float, int, _Timer]] = []
-        self._seq = itertools.count()
-        self._timer_wakeup = trio.Event()
+        self._org_feeds: dict[str, OrgFeed] = {}
+        self.output_activity = Notifier()
+        self._timers = TimerQueue()
         # persistence
         self._pending_jobs: dict[str, tuple[str, float]] = {}
         self._pending_nodes: dict[tuple[str, str], JobNode] = {}
@@ -234,7 +158,7 @@ class JobManager:
         """Timers and the batch writer; runs until cancelled."""
         async with trio.open_nursery() as nursery:
             self._nursery = nursery
-            nursery.start_soon(self._timer_loop)
+            nursery.start_soon(self._timers.run)
             nursery.start_soon(self._flush_loop)
             task_status.started()
 
@@ -258,12 +182,14 @@ class JobManager:
         return live if live is not None and live.org == org else None
 
     def output_slot(self, job_id: str, node: str) -> OutputSlot | None:
+        """The live output of the node in the job, until it is closed and written."""
         return self._slots.get((job_id, node))
 
-    def org_feed(self, org: str) -> _OrgFeed:
+    def org_feed(self, org: str) -> OrgFeed:
+        """The organization's feed (created at first use)."""
         feed = self._org_feeds.get(org)
         if feed is None:
-            feed = self._org_feeds[org] = _OrgFeed(self.org_feed_expiration)
+            feed = self._org_feeds[org] = OrgFeed(self.org_feed_expiration)
         return feed
 
     # ---- start and abort (HTTP) ---------------------------------------------------------
@@ -278,7 +204,7 @@ class JobManager:
             spec.run_timeout,
             start_event_data(spec, requestor.name),
         )
-        live = LiveJob(self, job, state)
+        live = LiveJob(job, state, self._node_down)
         self._live[job.id] = live
         # The node states the job is created against. One that ends while the job is being
         # stored (an agent restarted: new client incarnation) takes its part in the job with
@@ -349,6 +275,10 @@ class JobManager:
         await self._flush_soft()
         return live
 
+    def _node_down(self, live: LiveJob, node: str) -> None:
+        """A member node's state ended (the registry tells the `LiveJob`, it tells us)."""
+        self._apply(live, lambda now: live.state.node_down(node, now))
+
     # ---- broker dispatch ----------------------------------------------------------------
 
     def is_live_member(self, org: str, node: str, job_id: str) -> bool:
@@ -408,115 +338,32 @@ class JobManager:
         slot = self._slots.get((job_id, node))
         if slot is None:
             live = self.live_job(org, job_id)
-            if (
-                live is None
-                or not live.job.capture
-                or node not in live.state.nodes
-                or node in live.closed_outputs
-            ):
+            if live is None or not live.job.capture or not live.output_may_open(node):
                 log.debug("output from %s/%s for job %s dropped", org, node, job_id)
                 return
             slot = self._new_slot(live, node)
-        if slot.org != org or slot.done:
-            return
-        record = self._ensure_record(slot)
-        gap = record.add_chunk(msg.channel, msg.offset, msg.data)
-        if gap is None:
-            return
-        if msg.omitted_bytes is not None and msg.omitted_bytes != gap:
-            log.info(
-                "job %s node %s/%s %s: omitted_bytes %d but the gap is %d",
-                job_id,
-                org,
-                node,
-                msg.channel,
-                msg.omitted_bytes,
-                gap,
-            )
-        self._slot_changed(slot)
-
-    # ---- output records ---------------------------------------------------------------
-
-    def _new_slot(self, live: LiveJob, node: str) -> OutputSlot:
-        slot = OutputSlot(self, live.org, live.id, node)
-        self._slots[(live.id, node)] = slot
-        if self._nodes.node_state(live.org, node) is not None:
-            self._nodes.watch(live.org, node, slot)
-            slot.watching = True
-        entry = live.state.nodes.get(node)
-        if entry is not None and entry.final:
-            self._schedule_output_close(slot, entry.finished_at)
-        self.output_activity.notify()
-        return slot
-
-    def _ensure_record(self, slot: OutputSlot) -> NodeOutput:
-        if slot.record is None:
-            slot.record = NodeOutput(slot.job_id, slot.node, self.max_output_bytes)
-            self.output_activity.notify()
-        return slot.record
-
-    def _slot_changed(self, slot: OutputSlot) -> None:
-        slot.version += 1
-        self._dirty_slots[(slot.job_id, slot.node)] = slot
-        slot.changed.notify()
-        self._flush_wakeup.set()
-
-    def _schedule_output_close(self, slot: OutputSlot, final_at: float | None) -> None:
-        if slot.close_timer is not None or slot.done:
-            return
-        delay = self.output_close_timeout
-        if final_at is not None:
-            delay = max(0.0, final_at + delay - time.time())
-        slot.close_timer = self._call_later(
-            delay, lambda: self._close_slot(slot, "output_close_timeout")
-        )
-
-    def _close_slot(self, slot: OutputSlot, reason: str) -> None:
-        if slot.done:
-            return
-        slot.done = True
-        if slot.close_timer is not None:
-            slot.close_timer.cancel()
-        if slot.watching:
-            self._nodes.unwatch(slot.org, slot.node, slot)
-            slot.watching = False
-        live = self._live.get(slot.job_id)
-        if live is not None:
-            live.closed_outputs.add(slot.node)
-        if slot.record is not None:
-            slot.record.close()
-            log.debug("output of %s in job %s closed: %s", slot.node, slot.job_id, reason)
-            self._slot_changed(slot)
-        else:
-            self._slots.pop((slot.job_id, slot.node), None)
-            slot.changed.notify()
-        self.output_activity.notify()
+        if slot.org == org:
+            self._carry_out_slot(slot, slot.state.chunk(msg))
 
     def _result_output(
         self, org: str, node: str, job_id: str, msg: Succeeded | Failed, version: str
     ) -> None:
         """`succeeded`/`failed`: update and close the output record (lifecycle.md §8)."""
-        v2_output = version == "2.0" and (msg.stdout is not None or msg.stderr is not None)
-        v3 = version != "2.0"
         slot = self._slots.get((job_id, node))
         if slot is None:
             live = self.live_job(org, job_id)
             if live is None:
-                if v2_output or v3:
+                # Whether the job captures is known once its row is read.
+                if result_updates_output(msg, version, capture=True):
                     self._spawn(self._result_output_stored(org, node, job_id, msg, version))
                 return
-            if node not in live.state.nodes or node in live.closed_outputs:
+            if not live.output_may_open(node):
                 return
-            if not (v2_output or (v3 and live.job.capture)):
+            if not result_updates_output(msg, version, capture=live.job.capture):
                 return
             slot = self._new_slot(live, node)
-        if slot.org != org or slot.done:
-            return
-        if v2_output:
-            self._ensure_record(slot).set_v2_results(msg.stdout, msg.stderr)
-        elif v3:
-            self._ensure_record(slot).set_v3_totals(msg.stdout_bytes, msg.stderr_bytes)
-        self._close_slot(slot, msg.TYPE)
+        if slot.org == org:
+            self._carry_out_slot(slot, slot.state.result(msg, version))
 
     async def _result_output_stored(
         self, org: str, node: str, job_id: str, msg: Succeeded | Failed, version: str
@@ -529,8 +376,7 @@ class JobManager:
         names = {n.node_name for n in await store.get_job_nodes(job.id)}
         if node not in names:
             return
-        has_v2_output = version == "2.0" and (msg.stdout is not None or msg.stderr is not None)
-        if not has_v2_output and not (version != "2.0" and job.capture):
+        if not result_updates_output(msg, version, capture=job.capture):
             return
         if (job.id, node) in self._slots:
             return  # a slot appeared meanwhile; it owns the record
@@ -541,12 +387,77 @@ class JobManager:
         if existing is not None:
             record.stdout.set_whole(existing.stdout)
             record.stderr.set_whole(existing.stderr)
-        if has_v2_output:
-            record.set_v2_results(msg.stdout, msg.stderr)
-        else:
-            record.set_v3_totals(msg.stdout_bytes, msg.stderr_bytes)
+        apply_result(record, msg, version)
         record.close()
         await self._write_outputs([record.to_record()])
+
+    # ---- output slots: carrying out their outputs -------------------------------------
+
+    def _new_slot(self, live: LiveJob, node: str) -> OutputSlot:
+        state = OutputSlotState(
+            live.org,
+            live.id,
+            node,
+            cap=self.max_output_bytes,
+            close_timeout=self.output_close_timeout,
+        )
+        slot = OutputSlot(state, self._slot_node_down)
+        self._slots[(live.id, node)] = slot
+        online = self._nodes.node_state(live.org, node) is not None
+        entry = live.state.nodes.get(node)
+        self._carry_out_slot(slot, state.open(node_online=online, entry=entry, now=time.time()))
+        return slot
+
+    def _close_slot(self, slot: OutputSlot, reason: str) -> None:
+        self._carry_out_slot(slot, slot.state.close(reason))
+
+    def _slot_node_down(self, slot: OutputSlot) -> None:
+        self._carry_out_slot(slot, slot.state.node_down())
+
+    def _slot_close_timer(self, slot: OutputSlot) -> None:
+        self._carry_out_slot(slot, slot.state.close_timer_fired())
+
+    def _carry_out_slot(self, slot: OutputSlot, outputs: list[SlotOutput]) -> None:
+        key = (slot.job_id, slot.node)
+        for out in outputs:
+            if isinstance(out, MarkDirty):
+                self._dirty_slots[key] = slot
+                slot.changed.notify()
+                self._flush_wakeup.set()
+            elif isinstance(out, OutputActivity):
+                self.output_activity.notify()
+            elif isinstance(out, WatchNode):
+                self._nodes.watch(slot.org, slot.node, slot)
+            elif isinstance(out, UnwatchNode):
+                self._nodes.unwatch(slot.org, slot.node, slot)
+            elif isinstance(out, ScheduleClose):
+                slot.close_timer = self._timers.call_later(
+                    out.delay, functools.partial(self._slot_close_timer, slot)
+                )
+            elif isinstance(out, CancelClose):
+                if slot.close_timer is not None:
+                    slot.close_timer.cancel()
+            elif isinstance(out, Closed):
+                live = self._live.get(slot.job_id)
+                if live is not None:
+                    live.closed_outputs.add(slot.node)
+                if out.with_record:
+                    log.debug(
+                        "output of %s in job %s closed: %s", slot.node, slot.job_id, out.reason
+                    )
+            elif isinstance(out, Forget):
+                self._slots.pop(key, None)
+                slot.changed.notify()
+            elif isinstance(out, GapMismatch):
+                log.info(
+                    "job %s node %s/%s %s: omitted_bytes %d but the gap is %d",
+                    slot.job_id,
+                    slot.org,
+                    slot.node,
+                    out.channel,
+                    out.omitted_bytes,
+                    out.gap,
+                )
 
     # ---- carrying out state machine outputs ---------------------------------------------
 
@@ -617,10 +528,10 @@ class JobManager:
         if not live.job.capture:
             return
         slot = self._slots.get((live.id, node))
-        if entry.status == NodeStatus.RUNNING and slot is None and node not in live.closed_outputs:
-            slot = self._new_slot(live, node)
-        if slot is not None and entry.status in FINAL_NODE_STATUSES:
-            self._schedule_output_close(slot, entry.finished_at)
+        if slot is not None:
+            self._carry_out_slot(slot, slot.state.node_changed(entry, time.time()))
+        elif entry.status == NodeStatus.RUNNING and live.output_may_open(node):
+            self._new_slot(live, node)
         self.output_activity.notify()
 
     def _send(self, live: LiveJob, out: SendCommand) -> None:
@@ -660,7 +571,7 @@ class JobManager:
     ) -> None:
         if live.phase_timer is not None:
             live.phase_timer.cancel()
-        live.phase_timer = self._call_later(delay, lambda: self._apply(live, fire))
+        live.phase_timer = self._timers.call_later(delay, lambda: self._apply(live, fire))
 
     def _finish_live(self, live: LiveJob) -> None:
         """Final status reached (lifecycle.md §4.6): timers and watchers off, grace starts."""
@@ -671,7 +582,7 @@ class JobManager:
         for name in live.state.nodes:
             self._nodes.unwatch(live.org, name, live)
         log.info("job %s finished: %s", live.id, live.state.status)
-        self._call_later(self.wait_complete_time, lambda: self._spawn(self._expire(live)))
+        self._timers.call_later(self.wait_complete_time, lambda: self._spawn(self._expire(live)))
 
     async def _expire(self, live: LiveJob) -> None:
         """End of the grace period: make sure its rows are written, then forget the job."""
@@ -679,30 +590,6 @@ class JobManager:
         if self._live.get(live.id) is live:
             del self._live[live.id]
         live.changed.notify()
-
-    # ---- timers -------------------------------------------------------------------------
-
-    def _call_later(self, delay: float, fn: Callable[[], None]) -> _Timer:
-        timer = _Timer(fn)
-        heapq.heappush(self._heap, (trio.current_time() + delay, next(self._seq), timer))
-        self._timer_wakeup.set()
-        return timer
-
-    async def _timer_loop(self) -> None:
-        while True:
-            now = trio.current_time()
-            while self._heap and self._heap[0][0] <= now:
-                _, _, timer = heapq.heappop(self._heap)
-                if timer.cancelled:
-                    continue
-                try:
-                    timer.fn()
-                except Exception:
-                    log.exception("timer callback failed")
-            deadline = self._heap[0][0] if self._heap else math.inf
-            self._timer_wakeup = trio.Event()
-            with trio.move_on_at(deadline):
-                await self._timer_wakeup.wait()
 
     def _spawn(self, coro: Coroutine[Any, Any, None]) -> None:
         if self._nursery is None:
@@ -738,41 +625,37 @@ class JobManager:
         async with self._write_lock:
             jobs, self._pending_jobs = self._pending_jobs, {}
             nodes, self._pending_nodes = self._pending_nodes, {}
-            slots, deltas = self._take_output_deltas() if outputs else ([], [])
-            if not (jobs or nodes or deltas):
+            writes = self._take_output_writes() if outputs else []
+            if not (jobs or nodes or writes):
                 return
             try:
-                await self._store.write_batch(jobs, list(nodes.values()), deltas)
+                await self._store.write_batch(
+                    jobs, list(nodes.values()), [write.delta for _, write in writes]
+                )
             except BaseException:
                 for job_id, value in jobs.items():
                     self._pending_jobs.setdefault(job_id, value)
                 for job_node, row in nodes.items():
                     self._pending_nodes.setdefault(job_node, row)
-                for slot, _, _ in slots:
+                for slot, _ in writes:
                     self._dirty_slots.setdefault((slot.job_id, slot.node), slot)
                 self._flush_wakeup.set()
                 raise
-            for slot, version, written in slots:
-                written()
-                slot.written = max(slot.written, version)
+            for slot, write in writes:
                 key = (slot.job_id, slot.node)
-                if slot.done and slot.written == slot.version and self._slots.get(key) is slot:
+                if slot.state.wrote(write) and self._slots.get(key) is slot:
                     del self._slots[key]
 
-    def _take_output_deltas(
-        self,
-    ) -> tuple[list[tuple[OutputSlot, int, Callable[[], None]]], list[OutputDelta]]:
-        """What the dirty output records gained: (slot, its version, mark written) and deltas."""
+    def _take_output_writes(self) -> list[tuple[OutputSlot, SlotWrite]]:
+        """What the dirty output records gained since their last write."""
         self._last_output_flush = trio.current_time()
-        slots: list[tuple[OutputSlot, int, Callable[[], None]]] = []
-        deltas: list[OutputDelta] = []
+        writes: list[tuple[OutputSlot, SlotWrite]] = []
         for slot in self._dirty_slots.values():
-            if slot.record is not None:
-                delta, written = slot.record.take_delta()
-                slots.append((slot, slot.version, written))
-                deltas.append(delta)
+            write = slot.state.take_write()
+            if write is not None:
+                writes.append((slot, write))
         self._dirty_slots = {}
-        return slots, deltas
+        return writes
 
     async def _flush_soft(self) -> None:
         """Flush for an HTTP answer; a failing store is retried by the flush loop."""

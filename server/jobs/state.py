@@ -391,4 +391,3 @@ class JobState:
     def _take(self) -> list[Output]:
         out, self._out = self._out, []
         return out
-

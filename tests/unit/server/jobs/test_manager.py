@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 import trio
 
-from pushjobs.protocol.messages import AckCommit, AckRun, Output, Succeeded
+from pushjobs.protocol.messages import Aborted, AckCommit, AckRun, Output, Succeeded
 from pushjobs.protocol.timestamps import StrictClock
 from pushjobs.server.config import Settings, TimingSettings
 from pushjobs.server.jobs.manager import JobAlreadyFinished, JobManager, JobNotFound
@@ -324,3 +324,30 @@ async def test_v2_result_after_grace_is_stored(env) -> None:
             await trio.sleep(0.02)
     record = env.store.get_output(job_id, "a")
     assert record.stdout == b"late\n" and record.stderr == b"" and record.closed
+
+
+async def test_open_output_closes_output_close_timeout_after_the_node_is_final(env) -> None:
+    m = env.manager
+    job_id = await m.start_job(env.org, ADMIN, spec(["a", "b"], capture=True))
+    for node in ("a", "b"):
+        m.on_job_message("acme", node, msg(AckCommit, node, job_id), "3.0")
+    for node in ("a", "b"):
+        m.on_job_message("acme", node, msg(AckRun, node, job_id), "3.0")
+        m.on_output("acme", node, msg(Output, node, job_id, channel="stdout", offset=0, data=b"x"))
+    assert m.live_job("acme", job_id).state.nodes_by_status() == {"running": ["a", "b"]}
+    # the slots opened when the nodes started running; each watches its node beside the job
+    assert {n: len(w) for (_, n), w in env.nodes.watchers.items()} == {"a": 2, "b": 2}
+    await m.abort_job(env.org, job_id)  # both nodes final (aborted); their records stay open
+    slot = m.output_slot(job_id, "a")
+    assert slot is not None and not slot.done and slot.close_timer is not None
+    m.on_aborted("acme", "b", msg(Aborted, "b", job_id))  # closes b's record at once
+    assert m.output_slot(job_id, "b").done
+    # a tail chunk after the final status is still kept (lifecycle.md §8)
+    m.on_output("acme", "a", msg(Output, "a", job_id, channel="stdout", offset=1, data=b"y"))
+    with trio.fail_after(5):  # output_close_timeout is 0.3 s in this fixture
+        while m.output_slot(job_id, "a") is not None:
+            await trio.sleep(0.02)
+    record = env.store.get_output(job_id, "a")
+    assert record.stdout == b"xy" and record.closed
+    assert env.store.get_output(job_id, "b").closed
+    assert not any(env.nodes.watchers.get(("acme", n)) for n in ("a", "b"))
