@@ -20,10 +20,10 @@ from pushjobs.server.http.job_views import (
     group_nodes,
     job_not_found,
     job_object,
-    live_node_row,
     no_output,
 )
 from pushjobs.server.jobs.events import KEEPALIVE, format_sse, make_event
+from pushjobs.server.store.records import JobNode
 
 if TYPE_CHECKING:
     from starlette.types import Send
@@ -36,7 +36,7 @@ if TYPE_CHECKING:
         LiveJobView,
         OutputSlotView,
     )
-    from pushjobs.server.store.records import Job, JobNode
+    from pushjobs.server.store.records import Job
 
 SSE_HEADERS = {
     "content-type": MediaType.EVENT_STREAM.value,
@@ -224,7 +224,7 @@ class OutputStream:
         if live is not None:
             n = live.state.nodes.get(self.node)
             if n is not None:
-                return live_node_row(self.job.id, n)
+                return JobNode.of(self.job.id, n)
         if self.row is None:
             rows = await self.store.get_job_nodes(self.job.id)
             self.row = next((row for row in rows if row.node_name == self.node), None)

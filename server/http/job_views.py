@@ -10,7 +10,7 @@ from pushjobs.server.http.errors import HttpError
 from pushjobs.server.store.records import JobNode
 
 if TYPE_CHECKING:
-    from pushjobs.server.store.records import Job, NodeProgress
+    from pushjobs.server.store.records import Job
 
 
 def format_date(t: float | None) -> str | None:
@@ -56,11 +56,6 @@ def group_nodes(rows: list[JobNode]) -> dict[str, list[str]]:
     for names in result.values():
         names.sort()
     return result
-
-
-def live_node_row(job_id: str, node: NodeProgress) -> JobNode:
-    """A live job's node as the node row the store would hold."""
-    return JobNode.of(job_id, node)
 
 
 def job_not_found(job_id: str) -> HttpError:

@@ -17,13 +17,12 @@ from pushjobs.server.http.job_views import (
     group_nodes,
     job_not_found,
     job_object,
-    live_node_row,
     no_output,
 )
 from pushjobs.server.http.responses import json_response
 from pushjobs.server.jobs.manager import JobAlreadyFinished, JobNotFound
 from pushjobs.server.jobs.validation import JobValidationError, validate_job_body
-from pushjobs.server.store.records import JOB_STATUSES, OutputTotals
+from pushjobs.server.store.records import JOB_STATUSES, JobNode, OutputTotals
 
 if TYPE_CHECKING:
     from pushjobs.server.http.context import RequestContext
@@ -165,7 +164,7 @@ async def job_nodes(ctx: RequestContext, deps: HttpDeps) -> Response:
     job_id = ctx.params["id"]
     live = deps.jobs.live_job(org.name, job_id)
     if live is not None:
-        rows = [live_node_row(job_id, n) for n in live.state.nodes.values()]
+        rows = [JobNode.of(job_id, n) for n in live.state.nodes.values()]
     else:
         if await deps.store.get_job(org.name, job_id) is None:
             raise job_not_found(job_id)
