@@ -88,6 +88,7 @@ class Agent:
             on_watchdog=self._on_watchdog,
             on_send_failure=self._on_send_failure,
             on_new_incarnation=self._on_new_incarnation,
+            on_abandoned=self._on_abandoned,
             job_state=lambda: (self.runner.state, self.runner.job_id),
             log=log,
         )
@@ -196,6 +197,10 @@ class Agent:
 
     def _on_send_failure(self) -> None:
         self.schedule.on_send_failure(trio.current_time())
+        self._schedule_changed.set()
+
+    def _on_abandoned(self, reason: str, interval: float) -> None:
+        self.schedule.on_connection_abandoned(trio.current_time(), interval, reason)
         self._schedule_changed.set()
 
     def _on_new_incarnation(self, incarnation: str, interval: float) -> None:

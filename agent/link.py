@@ -16,6 +16,7 @@ import trio
 import zmq
 from zmq.utils.monitor import parse_monitor_message
 
+from pushjobs.agent.connection_watch import WATCHED_EVENTS, ConnectionWatch
 from pushjobs.agent.inbound import Drop, check_command, check_heartbeat
 from pushjobs.agent.liveness import OFFLINE, SEND, ServerLiveness
 from pushjobs.agent.runner import Send
@@ -101,10 +102,11 @@ class _Session:
             self.dealer.setsockopt_string(zmq.CURVE_SERVERKEY, config.curve_public_key)
             self.dealer.setsockopt_string(zmq.CURVE_PUBLICKEY, ident.curve_public)
             self.dealer.setsockopt_string(zmq.CURVE_SECRETKEY, ident.curve_secret)
-        # Disconnect events, so that a peer libzmq dropped (e.g. for MAXMSGSIZE) is logged.
+        # Connection events, so that a peer libzmq dropped (e.g. for MAXMSGSIZE) is logged and
+        # a connection libzmq abandoned (no retry follows) leads to a reconfigure.
         self.monitors = {
-            "heartbeat": self.sub.get_monitor_socket(zmq.EVENT_DISCONNECTED),
-            "command": self.dealer.get_monitor_socket(zmq.EVENT_DISCONNECTED),
+            "heartbeat": self.sub.get_monitor_socket(WATCHED_EVENTS),
+            "command": self.dealer.get_monitor_socket(WATCHED_EVENTS),
         }
         self.sub.connect(config.out_addr)
         self.dealer.connect(config.command_addr)
@@ -130,7 +132,8 @@ class Link:
     """Sockets, outbox, heartbeats. Callbacks: `on_command(fields)` for validated server
     commands, `on_trigger(reason)` to ask for a reconfigure now, `on_watchdog(n)` when the
     n-th connection in a row stayed silent, `job_state()` for heartbeats,
-    `on_new_incarnation(id, interval)` for a server restart."""
+    `on_new_incarnation(id, interval)` for a server restart, `on_abandoned(reason, interval)`
+    when libzmq gave up a connection."""
 
     def __init__(
         self,
@@ -141,6 +144,7 @@ class Link:
         on_watchdog: Callable[[int], None],
         on_send_failure: Callable[[], None],
         on_new_incarnation: Callable[[str, float], None],
+        on_abandoned: Callable[[str, float], None],
         job_state: Callable[[], tuple[str, str | None]],
         log: logging.Logger | logging.LoggerAdapter[Any],
     ) -> None:
@@ -151,6 +155,7 @@ class Link:
         self.silent_connections = 0  # consecutive connections the watchdog found silent
         self.on_send_failure = on_send_failure
         self.on_new_incarnation = on_new_incarnation
+        self.on_abandoned = on_abandoned
         self.job_state = job_state
         self.log = log
         self.drop = ThrottledWarnings(log)
@@ -367,13 +372,19 @@ class Link:
             self.on_watchdog(self.silent_connections)
 
     async def _monitor_loop(self, session: _Session, name: str) -> None:
-        """Log disconnects of one socket until its session closes (libzmq reconnects)."""
+        """Log disconnects of one socket until its session closes; when libzmq abandons the
+        connection instead of retrying it, ask for a reconfigure (within one heartbeat
+        interval, jittered, so a fleet dropped at once does not fetch its config at once)."""
         monitor, fd = session.monitors[name], session.monitor_fds[name]
         limit = AGENT_SUB_MESSAGE_LIMIT if name == "heartbeat" else AGENT_DEALER_MESSAGE_LIMIT
+        watch = ConnectionWatch()
         while not session.closed:
             try:
                 while not session.closed:
                     event = parse_monitor_message(monitor.recv_multipart(zmq.NOBLOCK))
+                    watch.event(int(event["event"]), trio.current_time())
+                    if event["event"] != zmq.EVENT_DISCONNECTED:
+                        continue
                     raw_endpoint: object = event.get("endpoint", b"")
                     endpoint = (
                         raw_endpoint.decode("utf-8", "replace")
@@ -388,6 +399,9 @@ class Link:
                 pass
             except (zmq.ZMQError, ValueError, trio.ClosedResourceError):
                 return
+            if watch.abandoned(trio.current_time()) and not session.closed:
+                self.log.warning("%s socket: libzmq will not reconnect, reconfiguring", name)
+                self.on_abandoned(f"{name} connection abandoned", session.config.interval)
             try:
                 with trio.move_on_after(SAFETY_WAKE):
                     await trio.lowlevel.wait_readable(fd)

@@ -245,6 +245,11 @@ class ReconfigureSchedule:
     def on_send_failure(self, now: float) -> None:
         self.request(now + 60.0 * (1.0 - self.rng.random()), "send failure")
 
+    def on_connection_abandoned(self, now: float, interval: float, reason: str) -> None:
+        """libzmq dropped a connection for good (a protocol error such as an oversized message):
+        reconfigure within one heartbeat interval, jittered across a fleet."""
+        self.request(now + self.rng.uniform(0.0, max(0.0, interval)), reason)
+
     def begin(self) -> str:
         """A run starts now: consume the pending triggers; return the reason."""
         reason = self.urgent_reason or "config lifetime expired"

@@ -197,6 +197,13 @@ def test_send_failure_moves_deadline_never_later() -> None:
     assert s.urgent_at == 12.0
 
 
+def test_abandoned_connection_reconfigures_within_one_interval() -> None:
+    s = schedule()
+    s.on_connection_abandoned(50.0, 10.0, "command connection abandoned")
+    assert s.urgent_at is not None and 50.0 <= s.urgent_at <= 60.0
+    assert s.begin() == "command connection abandoned"
+
+
 def test_failure_backoff_and_reset() -> None:
     s = schedule()
     s.begin()

@@ -1,0 +1,39 @@
+"""ConnectionWatch: a disconnect without a retry is reported once, after the grace."""
+
+import zmq
+
+from pushjobs.agent.connection_watch import ConnectionWatch
+
+
+def test_a_retried_disconnect_is_not_abandoned() -> None:
+    watch = ConnectionWatch(grace=2.0)
+    watch.event(zmq.EVENT_DISCONNECTED, 10.0)
+    watch.event(zmq.EVENT_CONNECT_RETRIED, 10.01)
+    assert not watch.abandoned(20.0)
+
+
+def test_a_disconnect_without_retry_is_abandoned_once_after_the_grace() -> None:
+    watch = ConnectionWatch(grace=2.0)
+    watch.event(zmq.EVENT_CONNECTED, 9.0)
+    watch.event(zmq.EVENT_DISCONNECTED, 10.0)
+    assert not watch.abandoned(11.9)
+    assert watch.abandoned(12.0)
+    assert not watch.abandoned(30.0)
+
+
+def test_a_later_connect_clears_a_pending_disconnect() -> None:
+    watch = ConnectionWatch(grace=2.0)
+    watch.event(zmq.EVENT_DISCONNECTED, 10.0)
+    watch.event(zmq.EVENT_CONNECTED, 11.0)
+    assert not watch.abandoned(15.0)
+
+
+def test_repeated_disconnects_count_from_the_first() -> None:
+    watch = ConnectionWatch(grace=2.0)
+    watch.event(zmq.EVENT_DISCONNECTED, 10.0)
+    watch.event(zmq.EVENT_DISCONNECTED, 11.5)
+    assert watch.abandoned(12.0)
+
+
+def test_nothing_happened_nothing_abandoned() -> None:
+    assert not ConnectionWatch().abandoned(1e9)
