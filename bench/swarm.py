@@ -136,14 +136,35 @@ async def wait_available(
     return None, available
 
 
+def _limit(text: str) -> int | str:
+    """A command-line limit as the API takes it: a count, or the "N%" string."""
+    return int(text) if text.isdigit() else text
+
+
 async def run_job(
-    http: SignedHttp, names: list[str], args: argparse.Namespace, figures: Figures, index: int
+    http: SignedHttp,
+    names: list[str],
+    args: argparse.Namespace,
+    figures: Figures,
+    index: int,
+    *,
+    pid: int | None = None,
+    max_concurrency: str | None = None,
+    jobs: int = 1,
 ) -> None:
     """POST a job on every node, follow its SSE feed to the end, read the final job object."""
-    tag = f"job {index + 1}" if args.jobs > 1 else "job"
+    tag = f"job {index + 1}" if jobs > 1 else "job"
     body: dict[str, Any] = {"command": "swarm-bench", "nodes": names, "run_timeout": 600}
     if args.capture:
         body["capture_output"] = True
+    if max_concurrency is not None:
+        body["max_concurrency"] = (
+            int(max_concurrency) if max_concurrency.isdigit() else max_concurrency
+        )
+        tag += f" (max_concurrency {max_concurrency})"
+    if args.max_errors is not None:
+        body["max_errors"] = int(args.max_errors) if args.max_errors.isdigit() else args.max_errors
+    cpu0 = sample(pid)
     t0 = time.monotonic()
     response = await http.request("POST", "jobs", body=body)
     t_post = time.monotonic() - t0
@@ -165,6 +186,7 @@ async def run_job(
             if name == "job_complete":
                 final_status = data.get("status")
                 break
+    cpu1 = sample(pid)
     job: dict[str, Any] = {}
     deadline = time.monotonic() + 10
     while time.monotonic() < deadline:  # node rows are written in batches: wait until all final
@@ -204,6 +226,14 @@ async def run_job(
         f"{tag}: node counts",
         ", ".join(f"{k}={v}" for k, v in node_counts.items()) or "none",
     )
+    if cpu0 and cpu1:
+        cpu = cpu1.cpu - cpu0.cpu
+        figures.add(
+            f"{key}_server_cpu_s",
+            round(cpu, 3),
+            f"{tag}: server CPU, POST → job_complete",
+            f"{cpu:.2f} s ({1e6 * cpu / len(names):.0f} µs a node)",
+        )
     figures.values[f"{key}_events"] = counts
     figures.note(
         f"{tag}: feed events",
@@ -320,8 +350,13 @@ async def _measure(
     )
 
     s_jobs0 = sample(pid)
-    for index in range(args.jobs):
-        await run_job(http, names, args, figures, index)
+    plan = [args.max_concurrency] * args.jobs
+    if args.compare_limit is not None:  # the same job without, then with the limit
+        plan = [None, args.compare_limit] * args.jobs
+    for index, limit in enumerate(plan):
+        await run_job(
+            http, names, args, figures, index, pid=pid, max_concurrency=limit, jobs=len(plan)
+        )
     s_jobs1 = sample(pid)
     figures.note("server CPU, job phase", cpu_text(s_jobs0, s_jobs1))
     if s_jobs0 and s_jobs1:
@@ -390,6 +425,13 @@ def build_parser() -> argparse.ArgumentParser:
     add("--concurrency", type=int, default=16, help="config fetches in flight (default 16)")
     add("--steady", type=float, default=10.0, help="steady heartbeat window, s (default 10)")
     add("--jobs", type=int, default=1, help="jobs to run one after another (default 1)")
+    add("--max-concurrency", metavar="N|N%", help="the jobs' max_concurrency (default none)")
+    add("--max-errors", metavar="N|N%", help="the jobs' max_errors (default none)")
+    add(
+        "--compare-limit",
+        metavar="N|N%",
+        help="run each job twice: without a limit, then with max_concurrency N (the refill cost)",
+    )
     add("--run-time", type=float, default=0.0, help="simulated command run time, s (default 0)")
     add("--capture", action="store_true", help="capture_output jobs (3.0 agents send output)")
     add("--output-chunks", type=int, default=2, help="output messages per node (default 2)")

@@ -20,6 +20,7 @@ class JobStatus(StrEnum):
     TIMED_OUT = "timed_out"
     CRASHED = "crashed"
     ABORTED = "aborted"  # extension (lifecycle.md §7)
+    STOPPED = "stopped"  # extension: the error budget ran out (lifecycle.md §12)
 
 
 class NodeStatus(StrEnum):
@@ -36,6 +37,7 @@ class NodeStatus(StrEnum):
     CRASHED = "crashed"
     WAS_READY = "was_ready"
     TIMED_OUT = "timed_out"
+    SKIPPED = "skipped"  # extension: never run, the error budget ran out (lifecycle.md §12)
 
 
 OPEN_JOB_STATUSES: frozenset[JobStatus] = frozenset(

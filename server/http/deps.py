@@ -12,10 +12,12 @@ if TYPE_CHECKING:
 
     from pushjobs.server.config import Settings
     from pushjobs.server.jobs.events import JobEventLog, OrgFeedLog
+    from pushjobs.server.jobs.live import OutputArrival, OutputEnd
     from pushjobs.server.jobs.output import NodeOutput
     from pushjobs.server.nodes.sessions import SessionOwner
     from pushjobs.server.principals.requestor import Requestor
     from pushjobs.server.principals.rules import PrincipalBackend
+    from pushjobs.server.store.interfaces import JobFilters
     from pushjobs.server.store.records import (
         Job,
         JobNode,
@@ -41,6 +43,8 @@ class JobRecords(Protocol):
         statuses: Sequence[str] | None = None,
         limit: int | None = None,
         offset: int = 0,
+        *,
+        filters: JobFilters | None = None,
     ) -> list[Job]: ...
     async def get_output(self, job_id: str, node_name: str) -> OutputRecord | None: ...
     async def get_output_totals(self, job_id: str) -> dict[str, OutputTotals]: ...
@@ -103,6 +107,10 @@ class LiveJobView(Protocol):
     def log(self) -> JobEventLog: ...
     @property
     def changed(self) -> Notifier: ...
+    @property
+    def output_log(self) -> Sequence[OutputArrival | OutputEnd]: ...
+    @property
+    def output_changed(self) -> Notifier: ...
 
 
 class OutputSlotView(Protocol):
@@ -146,7 +154,7 @@ class JobEngine(Protocol):
     def output_slot(self, job_id: str, node: str) -> OutputSlotView | None: ...
     def org_feed(self, org: str) -> OrgFeedView: ...
     async def start_job(self, org: Org, requestor: Requestor, spec: JobSpec) -> str: ...
-    async def abort_job(self, org: Org, job_id: str) -> LiveJobView: ...
+    async def abort_job(self, org: Org, job_id: str, requestor: Requestor) -> LiveJobView: ...
 
 
 # ---- the dependencies --------------------------------------------------------------------

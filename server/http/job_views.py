@@ -21,7 +21,11 @@ def format_date(t: float | None) -> str | None:
 def job_object(
     job: Job, nodes: dict[str, list[str]] | None, *, include_file: bool = False
 ) -> dict[str, Any]:
-    """The job object of §7.5 (without `nodes` when `nodes` is None, as in §7.3)."""
+    """The job object of §7.5 (without `nodes` when `nodes` is None, as in §7.3).
+
+    Options and limits appear only when given, `aborted_by` only for a job aborted through the
+    API; `requested_by` always.
+    """
     obj: dict[str, Any] = {
         "id": job.id,
         "command": job.command,
@@ -29,6 +33,7 @@ def job_object(
         "run_timeout": job.run_timeout,
         "created_at": format_rfc1123(job.created_at),
         "updated_at": format_rfc1123(max(job.updated_at, job.created_at)),
+        "requested_by": job.requestor_name,
     }
     if nodes is not None:
         obj["nodes"] = nodes
@@ -45,6 +50,12 @@ def job_object(
             obj["file"] = job.file
         else:
             obj["file_specified"] = True
+    if job.max_concurrency is not None:
+        obj["max_concurrency"] = job.max_concurrency
+    if job.max_errors is not None:
+        obj["max_errors"] = job.max_errors
+    if job.aborted_by is not None:
+        obj["aborted_by"] = job.aborted_by
     return obj
 
 

@@ -3,7 +3,6 @@ stored output. The SSE streams are in `feeds.py`."""
 
 from __future__ import annotations
 
-import re
 from typing import TYPE_CHECKING
 from urllib.parse import quote
 
@@ -12,6 +11,7 @@ from starlette.responses import Response
 from pushjobs.protocol.vocabulary import MediaType, OutputChannel
 from pushjobs.server.http import feeds
 from pushjobs.server.http.errors import HttpError
+from pushjobs.server.http.job_filters import next_page_query, parse_list_query
 from pushjobs.server.http.job_views import (
     format_date,
     group_nodes,
@@ -22,14 +22,12 @@ from pushjobs.server.http.job_views import (
 from pushjobs.server.http.responses import json_response
 from pushjobs.server.jobs.manager import JobAlreadyFinished, JobNotFound
 from pushjobs.server.jobs.validation import JobValidationError, validate_job_body
-from pushjobs.server.store.records import JOB_STATUSES, JobNode, OutputTotals
+from pushjobs.server.store.records import JobNode, OutputTotals
 
 if TYPE_CHECKING:
     from pushjobs.server.http.context import RequestContext
     from pushjobs.server.http.deps import HttpDeps, LiveJobView
     from pushjobs.server.store.records import Job
-
-_DIGITS = re.compile(r"[0-9]{1,10}")
 
 
 async def _job_and_nodes(
@@ -50,42 +48,40 @@ async def _job_and_nodes(
 # ---- GET/POST org/jobs ---------------------------------------------------------------
 
 
-def _query_filters(ctx: RequestContext) -> tuple[list[str] | None, int | None, int]:
-    query = ctx.request.query_params
-    statuses = None
-    if "status" in query:
-        value = query["status"]
-        statuses = value.split(",")
-        if any(status not in JOB_STATUSES for status in statuses):
-            raise HttpError(400, f"invalid status filter '{value}'")
-    limit = None
-    if "limit" in query:
-        value = query["limit"]
-        if not _DIGITS.fullmatch(value) or not 1 <= int(value) <= 1000:
-            raise HttpError(400, f"invalid limit '{value}' (expected an integer from 1 to 1000)")
-        limit = int(value)
-    offset = 0
-    if "offset" in query:
-        value = query["offset"]
-        if not _DIGITS.fullmatch(value):
-            raise HttpError(400, f"invalid offset '{value}' (expected an integer >= 0)")
-        offset = int(value)
-    return statuses, limit, offset
-
-
 async def list_jobs(ctx: RequestContext, deps: HttpDeps) -> Response:
-    """GET org/jobs: summaries, newest first (§7.3)."""
+    """GET org/jobs: summaries, newest first (§7.3), filtered; with `limit`, a `Link` to the
+    next page when there is one (one row more is fetched to know)."""
     org, _ = ctx.authorized()
-    statuses, limit, offset = _query_filters(ctx)
-    jobs = await deps.store.list_jobs(org.name, statuses, limit, offset)
+    query = parse_list_query(ctx.request.query_params)
+    fetch = None if query.limit is None else query.limit + 1
+    jobs = await deps.store.list_jobs(
+        org.name, query.statuses, fetch, query.offset, filters=query.filters
+    )
+    headers: dict[str, str] = {}
+    if query.limit is not None and len(jobs) > query.limit:
+        jobs = jobs[: query.limit]
+        next_url = _next_page_url(ctx, deps, org.name, query.offset + query.limit)
+        headers["Link"] = f'<{next_url}>; rel="next"'
     result = []
     for job in jobs:
         live = deps.jobs.live_job(org.name, job.id)
         result.append(job_object(live.job if live is not None else job, None))
-    return json_response(result)
+    return json_response(result, headers=headers)
+
+
+def _next_page_url(ctx: RequestContext, deps: HttpDeps, org_name: str, offset: int) -> str:
+    """This listing's URL with `offset` replaced, every other parameter kept as sent."""
+    page = next_page_query(ctx.request.scope.get("query_string", b""), offset)
+    return f"{_jobs_url(ctx, deps, org_name)}?{page}"
 
 
 def _job_uri(ctx: RequestContext, deps: HttpDeps, org_name: str, job_id: str) -> str:
+    return f"{_jobs_url(ctx, deps, org_name)}/{job_id}"
+
+
+def _jobs_url(ctx: RequestContext, deps: HttpDeps, org_name: str) -> str:
+    """The absolute URL of the org's `jobs` as the client reached the server (X-Forwarded-Proto,
+    Host)."""
     request = ctx.request
     # An empty X-Forwarded-Proto (or an empty first element) counts as absent.
     forwarded = request.headers.get("x-forwarded-proto") or ""
@@ -98,7 +94,7 @@ def _job_uri(ctx: RequestContext, deps: HttpDeps, org_name: str, job_id: str) ->
         # No Host header (HTTP/1.0): the server name and the port this connection reached.
         host, port = deps.settings.server_name, _local_port(ctx)
     netloc = host if port in (None, "", "80", "443") else f"{host}:{port}"
-    return f"{scheme}://{netloc}/organizations/{quote(org_name, safe='')}/pushy/jobs/{job_id}"
+    return f"{scheme}://{netloc}/organizations/{quote(org_name, safe='')}/pushy/jobs"
 
 
 def _local_port(ctx: RequestContext) -> str | None:
@@ -145,10 +141,10 @@ async def get_job(ctx: RequestContext, deps: HttpDeps) -> Response:
 
 async def abort_job(ctx: RequestContext, deps: HttpDeps) -> Response:
     """POST org/jobs/{id}/abort (§7.10): 200 with the aborted job, 404, or 409."""
-    org, _ = ctx.authorized()
+    org, requestor = ctx.authorized()
     job_id = ctx.params["id"]
     try:
-        live = await deps.jobs.abort_job(org, job_id)
+        live = await deps.jobs.abort_job(org, job_id, requestor)
     except JobNotFound:
         raise job_not_found(job_id) from None
     except JobAlreadyFinished as exc:

@@ -155,8 +155,13 @@ def start_event_data(spec: Any, requestor_name: str) -> dict[str, Any]:
         "quorum": spec.quorum,
         "node_count": len(spec.nodes),
         "user": requestor_name,
+        "requested_by": requestor_name,
         "capture": spec.capture,
     }
+    if spec.max_concurrency is not None:
+        data["max_concurrency"] = spec.max_concurrency
+    if spec.max_errors is not None:
+        data["max_errors"] = spec.max_errors
     if spec.user is not None:
         data["job_user"] = spec.user
     if spec.dir is not None:

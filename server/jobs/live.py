@@ -9,6 +9,7 @@ reach a live job or slot as `NodeWatcher` calls and go straight back to the mana
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import trio
@@ -36,6 +37,24 @@ class Notifier:
         event.set()
 
 
+@dataclass(frozen=True, slots=True)
+class OutputArrival:
+    """Bytes `start`..`end` of a node's channel arrived (the per-job output feed's order)."""
+
+    node: str
+    channel: str
+    start: int
+    end: int
+
+
+@dataclass(frozen=True, slots=True)
+class OutputEnd:
+    """A node's channel is complete: its output record closed."""
+
+    node: str
+    channel: str
+
+
 class LiveJob:
     """One job in memory (running, or finished less than `wait_complete_time` ago)."""
 
@@ -51,6 +70,11 @@ class LiveJob:
         self.finishing = False
         self.closed_outputs: set[str] = set()  # nodes whose output slot is done
         self.command_fields: dict[str, dict[str, Any]] = {}  # see JobManager._send
+        # Capture jobs: every node's output growth and ends in arrival order, for the per-job
+        # output feed (not served yet); `output_changed` wakes its readers.
+        self.output_log: list[OutputArrival | OutputEnd] = []
+        self.output_changed = Notifier()
+        self.node_timers: dict[str, Timer] = {}  # per-node run deadlines (max_concurrency)
         self._on_node_down = on_node_down
 
     @property
@@ -73,12 +97,14 @@ class LiveJob:
 class OutputSlot:
     """The live output of (job, node): its pure lifecycle, close timer and readers' notifier."""
 
-    __slots__ = ("_on_node_down", "changed", "close_timer", "state")
+    __slots__ = ("_on_node_down", "changed", "close_timer", "logged", "state")
 
     def __init__(self, state: OutputSlotState, on_node_down: Callable[[OutputSlot], None]) -> None:
         self.state = state
         self.changed = Notifier()
         self.close_timer: Timer | None = None
+        # Per channel: (generation, length) of the stored bytes already in the job's output log.
+        self.logged: dict[str, tuple[int, int]] = {}
         self._on_node_down = on_node_down
 
     @property

@@ -24,7 +24,14 @@ from pushjobs.protocol.messages import Failed, Succeeded
 from pushjobs.protocol.messages import Output as OutputMessage
 from pushjobs.protocol.vocabulary import JobStatus, MessageType, NodeStatus, OutputChannel
 from pushjobs.server.jobs.events import SseClock, start_event_data
-from pushjobs.server.jobs.live import LiveJob, Notifier, OrgFeed, OutputSlot
+from pushjobs.server.jobs.live import (
+    LiveJob,
+    Notifier,
+    OrgFeed,
+    OutputArrival,
+    OutputEnd,
+    OutputSlot,
+)
 from pushjobs.server.jobs.output import NodeOutput
 from pushjobs.server.jobs.output_slots import (
     CancelClose,
@@ -47,11 +54,13 @@ from pushjobs.server.jobs.state import (
     JobChanged,
     JobState,
     NodeChanged,
+    NodeDeadline,
     Output,
     RehabRequest,
     SendCommand,
 )
 from pushjobs.server.jobs.timers import TimerQueue
+from pushjobs.server.jobs.validation import resolve_limit
 from pushjobs.server.nodes.state import NodePhase
 from pushjobs.server.store.records import Job, JobNode, JobSpec, Org, OutputDelta, OutputRecord
 
@@ -102,6 +111,7 @@ class JobRecordStore(Protocol):
         deltas: Sequence[OutputDelta],
     ) -> None: ...
     async def create_job(self, job: Job, node_names: Sequence[str]) -> None: ...
+    async def set_job_aborted_by(self, job_id: str, name: str) -> None: ...
     async def get_job(self, org_name: str, job_id: str) -> Job | None: ...
     async def get_job_nodes(self, job_id: str) -> list[JobNode]: ...
     async def get_output(self, job_id: str, node_name: str) -> OutputRecord | None: ...
@@ -197,12 +207,19 @@ class JobManager:
     async def start_job(self, org: Org, requestor: Requestor, spec: JobSpec) -> str:
         """Store and start a job (lifecycle.md §4.3); returns its id once it is voting."""
         job = _new_job(org, requestor, spec, time.time())
+        count = len(spec.nodes)
         state = JobState(
             job.id,
             list(spec.nodes),
             spec.quorum,
             spec.run_timeout,
             start_event_data(spec, requestor.name),
+            max_concurrency=None
+            if spec.max_concurrency is None
+            else resolve_limit(spec.max_concurrency, count, round_up=True),
+            max_errors=None
+            if spec.max_errors is None
+            else resolve_limit(spec.max_errors, count, round_up=False),
         )
         live = LiveJob(job, state, self._node_down)
         self._live[job.id] = live
@@ -218,13 +235,14 @@ class JobManager:
             raise
         idle, replaced = self._watch_members(live, members)
         log.info(
-            "job %s started by %s %s in %s: %d node(s), quorum %d",
+            "job %s started by %s %s in %s: %d node(s), quorum %d%s",
             job.id,
             requestor.type,
             requestor.name,
             org.name,
-            len(spec.nodes),
+            count,
             spec.quorum,
+            _limits_text(state),
         )
         self._apply(live, lambda t: state.start(t, idle, replaced))
         live.started.set()
@@ -254,8 +272,9 @@ class JobManager:
             )
         return idle, replaced
 
-    async def abort_job(self, org: Org, job_id: str) -> LiveJob:
-        """Abort a job in `new`/`voting`/`running` (lifecycle.md §7); returns the live job.
+    async def abort_job(self, org: Org, job_id: str, requestor: Requestor) -> LiveJob:
+        """Abort a job in `new`/`voting`/`running` (lifecycle.md §7) on behalf of `requestor`;
+        returns the live job.
 
         Raises JobNotFound or JobAlreadyFinished(status).
         """
@@ -270,8 +289,13 @@ class JobManager:
             raise JobNotFound(job_id)  # its creation failed meanwhile
         if live.state.finished:
             raise JobAlreadyFinished(live.state.status)
-        log.info("job %s: abort requested", job_id)
-        self._apply(live, live.state.abort)
+        log.info("job %s: abort requested by %s %s", job_id, requestor.type, requestor.name)
+        live.job.aborted_by = requestor.name
+        self._apply(live, lambda now: live.state.abort(now, requestor.name))
+        try:
+            await self._store.set_job_aborted_by(job_id, requestor.name)
+        except Exception:
+            log.exception("job %s: recording who aborted it failed", job_id)
         await self._flush_soft()
         return live
 
@@ -419,6 +443,9 @@ class JobManager:
 
     def _carry_out_slot(self, slot: OutputSlot, outputs: list[SlotOutput]) -> None:
         key = (slot.job_id, slot.node)
+        live = self._live.get(slot.job_id)
+        if live is not None and slot.record is not None:
+            _log_growth(live, slot)
         for out in outputs:
             if isinstance(out, MarkDirty):
                 self._dirty_slots[key] = slot
@@ -438,9 +465,12 @@ class JobManager:
                 if slot.close_timer is not None:
                     slot.close_timer.cancel()
             elif isinstance(out, Closed):
-                live = self._live.get(slot.job_id)
                 if live is not None:
                     live.closed_outputs.add(slot.node)
+                    if out.with_record:
+                        live.output_log.append(OutputEnd(slot.node, OutputChannel.STDOUT))
+                        live.output_log.append(OutputEnd(slot.node, OutputChannel.STDERR))
+                        live.output_changed.notify()
                 if out.with_record:
                     log.debug(
                         "output of %s in job %s closed: %s", slot.node, slot.job_id, out.reason
@@ -499,6 +529,8 @@ class JobManager:
             elif isinstance(out, SendCommand):
                 if not self._stopping:
                     self._send(live, out)
+            elif isinstance(out, NodeDeadline):
+                self._set_node_deadline(live, out)
             elif isinstance(out, JobChanged):
                 self._pending_jobs[live.id] = (out.status, out.updated_at)
                 live.job.status = out.status
@@ -506,7 +538,13 @@ class JobManager:
                 if out.status == JobStatus.VOTING:
                     self._set_phase_timer(live, self.voting_timeout, live.state.voting_timeout)
                 elif out.status == JobStatus.RUNNING:
-                    self._set_phase_timer(live, float(live.state.run_timeout), live.state.run_timer)
+                    if live.state.max_concurrency is None:
+                        self._set_phase_timer(
+                            live, float(live.state.run_timeout), live.state.run_timer
+                        )
+                    elif live.phase_timer is not None:  # each node has its own deadline
+                        live.phase_timer.cancel()
+                        live.phase_timer = None
                 elif live.state.finished:
                     finished = True
         self._flush_wakeup.set()
@@ -525,6 +563,10 @@ class JobManager:
     def _node_changed(self, live: LiveJob, node: str) -> None:
         entry = live.state.nodes[node]
         self._pending_nodes[(live.id, node)] = JobNode.of(live.id, entry)
+        if entry.final and live.node_timers:
+            timer = live.node_timers.pop(node, None)
+            if timer is not None:
+                timer.cancel()
         if not live.job.capture:
             return
         slot = self._slots.get((live.id, node))
@@ -566,6 +608,15 @@ class JobManager:
                 fields["run_timeout"] = job.run_timeout
         return fields
 
+    def _set_node_deadline(self, live: LiveJob, out: NodeDeadline) -> None:
+        node = out.node
+
+        def fire() -> None:
+            live.node_timers.pop(node, None)
+            self._apply(live, lambda now: live.state.node_run_timeout(node, now))
+
+        live.node_timers[node] = self._timers.call_later(out.delay, fire)
+
     def _set_phase_timer(
         self, live: LiveJob, delay: float, fire: Callable[[float], list[Output]]
     ) -> None:
@@ -579,6 +630,9 @@ class JobManager:
         if live.phase_timer is not None:
             live.phase_timer.cancel()
             live.phase_timer = None
+        for timer in live.node_timers.values():
+            timer.cancel()
+        live.node_timers.clear()
         for name in live.state.nodes:
             self._nodes.unwatch(live.org, name, live)
         log.info("job %s finished: %s", live.id, live.state.status)
@@ -689,4 +743,38 @@ def _new_job(org: Org, requestor: Requestor, spec: JobSpec, now: float) -> Job:
         env=dict(spec.env) if spec.env is not None else None,
         file=spec.file,
         capture=spec.capture,
+        max_concurrency=spec.max_concurrency,
+        max_errors=spec.max_errors,
     )
+
+
+def _log_growth(live: LiveJob, slot: OutputSlot) -> None:
+    """Append what the slot's stored bytes gained since the last look to the job's output log
+    (a replaced channel — a 2.0 result — is logged whole)."""
+    record = slot.record
+    assert record is not None
+    grew = False
+    for name in (OutputChannel.STDOUT, OutputChannel.STDERR):
+        channel = record.channel(name)
+        generation, length = slot.logged.get(name, (0, 0))
+        size = len(channel.data)
+        if channel.generation != generation:
+            length = 0
+        elif size <= length:
+            continue
+        slot.logged[name] = (channel.generation, size)
+        if size > length:
+            live.output_log.append(OutputArrival(slot.node, name, length, size))
+            grew = True
+    if grew:
+        live.output_changed.notify()
+
+
+def _limits_text(state: JobState) -> str:
+    """`, at most N at once, stop after M errors` for the start log line (when set)."""
+    text = ""
+    if state.max_concurrency is not None:
+        text += f", at most {state.max_concurrency} at once"
+    if state.max_errors is not None:
+        text += f", stop after {state.max_errors + 1} error(s)"
+    return text

@@ -1,4 +1,4 @@
-"""Pure state machine of one job (lifecycle.md §4, §5, §7, §9).
+"""Pure state machine of one job (lifecycle.md §4, §5, §7, §9, §12).
 
 Inputs are method calls (node messages, node down, timers, abort, crash), each taking the
 current time; every call returns the ordered list of outputs the caller must carry out:
@@ -7,7 +7,7 @@ commands to send, rehab requests, feed events and records to persist. No I/O, no
 
 from __future__ import annotations
 
-from collections import Counter
+from collections import Counter, deque
 from dataclasses import dataclass
 from typing import Any
 
@@ -78,14 +78,25 @@ class JobChanged:
     updated_at: float
 
 
-Output = SendCommand | RehabRequest | Event | NodeChanged | JobChanged
+@dataclass(frozen=True, slots=True)
+class NodeDeadline:
+    """Call `node_run_timeout(node)` after `delay` seconds (a job with `max_concurrency`)."""
+
+    node: str
+    delay: float
+
+
+Output = SendCommand | RehabRequest | Event | NodeChanged | JobChanged | NodeDeadline
+
+ERROR_STATUSES = frozenset({NodeStatus.FAILED, NodeStatus.CRASHED, NodeStatus.TIMED_OUT})
 
 
 class JobState:
     """Voting, quorum, running, timeouts, abort and crash of one job.
 
-    `nodes` must be distinct names. `start_data` is the `start` event's data (without
-    `timestamp`), built by the caller from the job's options.
+    `nodes` must be distinct names, in the job's order. `start_data` is the `start` event's data
+    (without `timestamp`), built by the caller from the job's options. `max_concurrency` and
+    `max_errors` are node counts (percentages already resolved) or None (lifecycle.md §12).
     """
 
     def __init__(
@@ -95,11 +106,19 @@ class JobState:
         quorum: int,
         run_timeout: int,
         start_data: dict[str, Any],
+        *,
+        max_concurrency: int | None = None,
+        max_errors: int | None = None,
     ) -> None:
         self.job_id = job_id
         self.quorum = quorum
         self.run_timeout = run_timeout
         self.start_data = start_data
+        self.max_concurrency = max_concurrency
+        self.max_errors = max_errors
+        self.budget_exhausted = False
+        self._waiting: deque[str] = deque()  # `ready` nodes not sent `run` yet, in job order
+        self._in_flight: set[str] = set()  # sent `run`, not final yet
         self.status: JobStatus = JobStatus.NEW
         self.updated_at: float | None = None
         self.nodes: dict[str, NodeInJob] = {name: NodeInJob(name) for name in nodes}
@@ -205,15 +224,32 @@ class JobState:
         self._time_out(now)
         return self._take()
 
-    def abort(self, now: float) -> list[Output]:
-        """Abort through the API (§7): unfinished nodes `aborted` with silent rehab."""
+    def node_run_timeout(self, node: str, now: float) -> list[Output]:
+        """A node's own run deadline passed (§12.2): it is `timed_out`, the job goes on."""
+        entry = self.nodes.get(node)
+        if (
+            self.status != JobStatus.RUNNING
+            or entry is None
+            or entry.final
+            or node not in self._in_flight
+        ):
+            return []
+        self._set_node(entry, NodeStatus.TIMED_OUT, now)
+        self._emit(RehabRequest(node, silent=True))
+        self._run_complete(node, "timed_out")
+        self._check_phase_end(now)
+        return self._take()
+
+    def abort(self, now: float, by: str | None = None) -> list[Output]:
+        """Abort through the API (§7): unfinished nodes `aborted` with silent rehab. `by` is the
+        principal, named in `job_complete` as `aborted_by`."""
         if self.finished:
             return []
         for entry in self.nodes.values():
             if not entry.final:
                 self._set_node(entry, NodeStatus.ABORTED, now)
                 self._emit(RehabRequest(entry.name, silent=True))
-        self._finish(JobStatus.ABORTED, now)
+        self._finish(JobStatus.ABORTED, now, {"aborted_by": by} if by is not None else None)
         return self._take()
 
     def crash(self, now: float, *, rehab: bool = True) -> list[Output]:
@@ -277,8 +313,8 @@ class JobState:
         if len(ready) >= self.quorum:
             self._emit(Event("quorum_succeeded", {}))
             self._set_status(JobStatus.RUNNING, now)
-            for entry in ready:
-                self._emit(SendCommand(entry.name, MessageType.RUN))
+            self._waiting.extend(entry.name for entry in ready)
+            self._refill()
             if self.run_timeout == 0 and ready:
                 self._time_out(now)
         else:
@@ -311,6 +347,7 @@ class JobState:
             return
         if msg_type == MessageType.ACK_RUN:
             if status == NodeStatus.READY:
+                self._in_flight.add(name)  # it runs, whether or not it was sent `run` yet
                 entry.started_at = now
                 self._emit(Event("run_start", {"node": name}))
                 self._set_node(entry, NodeStatus.RUNNING, now)
@@ -347,20 +384,54 @@ class JobState:
                 self._emit(RehabRequest(entry.name, silent=True))
         self._finish(JobStatus.TIMED_OUT, now)
 
+    # ---- concurrency limit and error budget (§12) ----------------------------------------
+
+    def _refill(self) -> None:
+        """Send `run` to waiting nodes while fewer than `max_concurrency` are in flight."""
+        limit = self.max_concurrency
+        waiting = self._waiting
+        in_flight = self._in_flight
+        while waiting and (limit is None or len(in_flight) < limit):
+            name = waiting.popleft()
+            if self.nodes[name].status != NodeStatus.READY or name in in_flight:
+                continue  # went down (or started) while waiting
+            in_flight.add(name)
+            self._emit(SendCommand(name, MessageType.RUN))
+            if limit is not None and self.run_timeout > 0:
+                self._emit(NodeDeadline(name, float(self.run_timeout)))
+
+    def _check_budget(self, now: float) -> None:
+        """Past the error budget: no more `run`; every waiting node is `skipped`."""
+        if self.max_errors is None or self.budget_exhausted:
+            return
+        errors = sum(self.counts[status] for status in ERROR_STATUSES)
+        if errors <= self.max_errors:
+            return
+        self.budget_exhausted = True
+        self._emit(Event("budget_exhausted", {"errors": errors, "max_errors": self.max_errors}))
+        while self._waiting:
+            entry = self.nodes[self._waiting.popleft()]
+            if entry.status == NodeStatus.READY and entry.name not in self._in_flight:
+                self._set_node(entry, NodeStatus.SKIPPED, now)
+                self._emit(Event("run_skipped", {"node": entry.name}))
+                self._emit(RehabRequest(entry.name, silent=True))
+
     # ---- common -----------------------------------------------------------------------
 
     def _check_phase_end(self, now: float) -> None:
         if self.status == JobStatus.VOTING and self.counts[NodeStatus.NEW] == 0:
             self._end_voting(now)
-        if (
-            self.status == JobStatus.RUNNING
-            and self.counts[NodeStatus.READY] + self.counts[NodeStatus.RUNNING] == 0
-        ):
-            self._finish(JobStatus.COMPLETE, now)
+        if self.status != JobStatus.RUNNING:
+            return
+        self._check_budget(now)
+        if not self.budget_exhausted:
+            self._refill()
+        if self.counts[NodeStatus.READY] + self.counts[NodeStatus.RUNNING] == 0:
+            self._finish(JobStatus.STOPPED if self.budget_exhausted else JobStatus.COMPLETE, now)
 
-    def _finish(self, status: JobStatus, now: float) -> None:
+    def _finish(self, status: JobStatus, now: float, extra: dict[str, Any] | None = None) -> None:
         self._set_status(status, now)
-        self._emit(Event("job_complete", {"status": status}))
+        self._emit(Event("job_complete", {"status": status, **(extra or {})}))
 
     def _set_status(self, status: JobStatus, now: float) -> None:
         self.status = status
@@ -373,6 +444,7 @@ class JobState:
         entry.status = status
         if status in FINAL_NODE_STATUSES:
             entry.finished_at = now
+            self._in_flight.discard(entry.name)
         self._emit(NodeChanged(entry.name))
 
     def _vote(self, node: str, status: str) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import binascii
 import json
+import re
 from decimal import Decimal
 from typing import Any
 
@@ -22,8 +23,23 @@ DUPLICATE_ENV = "invalid environment value (duplicate key)"
 BAD_FILE_PREFIX = "invalid file contents (expected 'base64:...' or 'raw:...')"
 BAD_FILE_BASE64 = "invalid file contents (couldn't decode base64 string)"
 BAD_FILE_SIZE = f"invalid file size (must be <= {JOB_FILE_LIMIT} bytes)"
+BAD_MAX_CONCURRENCY = "invalid max_concurrency (expected an integer >= 1 or a percentage)"
+BAD_MAX_ERRORS = "invalid max_errors (expected an integer >= 0 or a percentage)"
 
-KEYS = ("command", "nodes", "run_timeout", "quorum", "user", "dir", "env", "file", "capture_output")
+KEYS = (
+    "command",
+    "nodes",
+    "run_timeout",
+    "quorum",
+    "user",
+    "dir",
+    "env",
+    "file",
+    "capture_output",
+    "max_concurrency",  # extension (lifecycle.md §12)
+    "max_errors",  # extension (lifecycle.md §12)
+)
+_PERCENT = re.compile(r"([0-9]{1,3})%")
 
 
 class JobValidationError(ValueError):
@@ -84,6 +100,26 @@ def _integer(value: Any) -> int | None:
     return int(value)
 
 
+def _limit(value: Any, minimum: int) -> int | str | None:
+    """A `max_concurrency`/`max_errors` value as given (a count >= `minimum`, or `"N%"` with
+    `minimum` <= N <= 100); None when invalid."""
+    if isinstance(value, str):
+        match = _PERCENT.fullmatch(value)
+        if match is None or not minimum <= int(match.group(1)) <= 100:
+            return None
+        return value
+    count = _integer(value)
+    return count if count is not None and count >= minimum else None
+
+
+def resolve_limit(value: int | str, node_count: int, *, round_up: bool) -> int:
+    """A limit as given, as a node count: `"N%"` of `node_count`, rounded up or down."""
+    if isinstance(value, int):
+        return value
+    share = int(value[:-1]) * node_count
+    return -(-share // 100) if round_up else share // 100
+
+
 def _file_size(text: str) -> int:
     """Decoded size of a `raw:`/`base64:` file value; raises JobValidationError."""
     if text.startswith("raw:"):
@@ -142,6 +178,15 @@ def validate_job_body(body: bytes, default_run_timeout: int) -> JobSpec:
     capture = data.get("capture_output", False)
     if not isinstance(capture, bool):
         raise JobValidationError(BAD_CAPTURE)
+    max_concurrency = max_errors = None
+    if "max_concurrency" in data:
+        max_concurrency = _limit(data["max_concurrency"], 1)
+        if max_concurrency is None:
+            raise JobValidationError(BAD_MAX_CONCURRENCY)
+    if "max_errors" in data:
+        max_errors = _limit(data["max_errors"], 0)
+        if max_errors is None:
+            raise JobValidationError(BAD_MAX_ERRORS)
 
     if any(key not in KEYS for key in data):
         raise JobValidationError(INVALID_KEY)
@@ -163,4 +208,6 @@ def validate_job_body(body: bytes, default_run_timeout: int) -> JobSpec:
         env=dict(env) if env is not None else None,
         file=file,
         capture=capture,
+        max_concurrency=max_concurrency,
+        max_errors=max_errors,
     )

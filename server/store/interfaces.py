@@ -32,6 +32,7 @@ if TYPE_CHECKING:
         Client,
         Group,
         Job,
+        JobFilters,
         JobNode,
         Org,
         OutputDelta,
@@ -84,6 +85,10 @@ class JobStore(Protocol):
         """Write the job's status and `updated_at`."""
         ...
 
+    def set_job_aborted_by(self, job_id: str, name: str) -> None:
+        """Record the principal that aborted the job through the API."""
+        ...
+
     def save_job_nodes(self, nodes: Sequence[JobNode]) -> None:
         """Upsert node rows in one transaction."""
         ...
@@ -102,8 +107,11 @@ class JobStore(Protocol):
         statuses: Sequence[str] | None = None,
         limit: int | None = None,
         offset: int = 0,
+        *,
+        filters: JobFilters | None = None,
     ) -> list[Job]:
-        """Jobs of the org, newest first (`created_at` desc, then `id` desc)."""
+        """Jobs of the org with one of `statuses` (when given) matching `filters`, newest first
+        (`created_at` desc, then `id` desc); `limit`/`offset` page through them."""
         ...
 
     def save_outputs(self, records: Sequence[OutputRecord]) -> None:
@@ -319,6 +327,7 @@ class AsyncJobStore(Protocol):
     """The job side of `AsyncStore`: what the job manager and the job handlers call."""
 
     async def create_job(self, job: Job, node_names: Sequence[str]) -> None: ...
+    async def set_job_aborted_by(self, job_id: str, name: str) -> None: ...
     async def get_job(self, org_name: str, job_id: str) -> Job | None: ...
     async def get_job_nodes(self, job_id: str) -> list[JobNode]: ...
     async def list_jobs(
@@ -327,6 +336,8 @@ class AsyncJobStore(Protocol):
         statuses: Sequence[str] | None = None,
         limit: int | None = None,
         offset: int = 0,
+        *,
+        filters: JobFilters | None = None,
     ) -> list[Job]: ...
     async def get_output(self, job_id: str, node_name: str) -> OutputRecord | None: ...
     async def get_output_totals(self, job_id: str) -> dict[str, OutputTotals]: ...
@@ -381,6 +392,9 @@ class AsyncStore:
     async def create_job(self, job: Job, node_names: Sequence[str]) -> None:
         await self.run(self.store.create_job, job, node_names)
 
+    async def set_job_aborted_by(self, job_id: str, name: str) -> None:
+        await self.run(self.store.set_job_aborted_by, job_id, name)
+
     async def get_job(self, org_name: str, job_id: str) -> Job | None:
         return await self.run(self.store.get_job, org_name, job_id)
 
@@ -393,8 +407,12 @@ class AsyncStore:
         statuses: Sequence[str] | None = None,
         limit: int | None = None,
         offset: int = 0,
+        *,
+        filters: JobFilters | None = None,
     ) -> list[Job]:
-        return await self.run(self.store.list_jobs, org_name, statuses, limit, offset)
+        return await self.run(
+            self.store.list_jobs, org_name, statuses, limit, offset, filters=filters
+        )
 
     async def get_output(self, job_id: str, node_name: str) -> OutputRecord | None:
         return await self.run(self.store.get_output, job_id, node_name)

@@ -153,8 +153,22 @@ CREATE TRIGGER clients_deleted_key AFTER DELETE ON clients BEGIN
 END;
 """
 
+# Rollouts and audit (issue 10): a job's limits as given (the JSON text of `5` or `"10%"`) and
+# who aborted it. The listing's filters stay index range scans in `created_at DESC, id DESC`
+# order, so a page costs its rows, not the org's history: time ranges use `jobs_by_org_newest`,
+# the requestor and command filters get the same index with their column in front, and the
+# node filter finds a node's jobs through `job_nodes_by_node`.
+_V4 = """
+ALTER TABLE jobs ADD COLUMN max_concurrency TEXT;
+ALTER TABLE jobs ADD COLUMN max_errors TEXT;
+ALTER TABLE jobs ADD COLUMN aborted_by TEXT;
+CREATE INDEX job_nodes_by_node ON job_nodes(node_name, job_id);
+CREATE INDEX jobs_by_org_requestor ON jobs(org_id, requestor_name, created_at DESC, id DESC);
+CREATE INDEX jobs_by_org_command ON jobs(org_id, command, created_at DESC, id DESC);
+"""
+
 # MIGRATIONS[i] brings the schema from version i to version i + 1.
-MIGRATIONS: list[str] = [_V1, _V2, _V3]
+MIGRATIONS: list[str] = [_V1, _V2, _V3, _V4]
 LATEST_VERSION = len(MIGRATIONS)
 
 

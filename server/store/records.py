@@ -5,6 +5,7 @@ Times are float epoch seconds (UTC); the store keeps them at second precision.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -97,6 +98,24 @@ class Job:
     env: dict[str, str] | None = None
     file: str | None = None  # with its "raw:" / "base64:" prefix
     capture: bool = False
+    max_concurrency: int | str | None = None  # as given: a count or "N%"
+    max_errors: int | str | None = None  # as given: a count or "N%"
+    aborted_by: str | None = None  # the principal that aborted it through the API
+
+
+@dataclass(frozen=True, slots=True)
+class JobFilters:
+    """What a job listing is narrowed to (`GET org/jobs`); each given condition must hold.
+
+    `nodes`: jobs including any of them; `since` inclusive, `until` exclusive, both epoch
+    seconds compared with `created_at`.
+    """
+
+    nodes: Sequence[str] = ()
+    requested_by: str | None = None
+    command: str | None = None
+    since: float | None = None
+    until: float | None = None
 
 
 class NodeProgress(Protocol):
@@ -201,3 +220,5 @@ class JobSpec:
     env: dict[str, str] | None = None
     file: str | None = None
     capture: bool = False
+    max_concurrency: int | str | None = None  # as given: a count or "N%"
+    max_errors: int | str | None = None  # as given: a count or "N%"

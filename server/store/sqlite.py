@@ -35,6 +35,7 @@ from pushjobs.server.store.records import (
     Client,
     Group,
     Job,
+    JobFilters,
     JobNode,
     Org,
     OutputDelta,
@@ -81,6 +82,39 @@ _NODE_OPEN_SQL = "'new', 'ready', 'running'"
 _JOB_FINAL_SQL = _in_list(JOB_FINAL_STATUSES)
 assert {s.strip("' ") for s in _JOB_OPEN_SQL.split(",")} == JOB_OPEN_STATUSES
 assert {s.strip("' ") for s in _NODE_OPEN_SQL.split(",")} == NODE_OPEN_STATUSES
+
+
+def _placeholders(count: int) -> str:
+    return ", ".join("?" * count)
+
+
+def _job_conditions(statuses: Sequence[str] | None, filters: JobFilters) -> tuple[str, list[Any]]:
+    """The ` AND ...` conditions of a job listing and their parameters."""
+    where = ""
+    params: list[Any] = []
+    if statuses is not None:
+        where += f" AND j.status IN ({_placeholders(len(statuses))})"
+        params.extend(statuses)
+    if filters.requested_by is not None:
+        where += " AND j.requestor_name = ?"
+        params.append(filters.requested_by)
+    if filters.command is not None:
+        where += " AND j.command = ?"
+        params.append(filters.command)
+    if filters.since is not None:
+        where += " AND j.created_at >= ?"
+        params.append(filters.since)
+    if filters.until is not None:
+        where += " AND j.created_at < ?"
+        params.append(filters.until)
+    if filters.nodes:
+        nodes = sorted(set(filters.nodes))
+        where += (
+            " AND j.id IN (SELECT job_id FROM job_nodes "
+            f"WHERE node_name IN ({_placeholders(len(nodes))}))"
+        )
+        params.extend(nodes)
+    return where, params
 
 
 # ---- output pieces -------------------------------------------------------------------------
@@ -611,6 +645,10 @@ class SqliteStore(Store):
                 (status, secs(updated_at), job_id),
             )
 
+    def set_job_aborted_by(self, job_id: str, name: str) -> None:
+        with self._tx() as conn:
+            conn.execute("UPDATE jobs SET aborted_by = ? WHERE id = ?", (name, job_id))
+
     def save_job_nodes(self, nodes: Sequence[JobNode]) -> None:
         if not nodes:
             return
@@ -640,24 +678,23 @@ class SqliteStore(Store):
         statuses: Sequence[str] | None = None,
         limit: int | None = None,
         offset: int = 0,
+        *,
+        filters: JobFilters | None = None,
     ) -> list[Job]:
+        if statuses is not None and not statuses:
+            return []
         with self._lock:
             org = self._conn.execute("SELECT id FROM orgs WHERE name = ?", (org_name,)).fetchone()
             if org is None:
                 return []
+            where, params = _job_conditions(statuses, filters or JobFilters())
             sql = (
                 f"SELECT {JOB_COLUMNS} FROM jobs j JOIN orgs o ON o.id = j.org_id "
-                "WHERE j.org_id = ?"
+                f"WHERE j.org_id = ?{where} "
+                "ORDER BY j.created_at DESC, j.id DESC LIMIT ? OFFSET ?"
             )
-            params: list[Any] = [org[0]]
-            if statuses is not None:
-                if not statuses:
-                    return []
-                sql += f" AND j.status IN ({', '.join('?' for _ in statuses)})"
-                params.extend(statuses)
-            sql += " ORDER BY j.created_at DESC, j.id DESC LIMIT ? OFFSET ?"
-            params.extend([-1 if limit is None else limit, offset])
-            rows = self._conn.execute(sql, params).fetchall()
+            args = [org[0], *params, -1 if limit is None else limit, offset]
+            rows = self._conn.execute(sql, args).fetchall()
         return [job_of(r) for r in rows]
 
     def save_outputs(self, records: Sequence[OutputRecord]) -> None:

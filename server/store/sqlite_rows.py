@@ -53,13 +53,28 @@ def user_of(row: Row) -> User:
 JOB_COLUMNS = (
     "j.id, j.org_id, o.name, j.command, j.status, j.quorum, j.run_timeout, j.requestor_name, "
     "j.requestor_type, j.created_at, j.updated_at, j.run_as_user, j.dir, j.env_json, j.file, "
-    "j.capture"
+    "j.capture, j.max_concurrency, j.max_errors, j.aborted_by"
 )
 JOB_INSERT = (
     "INSERT INTO jobs (id, org_id, command, status, quorum, run_timeout, requestor_name, "
-    "requestor_type, created_at, updated_at, run_as_user, dir, env_json, file, capture) "
-    "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+    "requestor_type, created_at, updated_at, run_as_user, dir, env_json, file, capture, "
+    "max_concurrency, max_errors, aborted_by) "
+    "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
 )
+
+
+def _limit_json(value: int | str | None) -> str | None:
+    """A job limit as given (`5` or `"10%"`) as its stored JSON text."""
+    return None if value is None else json.dumps(value)
+
+
+def _limit_of(text: str | None) -> int | str | None:
+    """A stored limit's JSON text back as the value given."""
+    if text is None:
+        return None
+    value = json.loads(text)
+    assert isinstance(value, int | str), text
+    return value
 
 
 def job_of(row: Row) -> Job:
@@ -82,6 +97,9 @@ def job_of(row: Row) -> Job:
         env=env,
         file=row[14],
         capture=bool(row[15]),
+        max_concurrency=_limit_of(row[16]),
+        max_errors=_limit_of(row[17]),
+        aborted_by=row[18],
     )
 
 
@@ -104,6 +122,9 @@ def job_params(job: Job) -> Row:
         env_json,
         job.file,
         int(job.capture),
+        _limit_json(job.max_concurrency),
+        _limit_json(job.max_errors),
+        job.aborted_by,
     )
 
 

@@ -29,7 +29,9 @@ from tests.support.waits import wait_for
 
 ORG = "testorg"
 ADMIN = "admin"
-FINAL_JOB_STATUSES = frozenset({"complete", "quorum_failed", "timed_out", "crashed", "aborted"})
+FINAL_JOB_STATUSES = frozenset(
+    {"complete", "quorum_failed", "timed_out", "crashed", "aborted", "stopped"}
+)
 
 FAST_TIMING: dict[str, Any] = {
     "heartbeat_interval": 0.5,

@@ -27,9 +27,11 @@ def test_job_statuses_match_lifecycle_4_1() -> None:
         "timed_out",
         "crashed",
         "aborted",
+        "stopped",
     ]
     assert {"new", "voting", "running"} == OPEN_JOB_STATUSES
-    assert {"complete", "quorum_failed", "timed_out", "crashed", "aborted"} == FINAL_JOB_STATUSES
+    final = {"complete", "quorum_failed", "timed_out", "crashed", "aborted", "stopped"}
+    assert final == FINAL_JOB_STATUSES
 
 
 def test_node_statuses_match_lifecycle_4_2() -> None:
@@ -43,6 +45,7 @@ def test_node_statuses_match_lifecycle_4_2() -> None:
         "crashed",
         "timed_out",
         "aborted",
+        "skipped",
     } == FINAL_NODE_STATUSES
     assert set(NodeStatus) == OPEN_NODE_STATUSES | FINAL_NODE_STATUSES
 

@@ -139,6 +139,7 @@ def test_start_event_data():
         "quorum": 1,
         "node_count": 2,
         "user": "alice",
+        "requested_by": "alice",
         "capture": False,
     }
     spec = JobSpec(
@@ -156,3 +157,12 @@ def test_start_event_data():
     assert data["job_user"] == "" and data["dir"] == "/d" and data["env"] == {}
     assert data["file_specified"] is True and data["capture"] is True
     assert "file" not in data
+
+
+def test_start_event_data_names_the_limits_as_given():
+    spec = JobSpec(
+        command="ls", nodes=["a"], quorum=1, run_timeout=30, max_concurrency="10%", max_errors=2
+    )
+    data = start_event_data(spec, "bob")
+    assert data["requested_by"] == "bob" == data["user"]
+    assert data["max_concurrency"] == "10%" and data["max_errors"] == 2

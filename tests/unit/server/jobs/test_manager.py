@@ -188,20 +188,20 @@ async def test_failing_job_crashes_alone(env) -> None:
 async def test_abort_and_errors(env) -> None:
     m = env.manager
     job_id = await m.start_job(env.org, ADMIN, spec(["a", "b"]))
-    live = await m.abort_job(env.org, job_id)
+    live = await m.abort_job(env.org, job_id, ADMIN)
     assert live.state.status == "aborted"
     assert env.store.get_job("acme", job_id).status == "aborted"  # written before the answer
     with pytest.raises(JobAlreadyFinished) as info:
-        await m.abort_job(env.org, job_id)
+        await m.abort_job(env.org, job_id, ADMIN)
     assert info.value.status == "aborted"
     with pytest.raises(JobNotFound):
-        await m.abort_job(env.org, "0" * 32)
+        await m.abort_job(env.org, "0" * 32, ADMIN)
     # after the grace period the job is only in the store
     with trio.fail_after(5):
         while job_id in m.live_job_ids():
             await trio.sleep(0.02)
     with pytest.raises(JobAlreadyFinished):
-        await m.abort_job(env.org, job_id)
+        await m.abort_job(env.org, job_id, ADMIN)
     assert {r.status for r in env.store.get_job_nodes(job_id)} == {"aborted"}
 
 
@@ -337,7 +337,7 @@ async def test_open_output_closes_output_close_timeout_after_the_node_is_final(e
     assert m.live_job("acme", job_id).state.nodes_by_status() == {"running": ["a", "b"]}
     # the slots opened when the nodes started running; each watches its node beside the job
     assert {n: len(w) for (_, n), w in env.nodes.watchers.items()} == {"a": 2, "b": 2}
-    await m.abort_job(env.org, job_id)  # both nodes final (aborted); their records stay open
+    await m.abort_job(env.org, job_id, ADMIN)  # both nodes final (aborted); their records stay open
     slot = m.output_slot(job_id, "a")
     assert slot is not None and not slot.done and slot.close_timer is not None
     m.on_aborted("acme", "b", msg(Aborted, "b", job_id))  # closes b's record at once
@@ -351,3 +351,82 @@ async def test_open_output_closes_output_close_timeout_after_the_node_is_final(e
     assert record.stdout == b"xy" and record.closed
     assert env.store.get_output(job_id, "b").closed
     assert not any(env.nodes.watchers.get(("acme", n)) for n in ("a", "b"))
+
+
+# ---- rollouts (lifecycle.md §12) and the per-job output log ---------------------------------
+
+
+def runs_sent(env) -> list[str]:
+    return [node for node, kind, _ in env.nodes.sent if kind == "run"]
+
+
+async def test_limit_refills_in_order_and_per_node_deadlines(env) -> None:
+    m = env.manager
+    names = ["c", "a", "b"]
+    job_id = await m.start_job(
+        env.org, ADMIN, spec(names, max_concurrency=1, max_errors=0, run_timeout=1)
+    )
+    for name in names:
+        m.on_job_message("acme", name, msg(AckCommit, name, job_id), "3.0")
+    live = m.live_job("acme", job_id)
+    assert runs_sent(env) == ["c"]
+    assert live.phase_timer is None and set(live.node_timers) == {"c"}
+    m.on_job_message("acme", "c", msg(AckRun, "c", job_id), "3.0")
+    m.on_job_message("acme", "c", msg(Succeeded, "c", job_id, exit_status=0), "3.0")
+    assert runs_sent(env) == ["c", "a"]
+    assert set(live.node_timers) == {"a"}  # c's deadline was cancelled
+    m.on_job_message("acme", "a", msg(AckRun, "a", job_id), "3.0")
+    await wait_status(env, job_id, "stopped")  # a's own deadline (1 s): timed_out > budget 0
+    rows = {r.node_name: r.status for r in env.store.get_job_nodes(job_id)}
+    assert rows == {"a": "timed_out", "b": "skipped", "c": "succeeded"}
+    names_of = [e.name for e in live.log.events]
+    assert names_of[-4:] == ["run_complete", "budget_exhausted", "run_skipped", "job_complete"]
+    assert live.log.events[0].data["max_concurrency"] == 1
+    assert not live.node_timers
+    job = env.store.get_job("acme", job_id)
+    assert job.max_concurrency == 1 and job.max_errors == 0
+
+
+async def test_percent_limits_resolve_against_the_node_count(env) -> None:
+    m = env.manager
+    names = [f"n{i}" for i in range(10)]
+    job_id = await m.start_job(env.org, ADMIN, spec(names, max_concurrency="25%"))
+    for name in names:
+        m.on_job_message("acme", name, msg(AckCommit, name, job_id), "3.0")
+    assert runs_sent(env) == ["n0", "n1", "n2"]  # 2.5 → 3
+    assert m.live_job("acme", job_id).state.max_concurrency == 3
+
+
+async def test_abort_names_the_principal(env) -> None:
+    m = env.manager
+    job_id = await m.start_job(env.org, ADMIN, spec(["a"]))
+    live = await m.abort_job(env.org, job_id, Requestor("alice", "user"))
+    assert live.job.aborted_by == "alice"
+    assert live.log.events[-1].data["aborted_by"] == "alice"
+    feed = m.org_feed("acme").log.since(0)
+    assert feed[-1].name == "job_complete" and feed[-1].data["aborted_by"] == "alice"
+    assert env.store.get_job("acme", job_id).aborted_by == "alice"
+
+
+async def test_output_log_keeps_arrival_order_and_ends(env) -> None:
+    m = env.manager
+    job_id = await m.start_job(env.org, ADMIN, spec(["a", "b"], capture=True))
+    for name in ("a", "b"):
+        m.on_job_message("acme", name, msg(AckCommit, name, job_id), "3.0")
+        m.on_job_message("acme", name, msg(AckRun, name, job_id), "3.0")
+    out = [("b", "stdout", 0, b"one\n"), ("a", "stderr", 0, b"x"), ("b", "stdout", 4, b"two\n")]
+    for node, channel, offset, data in out:
+        m.on_output(
+            "acme", node, msg(Output, node, job_id, channel=channel, offset=offset, data=data)
+        )
+    live = m.live_job("acme", job_id)
+    arrivals = [(e.node, e.channel, e.start, e.end) for e in live.output_log]
+    assert arrivals == [("b", "stdout", 0, 4), ("a", "stderr", 0, 1), ("b", "stdout", 4, 8)]
+    m.on_job_message(
+        "acme",
+        "b",
+        msg(Succeeded, "b", job_id, exit_status=0, stdout_bytes=8, stderr_bytes=0),
+        "3.0",
+    )
+    ends = [(e.node, e.channel) for e in live.output_log[3:] if not hasattr(e, "start")]
+    assert ends == [("b", "stdout"), ("b", "stderr")]

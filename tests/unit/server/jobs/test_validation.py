@@ -236,3 +236,62 @@ def test_file_prefix_before_size_and_env_type_before_key():
 def test_non_ascii_round_trip():
     spec = ok({"command": "echo ✓", "nodes": ["nœud"], "env": {"K": "välue"}})
     assert spec.command == "echo ✓" and spec.nodes == ["nœud"] and spec.env == {"K": "välue"}
+
+
+# ---- max_concurrency / max_errors (extension, lifecycle.md §12) -----------------------------
+
+MAXC = "invalid max_concurrency (expected an integer >= 1 or a percentage)"
+MAXE = "invalid max_errors (expected an integer >= 0 or a percentage)"
+
+
+@pytest.mark.parametrize(
+    ("key", "value"),
+    [
+        ("max_concurrency", 1),
+        ("max_concurrency", 2147483647),
+        ("max_concurrency", "1%"),
+        ("max_concurrency", "100%"),
+        ("max_errors", 0),
+        ("max_errors", "0%"),
+        ("max_errors", "100%"),
+        ("max_errors", 7),
+    ],
+)
+def test_limits_accepted_as_given(key, value):
+    spec = ok({**BASE, key: value})
+    assert getattr(spec, key) == value
+
+
+def test_limits_absent_are_none():
+    spec = ok(BASE)
+    assert spec.max_concurrency is None and spec.max_errors is None
+
+
+@pytest.mark.parametrize(
+    "value", [0, -1, 1.5, "0%", "101%", "10", "10.5%", " 10%", "%", "1000%", None, True, [], {}]
+)
+def test_bad_max_concurrency(value):
+    assert error_of({**BASE, "max_concurrency": value}) == MAXC
+
+
+@pytest.mark.parametrize("value", [-1, 0.5, "101%", "5", "-1%", "", None, False, 2147483648])
+def test_bad_max_errors(value):
+    assert error_of({**BASE, "max_errors": value}) == MAXE
+
+
+def test_integral_float_limit_is_an_integer():
+    assert ok({**BASE, "max_concurrency": 2.0}).max_concurrency == 2
+
+
+@pytest.mark.parametrize(
+    ("body", "message"),
+    [
+        ({**BASE, "capture_output": 1, "max_concurrency": 0}, CAPTURE),
+        ({**BASE, "max_concurrency": 0, "max_errors": -1}, MAXC),
+        ({**BASE, "max_errors": -1, "bogus": 1}, MAXE),
+        ({"command": "x", "nodes": [], "max_errors": -1}, MAXE),
+        ({**BASE, "max_concurrency": 0, "file": "nope"}, MAXC),
+    ],
+)
+def test_limits_are_checked_after_capture_and_before_keys(body, message):
+    assert error_of(body) == message

@@ -18,10 +18,11 @@ from pushjobs.server.store.interfaces import (
     NotFoundError,
     SchemaError,
 )
-from pushjobs.server.store.migrations import LATEST_VERSION
+from pushjobs.server.store.migrations import LATEST_VERSION, MIGRATIONS, _statements
 from pushjobs.server.store.records import (
     Group,
     Job,
+    JobFilters,
     JobNode,
     OutputDelta,
     OutputRecord,
@@ -111,6 +112,54 @@ def test_newer_schema_is_refused(tmp_path: Path) -> None:
     conn.close()
     with pytest.raises(SchemaError, match="newer"):
         SqliteStore(path)
+
+
+def v3_database(path: Path) -> None:
+    """A database as pushjobs wrote it at schema version 3, with an org and two jobs."""
+    conn = sqlite3.connect(path, isolation_level=None)
+    conn.execute("CREATE TABLE schema_version (version INTEGER NOT NULL)")
+    for script in MIGRATIONS[:3]:
+        for statement in _statements(script):
+            conn.execute(statement)
+    conn.execute("INSERT INTO schema_version (version) VALUES (3)")
+    conn.execute("INSERT INTO orgs (id, name, full_name, created_at) VALUES ('o1', 'acme', '', 0)")
+    for job_id, created, status in (("01" * 16, T0, "complete"), ("02" * 16, T0 + 5, "aborted")):
+        conn.execute(
+            "INSERT INTO jobs (id, org_id, command, status, quorum, run_timeout, requestor_name, "
+            "requestor_type, created_at, updated_at, env_json, capture) "
+            "VALUES (?, 'o1', 'chef-client', ?, 1, 60, 'alice', 'user', ?, ?, '{}', 1)",
+            (job_id, status, int(created), int(created)),
+        )
+        conn.execute(
+            "INSERT INTO job_nodes (job_id, node_name, status, updated_at) "
+            "VALUES (?, 'web1', 'succeeded', ?)",
+            (job_id, int(created)),
+        )
+    conn.close()
+
+
+def test_a_version_3_database_with_jobs_migrates_on_open(tmp_path: Path) -> None:
+    path = tmp_path / "v3.db"
+    v3_database(path)
+    s = SqliteStore(path)
+    try:
+        assert s.applied_migrations == list(range(4, LATEST_VERSION + 1))
+        old = s.get_job("acme", "01" * 16)
+        assert old == Job(
+            "01" * 16, "o1", "acme", "chef-client", "complete", 1, 60, "alice", "user", T0, T0,
+            env={}, capture=True,
+        )  # fmt: skip
+        assert (old.max_concurrency, old.max_errors, old.aborted_by) == (None, None, None)
+        assert [j.id for j in s.list_jobs("acme", filters=JobFilters(nodes=["web1"]))] == [
+            "02" * 16,
+            "01" * 16,
+        ]
+        s.set_job_aborted_by("02" * 16, "bob")
+        assert s.get_job("acme", "02" * 16).aborted_by == "bob"  # type: ignore[union-attr]
+        indexes = {r[0] for r in s._conn.execute("SELECT name FROM sqlite_master")}
+        assert {"job_nodes_by_node", "jobs_by_org_requestor", "jobs_by_org_command"} <= indexes
+    finally:
+        s.close()
 
 
 # ---------------------------------------------------------------------------
@@ -414,6 +463,121 @@ def test_list_jobs_newest_first_with_filters(store: SqliteStore) -> None:
     assert store.list_jobs("nope") == []
 
 
+def test_job_limits_and_aborted_by_round_trip(store: SqliteStore) -> None:
+    seed(store)
+    counted = make_job(store, "01" * 16, max_concurrency=5, max_errors=0)
+    percent = make_job(store, "02" * 16, max_concurrency="100%", max_errors="10%")
+    store.create_job(counted, ["web1"])
+    store.create_job(percent, ["web1"])
+    assert store.get_job("acme", counted.id) == counted
+    assert store.get_job("acme", percent.id) == percent
+    assert store.list_jobs("acme") == [percent, counted]
+    stored = store._conn.execute(
+        "SELECT max_concurrency, max_errors, aborted_by FROM jobs ORDER BY id"
+    ).fetchall()
+    assert stored == [("5", "0", None), ('"100%"', '"10%"', None)]
+    store.set_job_aborted_by(percent.id, "bob")
+    store.set_job_aborted_by("ff" * 16, "bob")  # no such job: nothing happens
+    got = store.get_job("acme", percent.id)
+    assert got is not None and got.aborted_by == "bob" and got.max_errors == "10%"
+    assert store.get_job("acme", counted.id).aborted_by is None  # type: ignore[union-attr]
+
+
+def filtered_jobs(store: SqliteStore) -> None:
+    """Jobs of acme (newest first: 06 … 01) with varied nodes, requestors and commands."""
+    specs = [
+        ("01", ["web1", "db1"], "alice", "chef-client", "complete"),
+        ("02", ["web2"], "bob", "chef-client", "complete"),
+        ("03", ["db1"], "alice", "chef-client -o recipe[x]", "aborted"),
+        ("04", ["web1", "web2"], "bob", "Chef-Client", "running"),
+        ("05", ["db2"], "alice", "chef-client", "quorum_failed"),
+        ("06", ["web1"], "carol", "uptime", "complete"),
+    ]
+    for i, (prefix, nodes, user, command, status) in enumerate(specs):
+        at = T0 + 10 * i
+        job = make_job(
+            store,
+            prefix * 16,
+            requestor_name=user,
+            command=command,
+            status=status,
+            created_at=at,
+            updated_at=at,
+        )
+        store.create_job(job, nodes)
+    # another org with the same node, requestor and command
+    store.create_job(make_job(store, "ff" * 16, org="other"), ["web1"])
+
+
+def listed(store: SqliteStore, *args: object, **filters: object) -> list[str]:
+    """The two-digit prefixes of the acme jobs `list_jobs` answers."""
+    jobs = store.list_jobs("acme", *args, filters=JobFilters(**filters))  # type: ignore[arg-type]
+    return [j.id[:2] for j in jobs]
+
+
+def test_list_jobs_by_node(store: SqliteStore) -> None:
+    seed(store)
+    filtered_jobs(store)
+    assert listed(store, nodes=["web1"]) == ["06", "04", "01"]
+    assert listed(store, nodes=["db1", "web2"]) == ["04", "03", "02", "01"]
+    assert listed(store, nodes=["web1", "web1"]) == ["06", "04", "01"]
+    assert listed(store, nodes=["nope"]) == []
+    assert listed(store, nodes=["WEB1"]) == []  # names are exact
+    assert [j.org_name for j in store.list_jobs("other", filters=JobFilters(["web1"]))] == ["other"]
+
+
+def test_list_jobs_by_requestor_command_and_time(store: SqliteStore) -> None:
+    seed(store)
+    filtered_jobs(store)
+    assert listed(store, requested_by="alice") == ["05", "03", "01"]
+    assert listed(store, requested_by="Alice") == []
+    assert listed(store, command="chef-client") == ["05", "02", "01"]  # exact: no prefix, case
+    assert listed(store, command="chef-client -o recipe[x]") == ["03"]
+    assert listed(store, since=T0 + 20) == ["06", "05", "04", "03"]  # inclusive
+    assert listed(store, until=T0 + 20) == ["02", "01"]  # exclusive
+    assert listed(store, since=T0 + 10, until=T0 + 30) == ["03", "02"]
+    assert listed(store, since=T0 + 10.5, until=T0 + 30) == ["03"]
+    assert listed(store, since=T0 + 20, until=T0 + 20) == []
+
+
+def test_list_jobs_filters_combine_and_page(store: SqliteStore) -> None:
+    seed(store)
+    filtered_jobs(store)
+    assert listed(store, nodes=["web1", "db1"], requested_by="alice") == ["03", "01"]
+    assert listed(store, ["complete"], nodes=["web1"]) == ["06", "01"]
+    assert listed(store, ["complete", "aborted"], command="chef-client") == ["02", "01"]
+    assert listed(store, None, 2, 0, nodes=["web1", "web2"]) == ["06", "04"]
+    assert listed(store, None, 2, 2, nodes=["web1", "web2"]) == ["02", "01"]
+    assert listed(store, None, 2, 4, nodes=["web1", "web2"]) == []
+    assert listed(store, None, None, 1, requested_by="bob", since=T0) == ["02"]
+    assert listed(store, [], nodes=["web1"]) == []
+
+
+@pytest.mark.parametrize(
+    ("filters", "index"),
+    [
+        (JobFilters(), "jobs_by_org_newest"),
+        (JobFilters(since=T0, until=T0 + 50), "jobs_by_org_newest"),
+        (JobFilters(requested_by="alice"), "jobs_by_org_requestor"),
+        (JobFilters(command="chef-client"), "jobs_by_org_command"),
+        (JobFilters(nodes=["web1", "db1"]), "job_nodes_by_node"),
+    ],
+)
+def test_list_jobs_filters_use_an_index_in_page_order(
+    store: SqliteStore, filters: JobFilters, index: str
+) -> None:
+    seed(store)
+    filtered_jobs(store)
+    calls: list[str] = []
+    store._conn.set_trace_callback(calls.append)
+    store.list_jobs("acme", limit=10, filters=filters)
+    store._conn.set_trace_callback(None)
+    select = next(sql for sql in calls if sql.startswith("SELECT") and "FROM jobs j" in sql)
+    plan = " | ".join(row[3] for row in store._conn.execute(f"EXPLAIN QUERY PLAN {select}"))
+    assert index in plan, plan
+    assert "TEMP B-TREE" not in plan and "SCAN j" not in plan, plan
+
+
 def test_output_upsert_round_trip(store: SqliteStore) -> None:
     seed(store)
     store.create_job(make_job(store, "ab" * 16, capture=True), ["web1", "web2"])
@@ -663,6 +827,12 @@ async def test_async_store_job_and_principal_calls(tmp_path: Path) -> None:
     assert await astore.get_job("acme", job.id) == job
     assert await astore.get_job("other", job.id) is None
     assert [j.id for j in await astore.list_jobs("acme", ["new"], 10, 0)] == [job.id]
+    by_node = await astore.list_jobs("acme", filters=JobFilters(nodes=["web2"]))
+    assert [j.id for j in by_node] == [job.id]
+    assert await astore.list_jobs("acme", filters=JobFilters(requested_by="bob")) == []
+    await astore.set_job_aborted_by(job.id, "bob")
+    assert (await astore.get_job("acme", job.id)).aborted_by == "bob"  # type: ignore[union-attr]
+    job.aborted_by = "bob"
     record = NodeOutput(job.id, "web1", cap=20)
     record.add_chunk("stdout", 0, b"hello")
     delta, written = record.take_delta()
