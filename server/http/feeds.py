@@ -74,7 +74,7 @@ async def _quiet_for(event: trio.Event, seconds: float) -> bool:
     return scope.cancelled_caught
 
 
-def _last_event_id(ctx: RequestContext) -> str | None:
+def last_event_id(ctx: RequestContext) -> str | None:
     value = ctx.request.headers.get("last-event-id")
     return value.strip() if value else None
 
@@ -89,7 +89,7 @@ async def job_feed(ctx: RequestContext, deps: HttpDeps) -> Response:
     engine = deps.jobs
     live = engine.live_job(org.name, job_id)
     if live is not None:
-        start = live.log.replay_start(_last_event_id(ctx))
+        start = live.log.replay_start(last_event_id(ctx))
         return SseResponse(_job_events(engine, live, start), headers=SSE_HEADERS)
     job = await deps.store.get_job(org.name, job_id)
     if job is None:
@@ -125,7 +125,7 @@ async def org_feed(ctx: RequestContext, deps: HttpDeps) -> Response:
     org, _ = ctx.authorized()
     engine = deps.jobs
     feed = engine.org_feed(org.name)
-    first, seq = feed.log.replay(_last_event_id(ctx), engine.sse.stamp())
+    first, seq = feed.log.replay(last_event_id(ctx), engine.sse.stamp())
 
     async def events() -> AsyncIterator[bytes]:
         nonlocal seq

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pushjobs.protocol.vocabulary import MediaType, OutputChannel
-from pushjobs.server.http import feeds, jobs, nodes
+from pushjobs.server.http import feeds, jobs, nodes, output_feed
 from pushjobs.server.http.routing import Endpoint, Handler, Route
 from pushjobs.server.principals.rules import AccessRule
 
@@ -37,6 +37,7 @@ ROUTES: tuple[Route, ...] = (
         (MediaType.OCTET_STREAM, MediaType.EVENT_STREAM),
         {"channel": frozenset(OutputChannel)},
     ),
+    Route(_org("jobs", "{id}", "output"), _get(READ, output_feed.job_output_feed), EVENT_STREAM),
     Route(_org("node_states"), _get(READ, nodes.get_node_states), JSON),
     Route(_org("node_states", "{node}"), _get(READ, nodes.get_node_state), JSON),
     Route(_org("job_status_feed"), _get(READ, feeds.org_feed), EVENT_STREAM),

@@ -71,7 +71,7 @@ class LiveJob:
         self.closed_outputs: set[str] = set()  # nodes whose output slot is done
         self.command_fields: dict[str, dict[str, Any]] = {}  # see JobManager._send
         # Capture jobs: every node's output growth and ends in arrival order, for the per-job
-        # output feed (not served yet); `output_changed` wakes its readers.
+        # output feed (http/output_feed.py); `output_changed` wakes its readers.
         self.output_log: list[OutputArrival | OutputEnd] = []
         self.output_changed = Notifier()
         self.node_timers: dict[str, Timer] = {}  # per-node run deadlines (max_concurrency)

@@ -284,6 +284,13 @@ def _list_jobs(w: World) -> None:
     response = w.call("get", template, query="?status=complete,quorum_failed&limit=5&offset=0")
     body = check(response, template, "get")
     assert response.status_code == 200 and 1 <= len(body) <= 5
+    # the audit filters (extension), and a `Link` to the next page when there is one
+    query = f"?node={NODE}&node=oa-never-seen&requested_by={w.server.admin_user}"
+    query += "&since=2000-01-01&until=Fri,%2001%20Jan%202100%2000:00:00%20GMT&command=greet"
+    response = w.call("get", template, query=query + "&limit=1")
+    body = check(response, template, "get")
+    assert len(body) == 1 and body[0]["requested_by"] == w.server.admin_user
+    assert response.headers["link"].endswith('offset=1>; rel="next"'), response.headers
 
 
 def _start_job(w: World) -> None:
@@ -295,6 +302,24 @@ def _start_job(w: World) -> None:
     assert response.status_code == 201
     assert response.headers["location"] == body["uri"]
     w.server.wait_job(body["uri"].rsplit("/", 1)[1])
+    # a rollout (extension): the node overruns its own deadline and spends the error budget
+    rollout = {"max_concurrency": "100%", "max_errors": 0, "run_timeout": 1}
+    job_id = post_job(w.server, "sleep 30", [NODE], **rollout)
+    feed = f"{ORG_PREFIX}/job_status_feed/{{id}}"
+    response = w.call("get", feed, id=job_id, accept="text/event-stream", timeout=30)
+    events = check(response, feed, "get")
+    names = [e["event"] for e in events]
+    assert names[-2:] == ["budget_exhausted", "job_complete"], names
+    assert json.loads(events[-1]["data"])["status"] == "stopped"
+    job = check(
+        w.call("get", f"{ORG_PREFIX}/jobs/{{id}}", id=job_id), f"{ORG_PREFIX}/jobs/{{id}}", "get"
+    )
+    assert (job["max_concurrency"], job["max_errors"], job["nodes"]) == (
+        "100%",
+        0,
+        {"timed_out": [NODE]},
+    )
+    w.agent.wait_available()
 
 
 def _get_job(w: World) -> None:
@@ -402,6 +427,26 @@ def _abort(w: World) -> None:
     w.agent.wait_available()
 
 
+def _job_output_feed(w: World) -> None:
+    template = f"{ORG_PREFIX}/jobs/{{id}}/output"
+    live_job = post_job(w.server, "greet", [NODE], capture_output=True)
+    for job_id in (w.done_job, live_job):  # replayed from the store, then followed live
+        response = w.call("get", template, id=job_id, accept="text/event-stream", timeout=30)
+        events = check(response, template, "get")
+        assert response.status_code == 200
+        got: dict[str, bytes] = {"stdout": b"", "stderr": b""}
+        for event in events:
+            data = json.loads(event["data"])
+            if event["event"] == "output":
+                assert data["node"] == NODE and data["offset"] == len(got[data["channel"]])
+                got[data["channel"]] += data["data"].encode()
+                assert event["id"] == f"{NODE}:{data['channel']}:{len(got[data['channel']])}"
+        assert got == {"stdout": b"hello from oa-node\n", "stderr": b"warn\n"}
+        ends = [e["id"] for e in events if e["event"] == "end"]
+        assert sorted(ends) == [f"{NODE}:stderr:end", f"{NODE}:stdout:end"]
+        assert (events[-1]["event"], events[-1]["id"]) == ("job_complete", "job_complete")
+
+
 def _job_nodes(w: World) -> None:
     template = f"{ORG_PREFIX}/jobs/{{id}}/nodes"
     body = check(w.call("get", template, id=w.done_job), template, "get")
@@ -424,6 +469,7 @@ SUCCESS_CASES: dict[str, Callable[[World], None]] = {
     "orgFeedAlias": _org_feed("jobs_status_feed"),
     "abortJob": _abort,
     "jobNodes": _job_nodes,
+    "jobOutputFeed": _job_output_feed,
 }
 
 
@@ -493,9 +539,19 @@ def test_job_errors_are_documented(world: World) -> None:
     jobs = f"{ORG_PREFIX}/jobs"
     response = world.call("post", jobs, body={"command": "greet", "nodes": []})
     assert check(response, jobs, "post") == {"error": "at least one node must be supplied"}
+    response = world.call(
+        "post", jobs, body={"command": "greet", "nodes": [NODE], "max_errors": "101%"}
+    )
+    assert check(response, jobs, "post") == {
+        "error": "invalid max_errors (expected an integer >= 0 or a percentage)"
+    }
     response = world.call("get", jobs, query="?limit=0")
     assert response.status_code == 400
     check(response, jobs, "get")
+    response = world.call("get", jobs, query="?since=yesterday")
+    assert check(response, jobs, "get") == {
+        "error": ["invalid since 'yesterday' (expected an RFC 1123 or ISO 8601 time)"]
+    }
     response = world.call(
         "post",
         jobs,
@@ -552,6 +608,17 @@ def test_output_and_negotiation_errors_are_documented(world: World) -> None:
     response = world.call("get", feed, id=world.done_job, accept="application/json")
     assert response.status_code == 406
     check(response, feed, "get")
+    job_output = f"{ORG_PREFIX}/jobs/{{id}}/output"
+    response = world.call("get", job_output, id=world.done_job)  # Accept: application/json
+    assert response.status_code == 406
+    check(response, job_output, "get")
+    unknown = "0" * 32
+    for job_id, text in (
+        (unknown, f"job '{unknown}' not found"),
+        (world.offline_job, f"no output for job '{world.offline_job}'"),
+    ):
+        response = world.call("get", job_output, id=job_id, accept="text/event-stream")
+        assert check(response, job_output, "get") == {"error": [text]}
 
 
 @pytest.mark.parametrize("template", sorted(SPEC["paths"]))
