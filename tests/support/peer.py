@@ -63,6 +63,7 @@ from tests.support.api import load_key, prepare
 from tests.support.server import ServerProcess
 
 PEER_MAX_BODY = AGENT_BODY_LIMIT
+SEND_ROOM_TIMEOUT = 30.0  # seconds a send waits for room in a full DEALER queue
 
 
 class PeerError(AssertionError):
@@ -290,9 +291,14 @@ class Peer:
         """Send raw frames on the DEALER (the server sees a routing id frame in front)."""
         if self._dealer is None:
             raise PeerError("not connected")
-        if not self._dealer.send_nowait(list(frames)):
-            raise PeerError("DEALER would block")
-        await trio.lowlevel.checkpoint()
+        # A flood (tens of thousands of messages) can fill the send queue while a loaded
+        # server drains it: wait for room, as a real agent would, before giving up.
+        with trio.move_on_after(SEND_ROOM_TIMEOUT):
+            while not self._dealer.send_nowait(list(frames)):
+                await trio.sleep(0.005)
+            await trio.lowlevel.checkpoint()
+            return
+        raise PeerError(f"DEALER would block for {SEND_ROOM_TIMEOUT} s")
 
     # -- heartbeats ---------------------------------------------------------------------------
 
