@@ -12,7 +12,7 @@ import json
 import logging
 import ssl
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -126,8 +126,11 @@ def tls_verify(settings: Settings) -> bool | ssl.SSLContext:
     return True
 
 
-def with_query(url: str, params: dict[str, str] | None) -> str:
-    """`url` with an encoded query string."""
+Params = Mapping[str, str] | Sequence[tuple[str, str]]
+
+
+def with_query(url: str, params: Params | None) -> str:
+    """`url` with an encoded query string (pairs may repeat a name: `node=a&node=b`)."""
     return f"{url}?{urlencode(params)}" if params else url
 
 
@@ -245,10 +248,17 @@ class SignedClient:
             raise HttpError(response.status_code, reason_phrase(response), texts, hint)
         return response
 
-    def get_json(self, rel: str, params: dict[str, str] | None = None) -> Any:
+    def get_json(self, rel: str, params: Params | None = None) -> Any:
         """GET `<server_url>/pushy/<rel>` and decode the JSON answer."""
+        return self.get_json_response(rel, params)[1]
+
+    def get_json_response(
+        self, rel: str, params: Params | None = None
+    ) -> tuple[httpx.Response, Any]:
+        """GET `<server_url>/pushy/<rel>`: the response (for its headers) and the JSON answer."""
         url = with_query(self.push_url(rel), params)
-        return decode_json(self.send("GET", url), url)
+        response = self.send("GET", url)
+        return response, decode_json(response, url)
 
     def post_json(self, rel: str, obj: Any) -> tuple[httpx.Response, Any]:
         """POST `obj` as compact JSON (None → empty body) and decode the JSON answer."""

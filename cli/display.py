@@ -6,6 +6,7 @@ import json
 from typing import Any, TextIO
 
 from pushjobs.cli.follow import JobProgress
+from pushjobs.cli.render import STATUS_STYLES, status_counts_text
 from pushjobs.cli.sse import SseEvent
 
 
@@ -49,12 +50,42 @@ class EventsDisplay(Display):
         self.out.flush()
 
 
+def field_column(name: str) -> Any:
+    """A progress column showing the rich `Text` kept in a task field (styled, never markup)."""
+    from rich.progress import ProgressColumn, Task
+    from rich.text import Text
+
+    class FieldColumn(ProgressColumn):
+        def render(self, task: Task) -> Text:
+            value = task.fields.get(name)
+            return value if isinstance(value, Text) else Text(str(value or ""))
+
+    return FieldColumn()
+
+
+def progress_with_footer(*columns: Any, **options: Any) -> Any:
+    """A rich `Progress` that draws the `footer` Text (the limits line) below its bar."""
+    from rich.progress import Progress
+    from rich.text import Text
+
+    class FooterProgress(Progress):
+        footer = Text()
+
+        def get_renderables(self) -> Any:
+            yield self.make_tasks_table(self.tasks)
+            if self.footer:
+                yield self.footer
+
+    return FooterProgress(*columns, **options)
+
+
 class RichDisplay(Display):
-    """A rich progress bar on stderr: phase, bar, done/total, per-status node counts."""
+    """A rich progress bar on stderr: phase, bar, done/total, per-status node counts; below it
+    the limit and the error budget when the job has them."""
 
     def __init__(self, no_color: bool, file: TextIO | None = None) -> None:
         from rich.console import Console
-        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
+        from rich.progress import BarColumn, MofNCompleteColumn
 
         if file is None:
             self.console = Console(stderr=True, no_color=no_color, highlight=False)
@@ -63,18 +94,25 @@ class RichDisplay(Display):
                 file=file, no_color=no_color, highlight=False, force_terminal=True, width=120
             )
         # markup=False: phase and status names come from the server, `[...]` stays literal
-        self.progress = Progress(
-            TextColumn("{task.fields[phase]:<13}", markup=False),
+        self.progress = progress_with_footer(
+            field_column("phase"),
             BarColumn(),
             MofNCompleteColumn(),
-            TextColumn("{task.fields[counts]}", markup=False),
+            field_column("counts"),
             console=self.console,
             transient=False,
         )
         self.task: Any = None
 
     def update(self, progress: JobProgress) -> None:
-        fields = {"phase": progress.phase, "counts": progress.counts_label()}
+        from rich.text import Text
+
+        limits = progress.limits_label()
+        self.progress.footer = Text(f"{'':<13} {limits}" if limits else "", style="bold")
+        fields = {
+            "phase": Text(f"{progress.phase:<13}", style=STATUS_STYLES.get(progress.phase, "")),
+            "counts": status_counts_text(progress.counts()),
+        }
         if self.task is None:
             self.progress.start()
             self.task = self.progress.add_task(

@@ -1,4 +1,11 @@
-"""Exit codes (cli.md §10)."""
+"""Exit codes (cli.md §10).
+
+| job outcome | code |
+|---|---|
+| `complete`, every node `succeeded` | 0 |
+| `complete` with another node status; `timed_out`, `aborted`, `crashed`, `stopped` | 1 |
+| `quorum_failed` | 2 |
+"""
 
 from __future__ import annotations
 
@@ -31,6 +38,8 @@ def job_exit_code(job: Any, knife_compatible: bool = False) -> int:
         )
     if status == JobStatus.QUORUM_FAILED:
         return QUORUM_FAILED
+    if status == JobStatus.STOPPED:  # the error budget ran out (lifecycle.md §12.3)
+        return JOB_FAILED
     if status == JobStatus.COMPLETE and keys <= {NodeStatus.SUCCEEDED}:
         return OK
     return JOB_FAILED

@@ -1,4 +1,9 @@
-"""Building the `POST pushy/jobs` body from command-line options (cli.md §3.1–§3.4)."""
+"""Building the `POST pushy/jobs` body from command-line options (cli.md §3.1–§3.4).
+
+Also the rollout limits `--max-concurrency` / `--max-errors` (cli.md §3.7): checked with the
+server's rules (http-api.md §7.4) and resolved against the node count as the server does
+(lifecycle.md §12.1). Pure: no I/O besides the file readers named `read_*`.
+"""
 
 from __future__ import annotations
 
@@ -19,6 +24,15 @@ ENV_ERROR = "--with-env must be a JSON object of strings"
 NO_NODES = "No nodes to run job on. Specify nodes as arguments or use -s to specify a search query."
 _QUORUM_COUNT = re.compile(r"[0-9]+")
 _QUORUM_PERCENT = re.compile(r"([0-9]+(?:\.[0-9]*)?|\.[0-9]+)%")
+_LIMIT_COUNT = re.compile(r"[0-9]+")
+_LIMIT_PERCENT = re.compile(r"([0-9]{1,3})%")
+INT_MAX = 2**31 - 1
+LIMIT_ERRORS = {
+    "--max-concurrency": "--max-concurrency must be an integer >= 1 or a percentage N% "
+    "(N from 1 to 100), not {value!r}",
+    "--max-errors": "--max-errors must be an integer >= 0 or a percentage N% "
+    "(N from 0 to 100), not {value!r}",
+}
 
 
 def parse_quorum(text: str, node_count: int) -> int:
@@ -30,6 +44,48 @@ def parse_quorum(text: str, node_count: int) -> int:
     if m:
         return math.ceil(Fraction(m.group(1)) * node_count / 100)
     raise UsageError(QUORUM_ERROR)
+
+
+def parse_limit(text: str, option: str) -> int | str:
+    """`--max-concurrency` (least 1) or `--max-errors` (least 0): an int, or `"N%"` as given.
+
+    The same rules as the server's (http-api.md §7.4): integers up to 2^31-1, percentages
+    `[0-9]{1,3}%` up to 100; anything else is a UsageError naming the option.
+    """
+    least = 1 if option == "--max-concurrency" else 0
+    value = text.strip()
+    if _LIMIT_COUNT.fullmatch(value) and least <= int(value) <= INT_MAX:
+        return int(value)
+    m = _LIMIT_PERCENT.fullmatch(value)
+    if m and least <= int(m.group(1)) <= 100:
+        return f"{int(m.group(1))}%"
+    raise UsageError(LIMIT_ERRORS[option].format(value=text))
+
+
+def _percent(value: int | str) -> int | None:
+    if isinstance(value, str) and value.endswith("%") and value[:-1].isdigit():
+        return int(value[:-1])
+    return None
+
+
+def resolve_concurrency(value: Any, node_count: int) -> int | None:
+    """The concurrency limit L: an int as given, `"N%"` → ceil(N·n/100), at least 1."""
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, int):
+        return value
+    pct = _percent(value)
+    return None if pct is None else max(1, -(-pct * node_count // 100))
+
+
+def resolve_errors(value: Any, node_count: int) -> int | None:
+    """The error budget E: an int as given, `"N%"` → floor(N·n/100)."""
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, int):
+        return value
+    pct = _percent(value)
+    return None if pct is None else pct * node_count // 100
 
 
 def encode_file_content(data: bytes) -> str:
@@ -116,8 +172,10 @@ def build_job_body(
     file: str | None = None,
     user: str | None = None,
     dir: str | None = None,
+    max_concurrency: int | str | None = None,
+    max_errors: int | str | None = None,
 ) -> dict[str, Any]:
-    """The request body of §3.4 step 2: five keys always, the options only when given."""
+    """The request body of cli.md §3.4 step 2: five keys always, the options only when given."""
     body: dict[str, Any] = {
         "command": command,
         "nodes": nodes,
@@ -133,4 +191,8 @@ def build_job_body(
         body["user"] = user
     if dir is not None:
         body["dir"] = dir
+    if max_concurrency is not None:
+        body["max_concurrency"] = max_concurrency
+    if max_errors is not None:
+        body["max_errors"] = max_errors
     return body

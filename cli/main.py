@@ -60,6 +60,11 @@ def _add_follow_options(p: argparse.ArgumentParser) -> None:
         action="store_true",
         help='JSON lines only: every feed event, then {"event": "job", "data": JOB} last',
     )
+    p.add_argument(
+        "--stream",
+        action="store_true",
+        help="print every node's output lines as they arrive (progress goes to stderr)",
+    )
     p.add_argument("--knife-compatible-exit", action="store_true", help="knife-push exit codes")
 
 
@@ -70,8 +75,8 @@ key; $PUSHJOBS_SERVER_URL, $PUSHJOBS_USER, $PUSHJOBS_KEY; the options above.
 server_url is the organization URL: https://push.example.com/organizations/ORG.
 
 exit status of job start/watch: 0 every node succeeded, 1 the job ended but not
-every node succeeded, 2 quorum failed, 3 usage, HTTP or network error,
-130 interrupted (the job goes on)."""
+every node succeeded (or stopped: the error budget ran out), 2 quorum failed,
+3 usage, HTTP or network error, 130 interrupted (the job goes on)."""
 
 
 def build_parser() -> Parser:
@@ -109,6 +114,16 @@ def build_parser() -> Parser:
     p.add_argument("--with-env", metavar="JSON", help="environment, a JSON object of strings")
     p.add_argument("--as-user", metavar="USER", help="run as this user")
     p.add_argument("--in-dir", metavar="DIR", help="working directory")
+    p.add_argument(
+        "--max-concurrency",
+        metavar="N|N%",
+        help="at most this many nodes run at once (N%% of the nodes, rounded up)",
+    )
+    p.add_argument(
+        "--max-errors",
+        metavar="N|N%",
+        help="stop starting nodes once more than this many failed (N%% of the nodes, rounded down)",
+    )
     p.add_argument("-b", "--nowait", action="store_true", help="print the job id and exit")
     _add_follow_options(p)
     p.set_defaults(handler="start")
@@ -120,8 +135,19 @@ def build_parser() -> Parser:
 
     p = sub(jobs, "list", help="list jobs, newest first")
     p.add_argument("--status", metavar="S[,S...]", help="only jobs with these statuses")
-    p.add_argument("--limit", type=int, metavar="N")
-    p.add_argument("--offset", type=int, metavar="N")
+    p.add_argument(
+        "--node", action="append", metavar="NODE", help="only jobs with this node (repeatable)"
+    )
+    p.add_argument("--requested-by", metavar="NAME", help="only jobs this user or client created")
+    p.add_argument(
+        "--since", metavar="TIME", help="only jobs created since: 30m, 2h, 7d or an ISO 8601 time"
+    )
+    p.add_argument("--until", metavar="TIME", help="only jobs created before (same forms)")
+    p.add_argument("--command", metavar="COMMAND", help="only jobs with exactly this command")
+    p.add_argument(
+        "--limit", type=int, default=50, metavar="N", help="at most N jobs (default 50, 0 = all)"
+    )
+    p.add_argument("--offset", type=int, metavar="N", help="skip the newest N jobs")
     p.set_defaults(handler="list")
 
     p = sub(jobs, "status", help="show a job")
@@ -132,8 +158,11 @@ def build_parser() -> Parser:
 
     p = sub(jobs, "output", help="captured output of nodes")
     p.add_argument("job_id", metavar="JOB_ID")
-    p.add_argument("nodes", nargs="+", metavar="NODE")
-    p.add_argument("--channel", default="stdout", metavar="stdout|stderr|both")
+    p.add_argument("nodes", nargs="*", metavar="NODE")
+    p.add_argument("--all", action="store_true", help="every node of the job")
+    p.add_argument(
+        "--channel", metavar="stdout|stderr|both", help="default stdout (both with --all)"
+    )
     p.add_argument("--follow", action="store_true", help="stream live output until the end")
     p.set_defaults(handler="output")
 

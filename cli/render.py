@@ -7,11 +7,38 @@ from collections import Counter
 from collections.abc import Sequence
 from typing import Any
 
-from pushjobs.cli.follow import status_order_key
+from pushjobs.cli.follow import ERROR_NODE_STATUSES, status_order_key
+from pushjobs.cli.jobspec import resolve_errors
+from pushjobs.protocol.vocabulary import JobStatus, NodeStatus
 
 JOB_KEYS = ("id", "command", "status", "run_timeout", "created_at", "updated_at")
+# Audit keys (present in every job of a current server) do not widen the key column, so the
+# layout of §3.6 stays as it was: `requested_by:` is then followed by a single space.
+AUDIT_KEYS = ("requested_by", "aborted_by")
 OPTION_KEYS = ("user", "dir", "env", "capture_output", "file_specified", "file")
+LIMIT_KEYS = ("max_concurrency", "max_errors")
+ORDERED_KEYS = (*JOB_KEYS, *AUDIT_KEYS, *OPTION_KEYS, *LIMIT_KEYS)
 COMMAND_WIDTH = 40
+SKIPPED_SHOWN = 10  # node names listed in the `stopped` note; the `nodes` block has them all
+
+# rich styles of node and job statuses (progress display, tables, on a colour terminal)
+STATUS_STYLES: dict[str, str] = {
+    NodeStatus.SUCCEEDED: "green",
+    JobStatus.COMPLETE: "green",
+    NodeStatus.FAILED: "red",
+    NodeStatus.CRASHED: "red",
+    NodeStatus.TIMED_OUT: "red",
+    JobStatus.QUORUM_FAILED: "red",
+    NodeStatus.ABORTED: "yellow",
+    NodeStatus.SKIPPED: "yellow",
+    JobStatus.STOPPED: "yellow",
+    NodeStatus.NACKED: "magenta",
+    NodeStatus.UNAVAILABLE: "magenta",
+    NodeStatus.WAS_READY: "magenta",
+    NodeStatus.RUNNING: "cyan",
+    NodeStatus.READY: "blue",
+    JobStatus.VOTING: "blue",
+}
 
 
 def _scalar(value: Any) -> str:
@@ -60,23 +87,46 @@ def node_summary(nodes: Any) -> str:
 
 def format_job(job: dict[str, Any]) -> str:
     """The job object as aligned `key: value` lines, nodes grouped by status, and a summary line."""
-    keys = [k for k in JOB_KEYS if k in job] + [k for k in OPTION_KEYS if k in job]
-    extra = sorted(k for k in job if k not in JOB_KEYS and k not in OPTION_KEYS and k != "nodes")
-    keys += extra
-    width = max([len(k) + 2 for k in [*keys, "nodes"]] + [13])
+    keys = [k for k in ORDERED_KEYS if k in job]
+    keys += sorted(k for k in job if k not in ORDERED_KEYS and k != "nodes")
+    width = max([len(k) + 2 for k in [*keys, "nodes"] if k not in AUDIT_KEYS] + [13])
     lines = []
     for key in keys:
         value = job[key]
         if isinstance(value, dict):
             lines.extend(_block(key, value, width))
         else:
-            lines.append(f"{key + ':':<{width}}{_scalar(value)}")
+            lines.append(f"{key + ':':<{width - 1}} {_scalar(value)}")
     nodes = job.get("nodes")
     if isinstance(nodes, dict):
         # node statuses alphabetically, as knife lists them
         lines.extend(_block("nodes", {k: v for k, v in nodes.items() if v}, width))
         lines.append(node_summary(nodes))
     return "\n".join(lines) + "\n"
+
+
+def stopped_note(job: dict[str, Any]) -> str | None:
+    """For a `stopped` job: why it stopped and which nodes were skipped (cli.md §3.6)."""
+    if job.get("status") != JobStatus.STOPPED:
+        return None
+    nodes = job.get("nodes")
+    lists = (
+        {s: v for s, v in nodes.items() if isinstance(v, list)} if isinstance(nodes, dict) else {}
+    )
+    total = sum(len(v) for v in lists.values())
+    errors = sum(len(v) for s, v in lists.items() if s in ERROR_NODE_STATUSES)
+    skipped = sorted(lists.get(NodeStatus.SKIPPED, []))
+    budget = resolve_errors(job.get("max_errors"), total)
+    why = f"{errors} {'node' if errors == 1 else 'nodes'} failed"
+    if budget is not None:
+        why += f", {budget} allowed (max_errors {_scalar(job.get('max_errors'))})"
+    if not skipped:
+        return f"Stopped: {why}; no node was skipped."
+    shown = ", ".join(skipped[:SKIPPED_SHOWN])
+    if len(skipped) > SKIPPED_SHOWN:
+        shown += f", … ({len(skipped) - SKIPPED_SHOWN} more)"
+    noun = "node" if len(skipped) == 1 else "nodes"
+    return f"Stopped: {why}; {len(skipped)} {noun} skipped: {shown}"
 
 
 def cut(text: str, width: int = COMMAND_WIDTH) -> str:
@@ -161,9 +211,27 @@ def rich_table(header: list[str], rows: list[list[str]]) -> Any:
     table = Table(box=None, show_edge=False, pad_edge=False, header_style="bold")
     for name in header:
         table.add_column(Text(name), no_wrap=True, overflow="ignore")
+    status = header.index("STATUS") if "STATUS" in header else -1
     for row in rows:
-        table.add_row(*(Text(cell) for cell in row))
+        table.add_row(
+            *(
+                Text(cell, style=STATUS_STYLES.get(cell, "") if i == status else "")
+                for i, cell in enumerate(row)
+            )
+        )
     return table
+
+
+def status_counts_text(counts: Sequence[tuple[str, int]]) -> Any:
+    """`succeeded 2 · failed 1` as a rich `Text`, each status in its colour."""
+    from rich.text import Text
+
+    text = Text()
+    for i, (status, n) in enumerate(counts):
+        if i:
+            text.append(" · ")
+        text.append(f"{status} {n}", style=STATUS_STYLES.get(status, ""))
+    return text
 
 
 def output_header(

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Generator
 from contextlib import AbstractContextManager
 from typing import Protocol
 
@@ -59,7 +59,7 @@ def reopened_events(
     resume_from: Callable[[SseEvent], bool] | None = None,
     require_event_stream: bool = False,
     sleep: Callable[[float], None] = time.sleep,
-) -> Iterator[SseEvent]:
+) -> Generator[SseEvent, None, None]:
     """The events of the stream at `url`, reopened after every drop.
 
     A reopen sends the last event id the parser saw, or, with `resume_from`, the id of the

@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import json
 import re
+from datetime import UTC, datetime
 from typing import Any
 
 from pushjobs.cli import exitcodes
@@ -14,17 +15,26 @@ from pushjobs.cli.display import Display, EventsDisplay, PlainDisplay, RichDispl
 from pushjobs.cli.errors import RequestError, UsageError
 from pushjobs.cli.follow import JobProgress
 from pushjobs.cli.interrupt import GatedDisplay, honour_sigint, run_in_worker
+from pushjobs.cli.jobquery import list_query, more_hint
 from pushjobs.cli.jobspec import (
     NO_NODES,
     build_job_body,
     parse_env,
+    parse_limit,
     parse_quorum,
     read_job_file,
     read_nodes_file,
     unique,
 )
-from pushjobs.cli.render import format_job, job_nodes_table, jobs_table, output_header
+from pushjobs.cli.render import (
+    format_job,
+    job_nodes_table,
+    jobs_table,
+    output_header,
+    stopped_note,
+)
 from pushjobs.cli.search import search_nodes
+from pushjobs.cli.stream import GatedSink, JsonSink, Sink, StreamThread, TextSink
 from pushjobs.protocol.vocabulary import FINAL_JOB_STATUSES, NodeStatus, OutputChannel
 
 FAILED_NODE_STATUSES = (
@@ -57,8 +67,15 @@ def _job_rel(job_id: str) -> str:
     return f"jobs/{segment(job_id)}"
 
 
+def streaming(app: App) -> bool:
+    return bool(getattr(app.args, "stream", False))
+
+
 def make_display(app: App) -> Display:
-    """The progress display for `--events`, `--json`, a terminal, or plain lines."""
+    """The progress display for `--events`, `--json`, a terminal, or plain lines.
+
+    With `--stream` stdout carries the output lines, so the plain lines go to stderr.
+    """
     if app.args.events:
         return EventsDisplay(app.stdout)
     if app.json:
@@ -66,7 +83,46 @@ def make_display(app: App) -> Display:
     if app.stderr_is_terminal():
         no_color = bool(app.args.no_color or app.environ.get("NO_COLOR"))
         return RichDisplay(no_color=no_color)
-    return PlainDisplay(app.stdout)
+    return PlainDisplay(app.stderr if streaming(app) else app.stdout)
+
+
+def _isatty(stream: Any) -> bool:
+    try:
+        return bool(stream.isatty())
+    except (AttributeError, ValueError):
+        return False
+
+
+def make_sink(app: App, display: Display) -> Sink:
+    """Where `--stream` prints: JSON lines, or prefixed lines (coloured on a terminal).
+
+    When the rich progress bar and the lines share a terminal, the lines are printed through
+    the bar's console, above the bar, as rich does for `print` during a live display.
+    """
+    if app.json:
+        return JsonSink(app.stdout)
+    app.stdout.flush()
+    if isinstance(display, RichDisplay) and _isatty(app.stdout):
+        return TextSink(app.stdout_bytes, display.console)
+    if app.color:
+        from rich.console import Console
+
+        return TextSink(app.stdout_bytes, Console(file=app.stdout, highlight=False))
+    return TextSink(app.stdout_bytes)
+
+
+def check_stream_options(app: App) -> None:
+    """`--stream` prints the output itself: these options would print it twice or not at all."""
+    a = app.args
+    if not streaming(app):
+        return
+    for option, given in (
+        ("--nowait", getattr(a, "nowait", False)),
+        ("--events", a.events),
+        ("--show-output", a.show_output),
+    ):
+        if given:
+            raise UsageError(f"--stream cannot be used with {option}")
 
 
 # ---------------------------------------------------------------- job start
@@ -95,9 +151,14 @@ def cmd_job_start(app: App) -> int:
         raise UsageError("--poll-interval must be a positive number of seconds")
     if a.timeout is not None and a.timeout < 0:
         raise UsageError("--timeout must be a whole number of seconds (0 or more)")
+    check_stream_options(app)
     honour_sigint()
     # Check every local input before touching the network.
     parse_quorum(a.quorum, 0)
+    max_concurrency = (
+        None if a.max_concurrency is None else parse_limit(a.max_concurrency, "--max-concurrency")
+    )
+    max_errors = None if a.max_errors is None else parse_limit(a.max_errors, "--max-errors")
     env = parse_env(a.with_env) if a.with_env is not None else {}
     file = read_job_file(a.file) if a.file is not None else None
     nodes = collect_nodes(app)
@@ -107,12 +168,14 @@ def cmd_job_start(app: App) -> int:
         command=a.command,
         nodes=nodes,
         quorum=parse_quorum(a.quorum, len(nodes)),
-        capture=bool(a.capture or a.show_output),
+        capture=bool(a.capture or a.show_output or a.stream),
         env=env,
         run_timeout=a.timeout,
         file=file,
         user=a.as_user,
         dir=a.in_dir,
+        max_concurrency=max_concurrency,
+        max_errors=max_errors,
     )
     client = app.client()
     response, doc = client.post_json("jobs", body)
@@ -131,11 +194,15 @@ def cmd_job_start(app: App) -> int:
         elif not app.json or a.nowait:
             if app.json:
                 app.print_json({"id": job_id, "uri": uri})
+            elif a.stream:
+                app.note(f"Started.  Job ID: {job_id}")  # stdout is for the output lines
             else:
                 app.print(f"Started.  Job ID: {job_id}")
             if a.nowait:
                 return exitcodes.OK
-        return follow_and_finish(app, client, JobProgress(job_id, nodes))
+        progress = JobProgress(job_id, nodes)
+        progress.max_concurrency, progress.max_errors = max_concurrency, max_errors
+        return follow_and_finish(app, client, progress)
     except KeyboardInterrupt as e:
         # From here on every Ctrl-C names the job (even one right after `Started.`).
         if job_id is None or isinstance(e, Interrupted):
@@ -151,18 +218,38 @@ def follow_and_finish(app: App, client: SignedClient, progress: JobProgress) -> 
     from pushjobs.cli.watch import follow_job
 
     a = app.args
-    display = GatedDisplay(make_display(app))
+    inner = make_display(app)
+    display = GatedDisplay(inner)
+    sink = GatedSink(make_sink(app, inner)) if streaming(app) else None
 
-    def work() -> tuple[dict[str, Any], dict[str, dict[str, Any]] | None]:
+    def work() -> tuple[dict[str, Any], dict[str, dict[str, Any]] | None, str | None]:
+        streamer = None if sink is None else StreamThread(client, progress.job_id, sink).start()
         job = follow_job(client, progress, display, poll=a.poll, poll_interval=a.poll_interval)
-        return job, fetch_outputs(client, job, a.show_output) if a.show_output else None
+        warning = None if streamer is None else streamer.wait()
+        return job, fetch_outputs(client, job, a.show_output) if a.show_output else None, warning
 
     try:
-        job, outputs = run_in_worker(work)
+        job, outputs, warning = run_in_worker(work)
     except KeyboardInterrupt:
+        if sink is not None:
+            sink.shut()
         display.shut(progress)
         raise Interrupted(progress.job_id) from None
+    if warning:
+        app.warn(warning)
     return report(app, job, outputs)
+
+
+def stream_finished(app: App, client: SignedClient, job_id: str) -> None:
+    """`job watch --stream` of a finished job: the stored output, replayed by the feed."""
+    sink = GatedSink(make_sink(app, Display()))
+    try:
+        warning = run_in_worker(lambda: StreamThread(client, job_id, sink).start().wait())
+    except KeyboardInterrupt:
+        sink.shut()
+        raise Interrupted(job_id) from None
+    if warning:
+        app.warn(warning)
 
 
 def finish(app: App, client: SignedClient, job: dict[str, Any]) -> int:
@@ -183,6 +270,9 @@ def report(app: App, job: dict[str, Any], outputs: dict[str, dict[str, Any]] | N
                 if data is not None:
                     print_event(app, "output", {"node": node, "channel": channel, **_blob(data)})
         print_event(app, "job", job)
+    elif app.json and streaming(app):
+        # stdout carries JSON lines: the final job object is one more line
+        app.print(json.dumps({"event": "job", **job}, ensure_ascii=False, separators=(",", ":")))
     elif app.json:
         if outputs is None:
             app.print_json(job)
@@ -198,6 +288,9 @@ def report(app: App, job: dict[str, Any], outputs: dict[str, dict[str, Any]] | N
             )
     else:
         app.print(format_job(job))
+        note = stopped_note(job)
+        if note:
+            app.print(note)
         if outputs is not None:
             print_outputs(app, outputs)
     return exitcodes.job_exit_code(job, app.knife)
@@ -303,11 +396,17 @@ def cmd_job_watch(app: App) -> int:
     a = app.args
     if a.poll_interval <= 0:
         raise UsageError("--poll-interval must be a positive number of seconds")
+    check_stream_options(app)
     honour_sigint()
     client = app.client()
     try:
         job = run_in_worker(lambda: get_job(client, a.job_id))
+        if a.stream and not job.get("capture_output"):
+            app.warn(f"job {a.job_id} does not capture output: --stream has nothing to show")
+            a.stream = False
         if job.get("status") in FINAL_JOB_STATUSES:
+            if a.stream:
+                stream_finished(app, client, a.job_id)
             return finish(app, client, job)
         progress = JobProgress(str(job.get("id") or a.job_id))
         progress.apply_job(job)
@@ -320,22 +419,31 @@ def cmd_job_watch(app: App) -> int:
 
 
 def cmd_job_list(app: App) -> int:
-    """`job list` (§5)."""
+    """`job list` (§5): filters, newest first, at most `--limit` (50) with a hint for more."""
     a = app.args
-    params: dict[str, str] = {}
-    if a.status:
-        params["status"] = a.status
-    if a.limit is not None:
-        params["limit"] = str(a.limit)
-    if a.offset is not None:
-        params["offset"] = str(a.offset)
-    jobs = app.client().get_json("jobs", params or None)
+    if a.limit < 0:
+        raise UsageError("--limit must be 0 (all jobs) or more")
+    params = list_query(
+        now=datetime.now(UTC),
+        status=a.status,
+        nodes=a.node,
+        requested_by=a.requested_by,
+        since=a.since,
+        until=a.until,
+        command=a.command,
+        limit=a.limit,
+        offset=a.offset,
+    )
+    response, jobs = app.client().get_json_response("jobs", params or None)
     if not isinstance(jobs, list):
         raise RequestError("unexpected answer for the job list: not a JSON array")
     if app.json:
         app.print_json(jobs)
     else:
         app.print_table(*jobs_table(jobs))
+    hint = more_hint(response.headers.get("link"))
+    if hint:
+        app.note(hint)
     return exitcodes.OK
 
 
@@ -353,6 +461,9 @@ def cmd_job_status(app: App) -> int:
         app.print_json(job if nodes is None else {"job": job, "nodes": nodes})
         return exitcodes.OK
     app.print(format_job(job))
+    note = stopped_note(job)
+    if note:
+        app.print(note)
     if nodes is not None:
         app.print()
         app.print_table(*job_nodes_table(nodes))

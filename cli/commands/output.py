@@ -1,4 +1,8 @@
-"""`job output` (cli.md §7): stored output of one or more nodes, or live output over SSE."""
+"""`job output` (cli.md §7): stored output of one or more nodes, or live output over SSE.
+
+`--all --follow` reads the per-job output feed (one stream for every node, `cli/stream.py`);
+`--all` alone prints the stored output of every node of the job.
+"""
 
 from __future__ import annotations
 
@@ -12,8 +16,10 @@ from pushjobs.cli import exitcodes
 from pushjobs.cli.app import App
 from pushjobs.cli.client import HttpError, SignedClient, segment
 from pushjobs.cli.errors import RequestError, UsageError
-from pushjobs.cli.reopen import StreamFailed, reopened_events
+from pushjobs.cli.interrupt import run_in_worker
+from pushjobs.cli.reopen import NotEventStream, StreamFailed, reopened_events
 from pushjobs.cli.sse import SseEvent
+from pushjobs.cli.stream import ChannelFilter, GatedSink, JsonSink, Sink, TextSink, stream_output
 from pushjobs.protocol.vocabulary import OutputChannel
 
 CHANNELS: dict[str, tuple[OutputChannel, ...]] = {
@@ -26,6 +32,7 @@ NO_OUTPUT = (
     "no output for {node}: the job did not capture output, the node did not run the command, "
     "or nothing has arrived yet"
 )
+NO_JOB_OUTPUT = "no output for job {job}: the job did not capture output, or no node has run yet"
 
 
 def _is_job_missing(e: HttpError) -> bool:
@@ -35,11 +42,19 @@ def _is_job_missing(e: HttpError) -> bool:
 def cmd_job_output(app: App) -> int:
     """`job output` (§7): stored bytes, or live streams with --follow."""
     a = app.args
-    channels = CHANNELS.get(a.channel)
+    channels = CHANNELS.get(a.channel or ("both" if a.all else "stdout"))
     if channels is None:
         raise UsageError(CHANNEL_ERROR)
+    if a.all and a.nodes:
+        raise UsageError("--all cannot be used with node names")
+    if not a.all and not a.nodes:
+        raise UsageError("name at least one node, or use --all", usage=a.usage)
     nodes = list(dict.fromkeys(a.nodes))
     client = app.client()
+    if a.all:
+        if a.follow:
+            return follow_job_output(app, client, a.job_id, channels)
+        return print_all_outputs(app, client, a.job_id, channels)
     if a.follow:
         return follow_outputs(app, client, a.job_id, nodes, channels)
     single = len(nodes) == 1 and len(channels) == 1
@@ -63,6 +78,65 @@ def cmd_job_output(app: App) -> int:
                 out.write(b"\n")
             out.flush()
     return exitcodes.ERROR if missing else exitcodes.OK
+
+
+def print_all_outputs(
+    app: App, client: SignedClient, job_id: str, channels: tuple[str, ...]
+) -> int:
+    """`--all` without `--follow`: the stored output of every node of the job, by name."""
+    job = client.get_json(f"jobs/{segment(job_id)}")
+    nodes = job.get("nodes") if isinstance(job, dict) else None
+    if not isinstance(nodes, dict):
+        raise RequestError(f"unexpected answer for job {job_id}: no nodes")
+    names = sorted({n for v in nodes.values() if isinstance(v, list) for n in v})
+    out = app.stdout_bytes
+    printed = False
+    for node in names:
+        for channel in channels:
+            try:
+                data = client.get_bytes(f"jobs/{segment(job_id)}/output/{segment(node)}/{channel}")
+            except HttpError as e:
+                if e.status != 404 or _is_job_missing(e):
+                    raise
+                break  # this node has no output record (it did not run)
+            out.write(f"==> {node} {channel} <==\n".encode())
+            out.write(data)
+            if data and not data.endswith(b"\n"):
+                out.write(b"\n")
+            out.flush()
+            printed = True
+    if not printed:
+        app.note(NO_JOB_OUTPUT.format(job=job_id))
+        return exitcodes.ERROR
+    return exitcodes.OK
+
+
+def follow_job_output(
+    app: App, client: SignedClient, job_id: str, channels: tuple[str, ...]
+) -> int:
+    """`--all --follow`: every node's lines from the per-job output feed until the job ends."""
+    inner: Sink
+    if app.json:
+        inner = JsonSink(app.stdout)
+    elif app.color:
+        from rich.console import Console
+
+        inner = TextSink(app.stdout_bytes, Console(file=app.stdout, highlight=False))
+    else:
+        inner = TextSink(app.stdout_bytes)
+    sink = GatedSink(ChannelFilter(inner, channels))
+    try:
+        run_in_worker(lambda: stream_output(client, job_id, sink))
+    except KeyboardInterrupt:
+        sink.shut()
+        raise
+    except StreamFailed as e:
+        raise RequestError(f"the output feed failed: {e.reason}") from None
+    except NotEventStream as e:
+        raise RequestError(
+            f"the server has no output feed for job {job_id} (it answered {e.content_type!r})"
+        ) from None
+    return exitcodes.OK
 
 
 class LineWriter:

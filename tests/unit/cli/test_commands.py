@@ -8,6 +8,7 @@ import base64
 import json
 import re
 import time
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -51,6 +52,12 @@ class Peer:
         self.errors: dict[str, httpx.Response] = {}
         self.node_rows: list[dict] = []
         self.search_hits: list[str] = []
+        # per-job output feed: the events of each successive connection, and the
+        # Last-Event-ID each connection sent
+        self.output_feeds: list[list[tuple[str, dict, str]]] = []
+        self.feed_last_ids: list[str | None] = []
+        self.list_headers: dict[str, str] = {}
+        self.job_answers: list[dict] = []  # answers of GET jobs/<id> before `final`
 
     def __call__(self, request: httpx.Request) -> httpx.Response:
         request.read()
@@ -75,7 +82,11 @@ class Peer:
             uri = f"{BASE}/pushy/jobs/{JOB_ID}"
             return httpx.Response(201, json={"uri": uri}, headers={"Location": uri})
         if rel == f"jobs/{JOB_ID}":
-            return httpx.Response(200, json=self.final)
+            return httpx.Response(
+                200, json=self.job_answers.pop(0) if self.job_answers else self.final
+            )
+        if rel == f"jobs/{JOB_ID}/output":
+            return self.output_feed(request)
         if rel == f"job_status_feed/{JOB_ID}":
             body = "".join(
                 f"event: {n}\nid: job-{i}\ndata: {json.dumps(d)}\n\n"
@@ -101,7 +112,11 @@ class Peer:
         if rel == f"jobs/{JOB_ID}/abort":
             return httpx.Response(200, json=job_object("aborted", {"aborted": ["n1"]}))
         if rel == "jobs":
-            return httpx.Response(200, json=[{k: v for k, v in self.final.items() if k != "nodes"}])
+            return httpx.Response(
+                200,
+                json=[{k: v for k, v in self.final.items() if k != "nodes"}],
+                headers=self.list_headers,
+            )
         if rel == "node_states":
             return httpx.Response(
                 200,
@@ -123,6 +138,22 @@ class Peer:
                 json={"node_name": m.group(1), "status": "offline", "availability": "unavailable"},
             )
         return httpx.Response(404, json={"error": ["not found"]})
+
+    def output_feed(self, request: httpx.Request) -> httpx.Response:
+        """`GET jobs/<id>/output` (http-api.md §7.13): the next scripted connection."""
+        assert request.headers["accept"] == "text/event-stream"
+        self.feed_last_ids.append(request.headers.get("last-event-id"))
+        if not self.output_feeds:
+            return httpx.Response(404, json={"error": [f"no output for job '{JOB_ID}'"]})
+        body = "".join(
+            f"event: {n}\nid: {i}\ndata: {json.dumps(d)}\n\n"
+            for n, d, i in self.output_feeds.pop(0)
+        )
+        return httpx.Response(
+            200,
+            headers={"content-type": "text/event-stream"},
+            stream=httpx.ByteStream(body.encode()),
+        )
 
     def live_output(self, node: str, channel: str, last_id: str | None) -> httpx.Response:
         """Chunks of `outputs`, 4 bytes each; the first stream of each channel drops midway."""
@@ -534,3 +565,283 @@ def test_search_for_nodes(run, peer: Peer, monkeypatch: pytest.MonkeyPatch, tmp_
     assert peer.posted[0]["quorum"] == 2
     code, out, _ = run("node", "status", "role:web", "extra")
     assert out.splitlines() == [f"{n}\tunavailable" for n in ("w1", "w2", "w3", "extra")]
+
+
+# ---------------------------------------------------------------- rollouts (issue 10)
+
+
+def piece(node: str, channel: str, offset: int, text: str) -> tuple[str, dict, str]:
+    data = {"timestamp": "t", "node": node, "channel": channel, "offset": offset,
+            "encoding": "text", "data": text}  # fmt: skip
+    return "output", data, f"{node}:{channel}:{offset + len(text.encode())}"
+
+
+def chan_end(node: str, channel: str) -> tuple[str, dict, str]:
+    data = {"timestamp": "t", "node": node, "channel": channel, "status": "succeeded",
+            "exit_status": 0, "signal": None, "bytes": 1, "omitted_bytes": 0}  # fmt: skip
+    return "end", data, f"{node}:{channel}:end"
+
+
+def feed_complete(status: str = "complete") -> tuple[str, dict, str]:
+    return "job_complete", {"timestamp": "t", "status": status}, "job_complete"
+
+
+# the first connection drops after two pieces; the second replays from the store: web1's
+# stdout whole from offset 0 (overlapping what was held), web2's stderr again
+DROPPED_FEEDS = [
+    [piece("web1", "stdout", 0, "hello wo"), piece("web2", "stderr", 0, "oops\n")],
+    [
+        piece("web1", "stdout", 0, "hello world\nbye"),
+        chan_end("web1", "stdout"),
+        piece("web2", "stderr", 0, "oops\n"),
+        chan_end("web2", "stderr"),
+        feed_complete(),
+    ],
+]
+TWO_NODE_EVENTS = [
+    ("start", {"node_count": 2}),
+    ("quorum_vote", {"node": "web1", "status": "success"}),
+    ("quorum_vote", {"node": "web2", "status": "success"}),
+    ("quorum_succeeded", {}),
+    ("run_start", {"node": "web1"}),
+    ("run_start", {"node": "web2"}),
+    ("run_complete", {"node": "web1", "status": "success"}),
+    ("run_complete", {"node": "web2", "status": "success"}),
+    ("job_complete", {"status": "complete"}),
+]
+
+
+@pytest.fixture
+def no_reopen_delay(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr("pushjobs.cli.reopen.REOPEN_DELAY", 0.0)
+
+
+def test_job_start_limits_are_sent_as_given(run, peer: Peer) -> None:
+    code, _, err = run(
+        "job", "start", "hello", "a", "b", "--max-concurrency", "10%", "--max-errors", "0"
+    )
+    assert code == 0, err
+    assert peer.posted[0]["max_concurrency"] == "10%"
+    assert peer.posted[0]["max_errors"] == 0
+    run("job", "start", "hello", "a", "--max-concurrency", "3")
+    assert peer.posted[1]["max_concurrency"] == 3 and "max_errors" not in peer.posted[1]
+
+
+@pytest.mark.parametrize(
+    ("option", "value"),
+    [
+        ("--max-concurrency", "0"),
+        ("--max-concurrency", "101%"),
+        ("--max-concurrency", "x"),
+        ("--max-errors", "-1"),
+        ("--max-errors", "10.5%"),
+        ("--max-errors", "1.5"),
+    ],
+)
+def test_job_start_invalid_limits_are_usage_errors(
+    run, peer: Peer, option: str, value: str
+) -> None:
+    code, _, err = run("job", "start", "hello", "a", f"{option}={value}")
+    assert code == 3
+    assert err.startswith(f"ERROR: {option} must be an integer >= ")
+    assert f"not '{value}'" in err
+    assert peer.requests == []  # checked before any request
+
+
+def test_stopped_job_prints_skipped_nodes_and_exits_1(run, peer: Peer) -> None:
+    peer.final = job_object(
+        "stopped",
+        {"failed": ["a"], "skipped": ["b", "c"]},
+        requested_by="alice",
+        max_concurrency=1,
+        max_errors=0,
+    )
+    peer.events = [
+        ("start", {"node_count": 3, "max_concurrency": 1, "max_errors": 0}),
+        *[("quorum_vote", {"node": n, "status": "success"}) for n in "abc"],
+        ("quorum_succeeded", {}),
+        ("run_start", {"node": "a"}),
+        ("run_complete", {"node": "a", "status": "failure"}),
+        ("budget_exhausted", {"errors": 1, "max_errors": 0}),
+        ("run_skipped", {"node": "b"}),
+        ("run_skipped", {"node": "c"}),
+        ("job_complete", {"status": "stopped"}),
+    ]
+    code, out, err = run(
+        "job", "start", "hello", "a", "b", "c", "--max-concurrency", "1", "--max-errors", "0"
+    )
+    assert code == 1, err
+    lines = out.splitlines()
+    assert "Running (3/3 in progress) ... running 1/3 (limit 1) · failed 0 of 0 allowed" in lines
+    assert "Stopped." in lines
+    assert "  skipped: b" in lines and "           c" in lines
+    assert lines[-2:] == [
+        "3 nodes: 1 failed, 2 skipped",
+        "Stopped: 1 node failed, 0 allowed (max_errors 0); 2 nodes skipped: b, c",
+    ]
+    assert run("job", "start", "hello", "a", "--knife-compatible-exit")[0] == 1
+    code, out, _ = run("job", "status", JOB_ID)
+    assert code == 0 and out.splitlines()[-1].startswith("Stopped: 1 node failed")
+
+
+def test_job_start_stream_prefixes_lines_and_keeps_progress_on_stderr(
+    run, peer: Peer, no_reopen_delay: None
+) -> None:
+    peer.events = TWO_NODE_EVENTS
+    peer.final = job_object("complete", {"succeeded": ["web1", "web2"]}, capture_output=True)
+    peer.output_feeds = list(DROPPED_FEEDS)
+    code, out, err = run("job", "start", "hello", "web1", "web2", "--stream")
+    assert code == 0, err
+    assert peer.posted[0]["capture_output"] is True  # implied
+    # every line once, whole, prefixed; a partial line waits for its newline or its end
+    assert out.splitlines()[:4] == [
+        "web2 [stderr]: oops",
+        "web1: hello world",
+        "web1: bye",
+        f"id:             {JOB_ID}",
+    ]
+    assert out.splitlines()[-1] == "2 nodes: 2 succeeded"
+    assert f"Started.  Job ID: {JOB_ID}\nVoting.\n" in err and "Complete." in err
+    # the reopened feed resumed after the last event id seen
+    assert peer.feed_last_ids == [None, "web2:stderr:5"]
+
+
+def test_job_start_stream_json_lines(run, peer: Peer, no_reopen_delay: None) -> None:
+    peer.events = TWO_NODE_EVENTS
+    peer.final = job_object("complete", {"succeeded": ["web1", "web2"]}, capture_output=True)
+    peer.output_feeds = list(DROPPED_FEEDS)
+    code, out, err = run("--json", "job", "start", "hello", "web1", "web2", "--stream")
+    assert code == 0, err
+    records = [json.loads(line) for line in out.splitlines()]
+    assert [r["event"] for r in records] == [
+        "output", "output", "output", "end", "end", "job_complete", "job",
+    ]  # fmt: skip
+    assert records[0] == {"event": "output", **DROPPED_FEEDS[0][0][1]}
+    # the replayed piece is trimmed to the bytes not yet held
+    assert records[2] == {"event": "output", **DROPPED_FEEDS[1][0][1], "offset": 8,
+                          "data": "rld\nbye"}  # fmt: skip
+    assert records[-1] == {"event": "job", **peer.final}
+    assert "Started." not in out + err
+
+
+def test_stream_option_conflicts(run, peer: Peer) -> None:
+    for option in ("--nowait", "--events", "--show-output=all"):
+        code, _, err = run("job", "start", "hello", "a", "--stream", option)
+        assert code == 3 and err == f"ERROR: --stream cannot be used with {option.split('=')[0]}\n"
+    code, _, err = run("job", "watch", JOB_ID, "--stream", "--events")
+    assert code == 3 and "--stream cannot be used with --events" in err
+    assert peer.requests == []
+
+
+def test_stream_feed_failure_is_a_warning(run, peer: Peer) -> None:
+    peer.events = TWO_NODE_EVENTS
+    peer.final = job_object("complete", {"succeeded": ["web1", "web2"]})
+    code, out, err = run("job", "start", "hello", "web1", "web2", "--stream")
+    assert code == 0
+    assert f"WARNING: no live output for job {JOB_ID}: no output for job '{JOB_ID}'" in err
+    assert out.splitlines()[0] == f"id:          {JOB_ID}"
+
+
+def test_job_watch_stream_running_and_finished(run, peer: Peer, no_reopen_delay: None) -> None:
+    peer.job_answers = [job_object("running", {"running": ["web1", "web2"]}, capture_output=True)]
+    peer.events = TWO_NODE_EVENTS[4:]
+    peer.final = job_object("complete", {"succeeded": ["web1", "web2"]}, capture_output=True)
+    peer.output_feeds = list(DROPPED_FEEDS)
+    code, out, err = run("job", "watch", JOB_ID, "--stream")
+    assert code == 0, err
+    assert out.splitlines()[:3] == ["web2 [stderr]: oops", "web1: hello world", "web1: bye"]
+    assert "Complete." in err
+    # a finished job: the feed replays the stored output, then the job is printed
+    peer.output_feeds = [DROPPED_FEEDS[1]]
+    code, out, err = run("job", "watch", JOB_ID, "--stream")
+    assert code == 0, err
+    assert out.splitlines()[:3] == ["web1: hello world", "web1: bye", "web2 [stderr]: oops"]
+    assert out.splitlines()[3] == f"id:             {JOB_ID}"
+    # a job without capture_output has nothing to stream
+    peer.final = job_object("complete", {"succeeded": ["web1"]})
+    before = len(peer.feed_last_ids)
+    code, out, err = run("job", "watch", JOB_ID, "--stream")
+    assert code == 0
+    assert err == f"WARNING: job {JOB_ID} does not capture output: --stream has nothing to show\n"
+    assert len(peer.feed_last_ids) == before
+
+
+def test_job_output_all_follow(run, peer: Peer, no_reopen_delay: None) -> None:
+    peer.output_feeds = list(DROPPED_FEEDS)
+    code, out, err = run("job", "output", JOB_ID, "--all", "--follow")
+    assert code == 0, err
+    assert out == "web2 [stderr]: oops\nweb1: hello world\nweb1: bye\n"
+    peer.output_feeds = [DROPPED_FEEDS[1]]
+    code, out, _ = run("job", "output", JOB_ID, "--all", "--follow", "--channel", "stderr")
+    assert (code, out) == (0, "web2 [stderr]: oops\n")
+    peer.output_feeds = [DROPPED_FEEDS[1]]
+    code, out, _ = run("job", "output", JOB_ID, "--all", "--follow", "--json")
+    assert [json.loads(line)["event"] for line in out.splitlines()] == [
+        "output", "end", "output", "end", "job_complete",
+    ]  # fmt: skip
+    code, out, err = run("job", "output", JOB_ID, "--all", "--follow")
+    assert (code, out) == (3, "")
+    assert err == f"ERROR: 404 Not Found: no output for job '{JOB_ID}'\n"
+
+
+def test_job_output_all_stored_and_usage(run, peer: Peer) -> None:
+    peer.final = job_object("complete", {"succeeded": ["n2", "n1"], "nacked": ["n3"]})
+    peer.outputs = {("n1", "stdout"): b"one", ("n1", "stderr"): b"", ("n2", "stdout"): b"two\n"}
+    code, out, _ = run("job", "output", JOB_ID, "--all")
+    assert code == 0
+    assert out == (
+        "==> n1 stdout <==\none\n==> n1 stderr <==\n==> n2 stdout <==\ntwo\n"
+    )  # n2 has no stderr record here; n3 never ran
+    peer.outputs = {}
+    code, out, err = run("job", "output", JOB_ID, "--all")
+    assert (code, out) == (3, "")
+    assert err.startswith(f"no output for job {JOB_ID}:")
+    code, _, err = run("job", "output", JOB_ID)
+    assert code == 3 and err.startswith("ERROR: name at least one node, or use --all\nusage:")
+    code, _, err = run("job", "output", JOB_ID, "n1", "--all")
+    assert code == 3 and err == "ERROR: --all cannot be used with node names\n"
+
+
+def test_job_list_filters_and_the_next_page_hint(run, peer: Peer) -> None:
+    next_url = f"{BASE}/pushy/jobs?node=a&node=b&limit=50&offset=50"
+    peer.list_headers = {"Link": f'<{next_url}>; rel="next"'}
+    code, out, err = run(
+        "job", "list", "--node", "a", "--node", "b", "--requested-by", "alice",
+        "--since", "2h", "--until", "2026-12-01", "--command", "chef-client", "--status", "stopped",
+    )  # fmt: skip
+    assert code == 0
+    params = peer.requests[-1].url.params
+    assert params.get_list("node") == ["a", "b"]
+    assert params["requested_by"] == "alice" and params["command"] == "chef-client"
+    assert params["status"] == "stopped" and params["until"] == "2026-12-01"
+    assert params["limit"] == "50"  # the default
+    assert "offset" not in params
+    since = datetime.strptime(params["since"], "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=UTC)
+    assert abs((datetime.now(UTC) - since) - timedelta(hours=2)) < timedelta(minutes=1)
+    assert err == "more jobs exist: use --offset 50 for the next page, or a larger --limit\n"
+    assert out.splitlines()[1].startswith(JOB_ID)
+    code, out, err = run("job", "list", "--json", "--limit", "0", "--offset", "5")
+    assert json.loads(out)[0]["id"] == JOB_ID and err.startswith("more jobs exist")
+    assert "limit" not in peer.requests[-1].url.params
+    assert peer.requests[-1].url.params["offset"] == "5"
+    peer.list_headers = {}
+    code, _, err = run("job", "list")
+    assert (code, err) == (0, "")
+    code, _, err = run("job", "list", "--limit", "-1")
+    assert code == 3 and "--limit must be 0 (all jobs) or more" in err
+
+
+def test_job_status_shows_audit_and_limits(run, peer: Peer) -> None:
+    peer.final = job_object(
+        "aborted",
+        {"aborted": ["n1"]},
+        requested_by="alice",
+        aborted_by="bob",
+        max_concurrency="10%",
+        max_errors=2,
+    )
+    code, out, _ = run("job", "status", JOB_ID)
+    assert code == 0
+    lines = out.splitlines()
+    assert "requested_by:    alice" in lines and "aborted_by:      bob" in lines
+    assert "max_concurrency: 10%" in lines and "max_errors:      2" in lines

@@ -13,10 +13,13 @@ from pushjobs.cli.jobspec import (
     build_job_body,
     encode_file_content,
     parse_env,
+    parse_limit,
     parse_node_lines,
     parse_quorum,
     read_job_file,
     read_nodes_file,
+    resolve_concurrency,
+    resolve_errors,
     unique,
 )
 
@@ -134,3 +137,84 @@ def test_body_all_options() -> None:
     )
     assert body["run_timeout"] == 0 and body["user"] == "" and body["dir"] == "/tmp"
     assert body["file"] == "raw:x" and body["capture_output"] is True
+
+
+# ---------------------------------------------------------------- rollout limits (cli.md §3.7)
+
+
+@pytest.mark.parametrize(
+    ("option", "text", "expected"),
+    [
+        ("--max-concurrency", "1", 1),
+        ("--max-concurrency", "10", 10),
+        ("--max-concurrency", " 7 ", 7),
+        ("--max-concurrency", "2147483647", 2147483647),
+        ("--max-concurrency", "1%", "1%"),
+        ("--max-concurrency", "100%", "100%"),
+        ("--max-concurrency", "010%", "10%"),
+        ("--max-errors", "0", 0),
+        ("--max-errors", "5", 5),
+        ("--max-errors", "0%", "0%"),
+        ("--max-errors", "100%", "100%"),
+    ],
+)
+def test_limits_valid(option: str, text: str, expected: object) -> None:
+    assert parse_limit(text, option) == expected
+
+
+@pytest.mark.parametrize(
+    ("option", "text"),
+    [
+        ("--max-concurrency", "0"),
+        ("--max-concurrency", "0%"),
+        ("--max-concurrency", "101%"),
+        ("--max-concurrency", "2147483648"),
+        ("--max-errors", "-1"),
+        ("--max-errors", "101%"),
+        ("--max-errors", "10.5%"),
+        ("--max-errors", "1.5"),
+        ("--max-errors", "1000%"),
+        ("--max-errors", "ten"),
+        ("--max-errors", ""),
+        ("--max-errors", "%"),
+        ("--max-errors", "5 %"),
+    ],
+)
+def test_limits_invalid_name_the_option(option: str, text: str) -> None:
+    with pytest.raises(UsageError) as e:
+        parse_limit(text, option)
+    assert e.value.message.startswith(f"{option} must be an integer >= ")
+    assert repr(text) in e.value.message
+
+
+@pytest.mark.parametrize(
+    ("value", "nodes", "limit", "budget"),
+    [
+        (3, 400, 3, 3),
+        ("10%", 400, 40, 40),
+        ("10%", 15, 2, 1),  # 1.5: concurrency rounds up, errors round down
+        ("1%", 10, 1, 0),
+        ("100%", 7, 7, 7),
+        ("0%", 7, 1, 0),  # a limit is at least 1 (the server refuses 0% for it anyway)
+        ("33%", 3, 1, 0),  # 0.99
+        (None, 5, None, None),
+        (True, 5, None, None),
+        ("x%", 5, None, None),
+    ],
+)
+def test_limits_resolved_as_the_server_does(
+    value: object, nodes: int, limit: int | None, budget: int | None
+) -> None:
+    assert resolve_concurrency(value, nodes) == limit
+    assert resolve_errors(value, nodes) == budget
+
+
+def test_body_limits_only_when_given() -> None:
+    body = build_job_body(
+        command="c", nodes=["a"], quorum=1, capture=False, env={},
+        max_concurrency="10%", max_errors=0,
+    )  # fmt: skip
+    assert body["max_concurrency"] == "10%" and body["max_errors"] == 0
+    assert "max_errors" not in build_job_body(
+        command="c", nodes=["a"], quorum=1, capture=False, env={}, max_concurrency=2
+    )

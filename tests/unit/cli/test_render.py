@@ -12,6 +12,7 @@ from pushjobs.cli.render import (
     node_summary,
     output_header,
     rich_table,
+    stopped_note,
 )
 
 JOB = {
@@ -133,6 +134,8 @@ def test_output_header() -> None:
         ("timed_out", {"succeeded": ["a"]}, 1, 1),
         ("aborted", {"aborted": ["a"]}, 1, 1),
         ("crashed", {"crashed": ["a"]}, 1, 1),
+        ("stopped", {"failed": ["a"], "skipped": ["b"]}, 1, 1),
+        ("stopped", {"succeeded": ["a"], "failed": ["b"]}, 1, 1),  # nothing left to skip
         ("complete", {"succeeded": ["a"], "failed": []}, 0, 0),  # empty buckets do not count
     ],
 )
@@ -183,3 +186,67 @@ def test_rich_progress_prints_server_status_literally() -> None:
     d.close(p)
     text = re.sub(r"\x1b\[[0-9;?]*[A-Za-z]", "", out.getvalue())
     assert "[/x]" in text and "[bold]odd[/bold] 1" in text
+
+
+# ---------------------------------------------------------------- audit and rollout keys
+
+
+def test_audit_keys_keep_the_spec_layout() -> None:
+    """`requested_by` (in every job of a current server) does not widen the key column."""
+    text = format_job(dict(JOB, requested_by="rebecca", aborted_by="bob"))
+    lines = text.splitlines()
+    assert lines[:8] == [
+        "id:          a2b87f87052d213c0703eadb21bdf20e",
+        "command:     chef-client",
+        "status:      complete",
+        "run_timeout: 3600",
+        "created_at:  Tue, 04 Sep 2012 23:01:02 GMT",
+        "updated_at:  Tue, 04 Sep 2012 23:17:56 GMT",
+        "requested_by: rebecca",
+        "aborted_by:  bob",
+    ]
+
+
+def test_limits_shown_as_given_after_the_options() -> None:
+    job = dict(JOB, requested_by="r", user="u", max_concurrency="10%", max_errors=2)
+    lines = format_job(job).splitlines()
+    assert lines[0] == "id:              a2b87f87052d213c0703eadb21bdf20e"
+    keys = [line.split(":")[0] for line in lines if not line.startswith(" ")]
+    assert keys[6:10] == ["requested_by", "user", "max_concurrency", "max_errors"]
+    assert "max_concurrency: 10%" in lines and "max_errors:      2" in lines
+
+
+def test_stopped_note_names_the_skipped_nodes() -> None:
+    job = {
+        "status": "stopped",
+        "max_errors": 1,
+        "nodes": {"failed": ["b", "a"], "succeeded": ["c"], "skipped": ["e", "d"]},
+    }
+    assert stopped_note(job) == (
+        "Stopped: 2 nodes failed, 1 allowed (max_errors 1); 2 nodes skipped: d, e"
+    )
+    job = {"status": "stopped", "max_errors": "10%", "nodes": {"timed_out": ["a"]}}
+    assert (
+        stopped_note(job)
+        == "Stopped: 1 node failed, 0 allowed (max_errors 10%); no node was skipped."
+    )
+    many = {"status": "stopped", "max_errors": 0, "nodes": {"crashed": ["x"],
+            "skipped": [f"n{i:02}" for i in range(12)]}}  # fmt: skip
+    assert stopped_note(many) == (
+        "Stopped: 1 node failed, 0 allowed (max_errors 0); 12 nodes skipped: "
+        "n00, n01, n02, n03, n04, n05, n06, n07, n08, n09, … (2 more)"
+    )
+    assert stopped_note(JOB) is None
+
+
+def test_rich_table_colours_the_status_column() -> None:
+    import io
+
+    from rich.console import Console
+
+    out = io.StringIO()
+    header, rows = jobs_table([dict(JOB, status="stopped"), dict(JOB, status="complete")])
+    Console(file=out, width=200, force_terminal=True, color_system="standard").print(
+        rich_table(header, rows)
+    )
+    assert "\x1b[33mstopped" in out.getvalue() and "\x1b[32mcomplete" in out.getvalue()
