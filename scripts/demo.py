@@ -502,6 +502,29 @@ class Demo:
             "is unavailable, so not every node succeeded",
         )
 
+        rollout = [FLAKY_NODE, *(n for n in nodes if n != FLAKY_NODE)]
+        self.out.step(
+            f"Job 5: a safe rollout, one node at a time, stopping at the first failure "
+            f"({FLAKY_NODE} goes first and fails)"
+        )
+        code, _ = self.cli(
+            "job",
+            "start",
+            "flaky",
+            *rollout,
+            "--max-concurrency",
+            "1",
+            "--max-errors",
+            "0",
+            "--stream",
+        )
+        self.expect(
+            code,
+            1,
+            f"the job stopped: {FLAKY_NODE} failed, so the other nodes were skipped and never "
+            "ran the command",
+        )
+
         self.out.step("All jobs of the organization")
         self.cli("job", "list")
 

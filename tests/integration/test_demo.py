@@ -94,6 +94,12 @@ def test_demo_runs_every_job_and_stops_everything(tmp_path: Path) -> None:
     assert "--> [ok] exit code 2: quorum failed" in output
     # Job 4: 75% quorum met, web4 unavailable, exit 1.
     assert "4 nodes: 3 succeeded, 1 unavailable" in output
+    # Job 5: a rollout one at a time; web2 goes first, fails, the others are skipped, exit 1.
+    assert "--max-concurrency 1 --max-errors 0 --stream" in output
+    assert "web2 [stderr]: web2: simulated failure" in output
+    assert "3 nodes: 1 failed, 2 skipped" in output
+    assert "2 nodes skipped: web1, web3" in output
+    assert "--> [ok] exit code 1: the job stopped" in output
     assert "UNEXPECTED" not in output
     assert "every job ended as expected" in output
 
