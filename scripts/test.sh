@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Install pushjobs with its test extras into ./.venv, then run the linter and the whole test suite.
+# Install pushjobs with its test extras into ./.venv (and Debian's postgresql package when it is
+# missing), then run the linter and the whole test suite.
 # Usage: scripts/test.sh [pytest args...]     PYTHON=python3.11 picks the interpreter (default python3)
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -25,5 +26,17 @@ echo "==> mypy"
 .venv/bin/mypy
 echo "==> import cycles"
 .venv/bin/python scripts/import_cycles.py
+echo "==> PostgreSQL (the store tests start a throwaway cluster of their own)"
+if ! command -v initdb >/dev/null 2>&1 && ! compgen -G '/usr/lib/postgresql/*/bin/initdb' >/dev/null; then
+    if [ "$(id -u)" = "0" ] && command -v apt-get >/dev/null 2>&1; then
+        echo "installing Debian's postgresql package"
+        export DEBIAN_FRONTEND=noninteractive
+        apt-get update -qq
+        apt-get install -y -qq postgresql >/dev/null
+    else
+        echo "test: PostgreSQL's initdb is missing; install it first: sudo apt-get install postgresql" >&2
+        exit 1
+    fi
+fi
 echo "==> pytest"
 .venv/bin/python -m pytest "$@"

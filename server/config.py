@@ -26,6 +26,7 @@ SERVER_INFO_FILE = "server.json"
 
 LOG_LEVELS = ("debug", "info", "warning", "error", "critical")
 PRINCIPAL_BACKENDS = ("embedded", "chef-server")
+STORE_BACKENDS = ("sqlite", "postgresql")
 
 # The fixed (not settable) values of cli.md §12 are in pushjobs.protocol.limits.
 
@@ -78,6 +79,14 @@ class LimitsSettings:
 
 
 @dataclass(slots=True)
+class StoreSettings:
+    """Where the server keeps its state: the SQLite file in data_dir, or a PostgreSQL database."""
+
+    backend: str = "sqlite"
+    url: str | None = None  # a libpq URI, postgresql://USER@HOST:PORT/DB (backend postgresql)
+
+
+@dataclass(slots=True)
 class PrincipalsSettings:
     backend: str = "embedded"
     chef_server_url: str | None = None
@@ -100,6 +109,7 @@ class Settings:
     timing: TimingSettings = field(default_factory=TimingSettings)
     limits: LimitsSettings = field(default_factory=LimitsSettings)
     principals: PrincipalsSettings = field(default_factory=PrincipalsSettings)
+    store: StoreSettings = field(default_factory=StoreSettings)
     config_path: Path | None = None
 
     @property
@@ -217,6 +227,17 @@ def _optional_url(key: str, value: Any, base: Path) -> str | None:
     return None if value is None else _url(key, value, base)
 
 
+def _postgres_url(key: str, value: Any, base: Path) -> str | None:
+    if value is None:
+        return None
+    text = _nonempty_string(key, value, base)
+    if not text.startswith(("postgresql://", "postgres://")):
+        raise ConfigError(
+            f"setting '{key}' must be a postgresql://USER@HOST:PORT/DATABASE URI (got {value!r})"
+        )
+    return text
+
+
 def _zmq_listen(key: str, value: Any, base: Path) -> str:
     text = _nonempty_string(key, value, base)
     if not text.startswith("tcp://") or len(text) == len("tcp://"):
@@ -272,6 +293,10 @@ _SCHEMA: dict[str, dict[str, Callable[[str, Any, Path], Any]]] = {
         "superuser_name": _nonempty_string,
         "superuser_key": _optional_path,
         "cache_ttl": _positive_number,
+    },
+    "store": {
+        "backend": _choice(STORE_BACKENDS),
+        "url": _postgres_url,
     },
 }
 
@@ -403,6 +428,14 @@ def _check_combinations(settings: Settings) -> None:
             raise ConfigError(
                 "setting 'principals.superuser_key' is required with backend 'chef-server'"
             )
+    store = settings.store
+    if store.backend == "postgresql" and store.url is None:
+        raise ConfigError("setting 'store.url' is required with backend 'postgresql'")
+    if store.backend == "sqlite" and store.url is not None:
+        raise ConfigError(
+            "setting 'store.url' applies only to backend 'postgresql' "
+            f"(the SQLite database is {settings.database_path})"
+        )
     zmq = settings.zeromq
     if zmq.heartbeat_port and zmq.heartbeat_port == zmq.command_port:
         raise ConfigError(

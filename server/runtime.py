@@ -38,8 +38,8 @@ from pushjobs.server.nodes.registry import NodeRegistry
 from pushjobs.server.nodes.revocation import KeyWatch
 from pushjobs.server.nodes.sessions import SessionKeys
 from pushjobs.server.principals.embedded import EmbeddedPrincipals
-from pushjobs.server.store.interfaces import AsyncStore
-from pushjobs.server.store.sqlite import SqliteStore
+from pushjobs.server.store.interfaces import AsyncStore, StoreError
+from pushjobs.server.store.opening import open_store, store_exists, store_name
 from pushjobs.server.zeromq.broker import BoundPorts, Broker
 
 if TYPE_CHECKING:
@@ -169,9 +169,8 @@ def curve_key_pair(settings: Settings) -> CurveKeyPair | None:
 
 def build_server(settings: Settings) -> Server:
     """Open the store (migrations, crash recovery) and construct every part; no sockets yet."""
-    db_path = settings.database_path
-    if not db_path.exists():
-        raise StartupError(f"{db_path} not found; run pushjobs-server init first")
+    if not store_exists(settings):
+        raise StartupError(f"{settings.database_path} not found; run pushjobs-server init first")
     server_key = load_server_key(settings.server_key_path)
     if settings.http.tls_key:
         warn_if_exposed(Path(settings.http.tls_key), "TLS private key")
@@ -180,14 +179,18 @@ def build_server(settings: Settings) -> Server:
         server_key=server_key,
         server_public_pem=public_key_pem(server_key.public_key()),
     )
-    sync_store = SqliteStore(db_path)
+    try:
+        sync_store = open_store(settings)
+    except StoreError as exc:
+        raise StartupError(f"cannot open the {store_name(settings)}: {exc}") from None
+    log.info("store: %s (schema version %d)", store_name(settings), sync_store.schema_version())
     crashed = sync_store.mark_interrupted_crashed(time.time())
     if crashed:
         log.info("marked %d interrupted job(s) crashed", crashed)
     store = AsyncStore(sync_store)
     # Authentication reads on a connection (and worker thread) of its own, so signed requests
-    # never queue behind a job's batched writes; WAL lets both proceed at once.
-    principals = build_principals(settings, AsyncStore(SqliteStore(db_path)))
+    # never queue behind a job's batched writes; WAL (or PostgreSQL) lets both proceed at once.
+    principals = build_principals(settings, AsyncStore(open_store(settings)))
     sessions = SessionKeys(lifetime=settings.timing.config_lifetime)
     nodes = NodeRegistry(timing=settings.timing, sessions=sessions)
     jobs = JobManager(settings=settings, store=store, nodes=nodes, clock=StrictClock())

@@ -17,7 +17,7 @@ from pushjobs.server.store.interfaces import StoreError
 if TYPE_CHECKING:
     from pushjobs.server.store.interfaces import AccountStore, JobStore
     from pushjobs.server.store.records import Org
-    from pushjobs.server.store.sqlite import SqliteStore
+    from pushjobs.server.store.sql import SqlStore
 
 _T = TypeVar("_T")
 
@@ -72,16 +72,18 @@ def utc(t: float) -> str:
     return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(t))
 
 
-def open_store(db: Path) -> SqliteStore:
-    """Open (or create) the SQLite store; failures other than `StoreError` exit 1."""
-    from pushjobs.server.store.sqlite import SqliteStore  # not at import time: `--help` is fast
+def open_store(settings: Settings) -> SqlStore:
+    """Open (or create) the configured store; failures other than `StoreError` exit 1."""
+    # not at import time: `--help` is fast
+    from pushjobs.server.store.opening import open_store as open_configured
+    from pushjobs.server.store.opening import store_name
 
     try:
-        return SqliteStore(db)
+        return open_configured(settings)
     except StoreError:
         raise
     except Exception as exc:
-        raise OperationFailed(f"cannot open database {db}: {exc}") from None
+        raise OperationFailed(f"cannot open the {store_name(settings)}: {exc}") from None
 
 
 # ---------------------------------------------------------------------------
@@ -98,7 +100,7 @@ class Context:
     def __init__(self, args: argparse.Namespace) -> None:
         self.args = args
         self.json: bool = bool(getattr(args, "json", False))
-        self._store: SqliteStore | None = None
+        self._store: SqlStore | None = None
         self.config_path, self.config_explicit = default_config_path(getattr(args, "config", None))
 
     # -- settings and store -------------------------------------------------
@@ -125,21 +127,23 @@ class Context:
         """The store's jobs."""
         return self._existing_store()
 
-    def _existing_store(self) -> SqliteStore:
-        """The opened store; the database must exist (created by `init`)."""
+    def _existing_store(self) -> SqlStore:
+        """The opened store; a SQLite database must exist (created by `init`)."""
         if self._store is None:
+            from pushjobs.server.store.opening import store_exists
+
             settings = self.settings()
-            db = settings.database_path
-            if not db.exists():
+            if not store_exists(settings):
                 raise OperationFailed(
-                    f"{db} not found; run pushjobs-server init first{self.no_config_note()}"
+                    f"{settings.database_path} not found; run pushjobs-server init first"
+                    f"{self.no_config_note()}"
                 )
-            self._store = open_store(db)
+            self._store = open_store(settings)
         return self._store
 
-    def create_store(self, db: Path) -> SqliteStore:
-        """Open (or create) the database `db` for `init`; closed with the context."""
-        self._store = open_store(db)
+    def create_store(self, settings: Settings) -> SqlStore:
+        """Open (or create) the configured store for `init`; closed with the context."""
+        self._store = open_store(settings)
         return self._store
 
     def no_config_note(self) -> str:

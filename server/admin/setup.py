@@ -23,6 +23,7 @@ from pushjobs.server.admin.keys import (
     write_private_file,
 )
 from pushjobs.server.config import Settings, load_settings, machine_fqdn
+from pushjobs.server.store.opening import store_name
 
 if TYPE_CHECKING:
     from pushjobs.server.store.interfaces import AccountStore
@@ -101,15 +102,19 @@ def cmd_init(ctx: Context) -> int:
         raise OperationFailed(f"data directory {data_dir} is not a directory")
 
     db = settings.database_path
-    db_existed = db.exists()
-    store = ctx.create_store(db)
-    changed = changed or not db_existed or bool(store.applied_migrations)
-    if not db_existed:
-        os.chmod(db, 0o600)
-        ctx.say(f"created database {db} (schema version {store.schema_version()})")
+    sqlite = settings.store.backend == "sqlite"
+    db_existed = db.exists() if sqlite else True
+    store = ctx.create_store(settings)
+    name = store_name(settings)
+    fresh = not db_existed or store.applied_migrations[:1] == [1]
+    changed = changed or fresh or bool(store.applied_migrations)
+    if fresh:
+        if sqlite:
+            os.chmod(db, 0o600)
+        ctx.say(f"created {name} (schema version {store.schema_version()})")
     elif store.applied_migrations:
         versions = ", ".join(str(v) for v in store.applied_migrations)
-        ctx.say(f"updated database {db} (applied migrations {versions})")
+        ctx.say(f"updated {name} (applied migrations {versions})")
 
     key_path = settings.server_key_path
     if not key_path.exists():
@@ -122,7 +127,8 @@ def cmd_init(ctx: Context) -> int:
         ctx.say(f"created server key {key_path} ({RSA_BITS} bits)")
 
     if not changed:
-        ctx.say(f"{path}, {db} and {key_path} exist already; nothing to create")
+        where = db if sqlite else f"the {name}"
+        ctx.say(f"{path}, {where} and {key_path} exist already; nothing to create")
     if args.org is not None:
         _init_admin(ctx, store, args.org, args.admin, args.admin_key_out)
 
@@ -199,7 +205,10 @@ def cmd_run(ctx: Context) -> int:
     settings = ctx.settings(
         {"http.bind": args.http_bind, "http.port": args.http_port, "log_level": args.log_level}
     )
-    for path in (settings.database_path, settings.server_key_path):
+    required = [settings.server_key_path]
+    if settings.store.backend == "sqlite":
+        required.insert(0, settings.database_path)
+    for path in required:
         if not path.exists():
             raise OperationFailed(
                 f"{path} not found; run pushjobs-server init first{ctx.no_config_note()}"

@@ -25,6 +25,7 @@ from pushjobs.server.principals.errors import (
     PrincipalRefusal,
 )
 from pushjobs.server.principals.rules import authenticate, authorize
+from pushjobs.server.store.interfaces import StoreUnavailableError
 
 if TYPE_CHECKING:
     from starlette.types import Message, Receive
@@ -61,6 +62,11 @@ async def handle_request(request: Request, deps: HttpDeps, routes: tuple[Route, 
                 "%s %s -> %d %s", request.method, _log_path(request), error.status, error.message
             )
         return error_response(error)
+    except StoreUnavailableError as exc:
+        log.warning("%s %s -> 503 %s", request.method, _log_path(request), exc.message)
+        return error_response(
+            HttpError(503, f"{exc.message}; try again later", headers={"Retry-After": "5"})
+        )
     except ClientDisconnect:
         log.debug("%s %s: client went away", request.method, _log_path(request))
         return Response(status_code=400)

@@ -62,6 +62,7 @@ from pushjobs.server.jobs.state import (
 from pushjobs.server.jobs.timers import TimerQueue
 from pushjobs.server.jobs.validation import resolve_limit
 from pushjobs.server.nodes.state import NodePhase
+from pushjobs.server.store.interfaces import StoreUnavailableError
 from pushjobs.server.store.records import Job, JobNode, JobSpec, Org, OutputDelta, OutputRecord
 
 if TYPE_CHECKING:
@@ -668,6 +669,9 @@ class JobManager:
             outputs_due = trio.current_time() - self._last_output_flush >= OUTPUT_FLUSH_INTERVAL
             try:
                 await self.flush(outputs=outputs_due)
+            except StoreUnavailableError as exc:
+                log.warning("writing job state failed (%s); will retry", exc.message)
+                await trio.sleep(1.0)
             except Exception:
                 log.exception("writing job state failed; will retry")
                 await trio.sleep(1.0)
@@ -715,6 +719,8 @@ class JobManager:
         """Flush for an HTTP answer; a failing store is retried by the flush loop."""
         try:
             await self.flush()
+        except StoreUnavailableError as exc:
+            log.warning("writing job state failed (%s); will retry", exc.message)
         except Exception:
             log.exception("writing job state failed; will retry")
 

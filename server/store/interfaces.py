@@ -1,6 +1,6 @@
 """The store's seams: its errors, the synchronous interfaces split by use, and the async facade.
 
-The store is synchronous and backend-neutral (SQLite now, PostgreSQL later), described by
+The store is synchronous and backend-neutral (SQLite or PostgreSQL, `sql.py`), described by
 three Protocols, one per kind of consumer:
 
 - `JobStore`: jobs, their node rows and output records, crash recovery and pruning (the job
@@ -9,8 +9,8 @@ three Protocols, one per kind of consumer:
   changes);
 - `AccountStore`: the operator commands' side (organizations, users, clients, groups).
 
-`Store` is all three plus the lifecycle; `SqliteStore` implements it. The server never calls
-it on the event loop: `AsyncStore` runs each call in a worker thread through
+`Store` is all three plus the lifecycle; `SqliteStore` and `PostgresStore` implement it. The
+server never calls it on the event loop: `AsyncStore` runs each call in a worker thread through
 `trio.to_thread.run_sync`, one call at a time (a `CapacityLimiter(1)` per store serialises
 them, which is also what one writer connection needs). `AsyncJobStore` and
 `AsyncPrincipalStore` are its two faces, for typing the server's parts against.
@@ -64,6 +64,10 @@ class AlreadyExistsError(StoreError):
 
 class InvalidOperationError(StoreError):
     """The operation is not allowed (e.g. deleting `admins`, adding a non-member)."""
+
+
+class StoreUnavailableError(StoreError):
+    """The database cannot be reached (PostgreSQL down or unreachable); retrying may work."""
 
 
 class SchemaError(StoreError):

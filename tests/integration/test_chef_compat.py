@@ -452,12 +452,13 @@ async def test_knife_push_2_0_1_requests_against_a_ruby_2_0_node(server: ServerP
         assert hello is not None
         # knife prints command, created_at, id, nodes, run_timeout, status, updated_at (the
         # recording's test server sent only those); the options given are echoed too
-        # (http-api.md §7.5)
+        # (http-api.md §7.5), and so is the audit field `requested_by` (knife ignores both)
         assert without_dates(hello) == {
             "id": hello_id,
             "command": "hello",
             "status": "complete",
             "run_timeout": 3600,
+            "requested_by": "admin",
             "nodes": {"succeeded": ["node1"]},
             "dir": "/tmp",
             "env": {"FOO": "bar"},

@@ -116,6 +116,7 @@ async def test_success_job_object_and_feed(server: ServerProcess) -> None:
             "run_timeout": 300,
             "created_at": job["created_at"],
             "updated_at": job["updated_at"],
+            "requested_by": server.admin_user,
             "nodes": {"succeeded": sorted([a.node, b.node])},
             "user": "deploy",
             "dir": "/srv",

@@ -230,4 +230,23 @@ def test_every_known_key_is_a_settings_field() -> None:
         section, _, name = dotted.rpartition(".")
         target = getattr(s, section) if section else s
         assert hasattr(target, name), dotted
-    assert len(known_keys()) == 4 + 4 + 4 + 13 + 2 + 6
+    assert len(known_keys()) == 4 + 4 + 4 + 13 + 2 + 6 + 2
+
+
+def test_store_defaults_to_sqlite_in_the_data_dir() -> None:
+    settings = load_settings(None, {"data_dir": "/srv/pj"})
+    assert (settings.store.backend, settings.store.url) == ("sqlite", None)
+
+
+def test_postgresql_store_needs_a_postgresql_url(tmp_path: Path) -> None:
+    url = "postgresql://pushjobs@db.example:5432/pushjobs"
+    text = f'[store]\nbackend = "postgresql"\nurl = "{url}"\n'
+    assert load_settings(write(tmp_path, text), {}).store.url == url
+    with pytest.raises(ConfigError, match=r"'store\.url' is required with backend 'postgresql'"):
+        load_settings(None, {"store.backend": "postgresql"})
+    with pytest.raises(ConfigError, match=r"must be a postgresql://USER@HOST:PORT/DATABASE URI"):
+        load_settings(None, {"store.backend": "postgresql", "store.url": "mysql://x/y"})
+    with pytest.raises(ConfigError, match=r"'store\.url' applies only to backend 'postgresql'"):
+        load_settings(None, {"store.url": url})
+    with pytest.raises(ConfigError, match=r"store\.backend"):
+        load_settings(None, {"store.backend": "oracle"})

@@ -1,4 +1,5 @@
-"""The SQLite store: principals, groups, jobs, job nodes, output, restart rules, pruning."""
+"""The store on both backends (SQLite and a real PostgreSQL): principals, groups, jobs, job nodes,
+output, restart rules, pruning; and SQLite's own migrations and query plans."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ import threading
 from collections.abc import Iterator
 from pathlib import Path
 
+import psycopg
 import pytest
 import trio
 
@@ -19,6 +21,7 @@ from pushjobs.server.store.interfaces import (
     SchemaError,
 )
 from pushjobs.server.store.migrations import LATEST_VERSION, MIGRATIONS, _statements
+from pushjobs.server.store.postgres import PostgresStore
 from pushjobs.server.store.records import (
     Group,
     Job,
@@ -29,19 +32,51 @@ from pushjobs.server.store.records import (
     OutputTotals,
     Principal,
 )
+from pushjobs.server.store.sql import SqlStore
 from pushjobs.server.store.sqlite import SqliteStore
+from tests.support.postgres import PostgresCluster
 
 T0 = 1_700_000_000.0
 
 
+@pytest.fixture(scope="session")
+def pg_template(postgres: PostgresCluster) -> str:
+    """A migrated, empty database that each PostgreSQL test's database is copied from."""
+    url = postgres.new_database()
+    PostgresStore(url).close()
+    return url.rsplit("/", 1)[1]
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[SqlStore]:
+    """An empty store on each backend."""
+    if request.param == "sqlite":
+        s: SqlStore = SqliteStore(tmp_path / "pushjobs.db")
+        yield s
+        s.close()
+        return
+    cluster: PostgresCluster = request.getfixturevalue("postgres")
+    url = cluster.new_database(request.getfixturevalue("pg_template"))
+    s = PostgresStore(url)
+    yield s
+    s.close()
+    cluster.execute(f"DROP DATABASE {url.rsplit('/', 1)[1]} WITH (FORCE)")
+
+
 @pytest.fixture
-def store(tmp_path: Path) -> Iterator[SqliteStore]:
+def sqlite_store(tmp_path: Path) -> Iterator[SqliteStore]:
     s = SqliteStore(tmp_path / "pushjobs.db")
     yield s
     s.close()
 
 
-def make_job(store: SqliteStore, job_id: str, org: str = "acme", **kw: object) -> Job:
+def raw(store: SqlStore, sql: str) -> list[tuple]:
+    """The rows of a read-only query in SQL both backends accept."""
+    with store._db.reading() as conn:
+        return conn.execute(sql).fetchall()
+
+
+def make_job(store: SqlStore, job_id: str, org: str = "acme", **kw: object) -> Job:
     o = store.get_org(org)
     assert o is not None
     fields: dict = {
@@ -61,7 +96,7 @@ def make_job(store: SqliteStore, job_id: str, org: str = "acme", **kw: object) -
     return Job(**fields)
 
 
-def seed(store: SqliteStore) -> None:
+def seed(store: SqlStore) -> None:
     store.create_org("acme", "Acme Inc", now=T0)
     store.create_org("other", now=T0)
     store.create_user("alice", "PEM-alice", "Alice")
@@ -85,9 +120,11 @@ def test_open_applies_migrations_once(tmp_path: Path) -> None:
     s.close()
     s = SqliteStore(path)
     assert s.applied_migrations == []
-    mode = s._conn.execute("PRAGMA journal_mode").fetchone()[0]
+    mode = s._db._conn.execute("PRAGMA journal_mode").fetchone()[0]
     assert mode == "wal"
-    tables = {r[0] for r in s._conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+    tables = {
+        r[0] for r in s._db._conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")
+    }
     assert {
         "schema_version",
         "orgs",
@@ -156,7 +193,7 @@ def test_a_version_3_database_with_jobs_migrates_on_open(tmp_path: Path) -> None
         ]
         s.set_job_aborted_by("02" * 16, "bob")
         assert s.get_job("acme", "02" * 16).aborted_by == "bob"  # type: ignore[union-attr]
-        indexes = {r[0] for r in s._conn.execute("SELECT name FROM sqlite_master")}
+        indexes = {r[0] for r in s._db._conn.execute("SELECT name FROM sqlite_master")}
         assert {"job_nodes_by_node", "jobs_by_org_requestor", "jobs_by_org_command"} <= indexes
     finally:
         s.close()
@@ -166,7 +203,7 @@ def test_a_version_3_database_with_jobs_migrates_on_open(tmp_path: Path) -> None
 # organizations, users, clients
 
 
-def test_org_round_trip_and_admins_group(store: SqliteStore) -> None:
+def test_org_round_trip_and_admins_group(store: SqlStore) -> None:
     org = store.create_org("acme", "Acme Inc", now=T0 + 0.7)
     assert len(org.id) == 32 and int(org.id, 16) >= 0
     assert store.get_org("acme") == org
@@ -179,7 +216,7 @@ def test_org_round_trip_and_admins_group(store: SqliteStore) -> None:
     assert [o.name for o in store.list_orgs()] == ["acme", "beta"]
 
 
-def test_principals_user_and_client_share_a_name(store: SqliteStore) -> None:
+def test_principals_user_and_client_share_a_name(store: SqlStore) -> None:
     seed(store)
     assert store.principals("acme", "alice") == [
         Principal("alice", "user", "PEM-alice", True),
@@ -193,7 +230,7 @@ def test_principals_user_and_client_share_a_name(store: SqliteStore) -> None:
     assert store.principals("nope", "web1") == []
 
 
-def test_user_management(store: SqliteStore) -> None:
+def test_user_management(store: SqlStore) -> None:
     seed(store)
     with pytest.raises(AlreadyExistsError, match="user 'bob' already exists"):
         store.create_user("bob", "x")
@@ -214,7 +251,7 @@ def test_user_management(store: SqliteStore) -> None:
         store.add_org_user("zz", "bob")
 
 
-def test_remove_org_user_leaves_every_group(store: SqliteStore) -> None:
+def test_remove_org_user_leaves_every_group(store: SqlStore) -> None:
     seed(store)
     store.create_group("acme", "ops")
     store.add_group_members("acme", "ops", users=["bob"])
@@ -229,7 +266,7 @@ def test_remove_org_user_leaves_every_group(store: SqliteStore) -> None:
         store.remove_org_user("acme", "bob")
 
 
-def test_delete_user_drops_associations_and_memberships(store: SqliteStore) -> None:
+def test_delete_user_drops_associations_and_memberships(store: SqlStore) -> None:
     seed(store)
     store.delete_user("alice")
     assert store.get_user("alice") is None
@@ -241,7 +278,7 @@ def test_delete_user_drops_associations_and_memberships(store: SqliteStore) -> N
     assert store.get_group("acme", "admins").users == []  # type: ignore[union-attr]
 
 
-def test_client_management(store: SqliteStore) -> None:
+def test_client_management(store: SqlStore) -> None:
     seed(store)
     with pytest.raises(AlreadyExistsError, match="client 'web1' already exists in organization"):
         store.create_client("acme", "web1", "x")
@@ -258,7 +295,7 @@ def test_client_management(store: SqliteStore) -> None:
         store.delete_client("acme", "db1")
 
 
-def test_create_clients_batch_is_all_or_nothing(store: SqliteStore) -> None:
+def test_create_clients_batch_is_all_or_nothing(store: SqlStore) -> None:
     seed(store)
     names = [f"node{i:05d}" for i in range(5000)]
     assert store.create_clients("acme", [(n, "K") for n in names]) == 5000
@@ -275,7 +312,7 @@ def test_create_clients_batch_is_all_or_nothing(store: SqliteStore) -> None:
 # groups
 
 
-def test_groups_nested_and_by_kind(store: SqliteStore) -> None:
+def test_groups_nested_and_by_kind(store: SqlStore) -> None:
     seed(store)
     store.create_group("acme", "pushy_job_writers")
     store.create_group("acme", "ops")
@@ -311,7 +348,7 @@ def test_groups_nested_and_by_kind(store: SqliteStore) -> None:
         store.create_group("acme", "admins")
 
 
-def test_group_member_checks(store: SqliteStore) -> None:
+def test_group_member_checks(store: SqlStore) -> None:
     seed(store)
     store.create_user("carol", "K")
     store.create_group("acme", "g")
@@ -336,7 +373,7 @@ def test_group_member_checks(store: SqliteStore) -> None:
 # jobs
 
 
-def test_job_round_trip_keeps_given_but_empty_options(store: SqliteStore) -> None:
+def test_job_round_trip_keeps_given_but_empty_options(store: SqlStore) -> None:
     seed(store)
     plain = make_job(store, "a" * 32)
     store.create_job(plain, ["web1"])
@@ -374,15 +411,15 @@ def test_job_round_trip_keeps_given_but_empty_options(store: SqliteStore) -> Non
         store.create_job(plain, ["web1"])
 
 
-def test_job_creation_is_one_transaction(store: SqliteStore) -> None:
+def test_job_creation_is_one_transaction(store: SqlStore) -> None:
     seed(store)
-    with pytest.raises(sqlite3.IntegrityError):
+    with pytest.raises((sqlite3.IntegrityError, psycopg.errors.IntegrityError)):
         store.create_job(make_job(store, "d" * 32), ["n1", "n2", "n1"])
     assert store.get_job("acme", "d" * 32) is None
     assert store.get_job_nodes("d" * 32) == []
 
 
-def test_ten_thousand_nodes_created_and_updated_in_batches(store: SqliteStore) -> None:
+def test_ten_thousand_nodes_created_and_updated_in_batches(store: SqlStore) -> None:
     seed(store)
     names = [f"node{i:05d}" for i in range(10_000)]
     job = make_job(store, "e" * 32, quorum=10_000)
@@ -417,7 +454,7 @@ def test_ten_thousand_nodes_created_and_updated_in_batches(store: SqliteStore) -
     store.save_job_nodes([])
 
 
-def test_set_job_status(store: SqliteStore) -> None:
+def test_set_job_status(store: SqlStore) -> None:
     seed(store)
     store.create_job(make_job(store, "f" * 32), ["web1"])
     store.set_job_status("f" * 32, "voting", T0 + 5.5)
@@ -432,7 +469,7 @@ def test_set_job_status(store: SqliteStore) -> None:
     assert job is not None and (job.status, job.updated_at) == ("complete", T0)
 
 
-def test_list_jobs_newest_first_with_filters(store: SqliteStore) -> None:
+def test_list_jobs_newest_first_with_filters(store: SqlStore) -> None:
     seed(store)
     specs = [
         ("01" * 16, T0 + 10, "complete"),
@@ -463,7 +500,7 @@ def test_list_jobs_newest_first_with_filters(store: SqliteStore) -> None:
     assert store.list_jobs("nope") == []
 
 
-def test_job_limits_and_aborted_by_round_trip(store: SqliteStore) -> None:
+def test_job_limits_and_aborted_by_round_trip(store: SqlStore) -> None:
     seed(store)
     counted = make_job(store, "01" * 16, max_concurrency=5, max_errors=0)
     percent = make_job(store, "02" * 16, max_concurrency="100%", max_errors="10%")
@@ -472,9 +509,7 @@ def test_job_limits_and_aborted_by_round_trip(store: SqliteStore) -> None:
     assert store.get_job("acme", counted.id) == counted
     assert store.get_job("acme", percent.id) == percent
     assert store.list_jobs("acme") == [percent, counted]
-    stored = store._conn.execute(
-        "SELECT max_concurrency, max_errors, aborted_by FROM jobs ORDER BY id"
-    ).fetchall()
+    stored = raw(store, "SELECT max_concurrency, max_errors, aborted_by FROM jobs ORDER BY id")
     assert stored == [("5", "0", None), ('"100%"', '"10%"', None)]
     store.set_job_aborted_by(percent.id, "bob")
     store.set_job_aborted_by("ff" * 16, "bob")  # no such job: nothing happens
@@ -483,7 +518,7 @@ def test_job_limits_and_aborted_by_round_trip(store: SqliteStore) -> None:
     assert store.get_job("acme", counted.id).aborted_by is None  # type: ignore[union-attr]
 
 
-def filtered_jobs(store: SqliteStore) -> None:
+def filtered_jobs(store: SqlStore) -> None:
     """Jobs of acme (newest first: 06 … 01) with varied nodes, requestors and commands."""
     specs = [
         ("01", ["web1", "db1"], "alice", "chef-client", "complete"),
@@ -509,13 +544,13 @@ def filtered_jobs(store: SqliteStore) -> None:
     store.create_job(make_job(store, "ff" * 16, org="other"), ["web1"])
 
 
-def listed(store: SqliteStore, *args: object, **filters: object) -> list[str]:
+def listed(store: SqlStore, *args: object, **filters: object) -> list[str]:
     """The two-digit prefixes of the acme jobs `list_jobs` answers."""
     jobs = store.list_jobs("acme", *args, filters=JobFilters(**filters))  # type: ignore[arg-type]
     return [j.id[:2] for j in jobs]
 
 
-def test_list_jobs_by_node(store: SqliteStore) -> None:
+def test_list_jobs_by_node(store: SqlStore) -> None:
     seed(store)
     filtered_jobs(store)
     assert listed(store, nodes=["web1"]) == ["06", "04", "01"]
@@ -526,7 +561,7 @@ def test_list_jobs_by_node(store: SqliteStore) -> None:
     assert [j.org_name for j in store.list_jobs("other", filters=JobFilters(["web1"]))] == ["other"]
 
 
-def test_list_jobs_by_requestor_command_and_time(store: SqliteStore) -> None:
+def test_list_jobs_by_requestor_command_and_time(store: SqlStore) -> None:
     seed(store)
     filtered_jobs(store)
     assert listed(store, requested_by="alice") == ["05", "03", "01"]
@@ -540,7 +575,7 @@ def test_list_jobs_by_requestor_command_and_time(store: SqliteStore) -> None:
     assert listed(store, since=T0 + 20, until=T0 + 20) == []
 
 
-def test_list_jobs_filters_combine_and_page(store: SqliteStore) -> None:
+def test_list_jobs_filters_combine_and_page(store: SqlStore) -> None:
     seed(store)
     filtered_jobs(store)
     assert listed(store, nodes=["web1", "db1"], requested_by="alice") == ["03", "01"]
@@ -564,21 +599,22 @@ def test_list_jobs_filters_combine_and_page(store: SqliteStore) -> None:
     ],
 )
 def test_list_jobs_filters_use_an_index_in_page_order(
-    store: SqliteStore, filters: JobFilters, index: str
+    sqlite_store: SqlStore, filters: JobFilters, index: str
 ) -> None:
+    store = sqlite_store
     seed(store)
     filtered_jobs(store)
     calls: list[str] = []
-    store._conn.set_trace_callback(calls.append)
+    store._db._conn.set_trace_callback(calls.append)
     store.list_jobs("acme", limit=10, filters=filters)
-    store._conn.set_trace_callback(None)
+    store._db._conn.set_trace_callback(None)
     select = next(sql for sql in calls if sql.startswith("SELECT") and "FROM jobs j" in sql)
-    plan = " | ".join(row[3] for row in store._conn.execute(f"EXPLAIN QUERY PLAN {select}"))
+    plan = " | ".join(row[3] for row in store._db._conn.execute(f"EXPLAIN QUERY PLAN {select}"))
     assert index in plan, plan
     assert "TEMP B-TREE" not in plan and "SCAN j" not in plan, plan
 
 
-def test_output_upsert_round_trip(store: SqliteStore) -> None:
+def test_output_upsert_round_trip(store: SqlStore) -> None:
     seed(store)
     store.create_job(make_job(store, "ab" * 16, capture=True), ["web1", "web2"])
     assert store.get_output("ab" * 16, "web1") is None
@@ -595,17 +631,17 @@ def test_output_upsert_round_trip(store: SqliteStore) -> None:
     assert store.get_output("ab" * 16, "web2") == OutputRecord("ab" * 16, "web2", stderr=b"x")
 
 
-def chunk_rows(store: SqliteStore) -> int:
-    return store._conn.execute("SELECT COUNT(*) FROM job_output_chunks").fetchone()[0]
+def chunk_rows(store: SqlStore) -> int:
+    return raw(store, "SELECT COUNT(*) FROM job_output_chunks")[0][0]
 
 
-def write(store: SqliteStore, record: NodeOutput) -> None:
+def write(store: SqlStore, record: NodeOutput) -> None:
     delta, written = record.take_delta()
     store.append_outputs([delta])
     written()
 
 
-def test_output_appends_across_flushes_and_compacts_at_close(store: SqliteStore) -> None:
+def test_output_appends_across_flushes_and_compacts_at_close(store: SqlStore) -> None:
     seed(store)
     job_id = "ab" * 16
     store.create_job(make_job(store, job_id, capture=True), ["web1", "web2"])
@@ -620,7 +656,7 @@ def test_output_appends_across_flushes_and_compacts_at_close(store: SqliteStore)
     # every flush wrote only its new bytes; reads while open return exactly the stored bytes
     assert store.get_output(job_id, "web1") == record.to_record()
     assert chunk_rows(store) == 3
-    row = store._conn.execute("SELECT length(stdout), length(stderr) FROM job_output").fetchone()
+    row = raw(store, "SELECT length(stdout), length(stderr) FROM job_output")[0]
     assert row == (0, 0)  # the open record's row holds no bytes
     record.add_chunk("stdout", 29, b"0123456789")  # beyond the cap: discarded, counted
     record.set_v3_totals(39, 2)
@@ -633,7 +669,7 @@ def test_output_appends_across_flushes_and_compacts_at_close(store: SqliteStore)
     assert store.get_output_totals(job_id) == {"web1": OutputTotals(39, 2, True)}
 
 
-def test_output_append_rewrites_from_position_on_retry_and_replace(store: SqliteStore) -> None:
+def test_output_append_rewrites_from_position_on_retry_and_replace(store: SqlStore) -> None:
     seed(store)
     job_id = "ab" * 16
     store.create_job(make_job(store, job_id, capture=True), ["web1"])
@@ -653,7 +689,7 @@ def test_output_append_rewrites_from_position_on_retry_and_replace(store: Sqlite
     assert chunk_rows(store) == 0
 
 
-def test_output_append_after_whole_record_save(store: SqliteStore) -> None:
+def test_output_append_after_whole_record_save(store: SqlStore) -> None:
     seed(store)
     job_id = "ab" * 16
     store.create_job(make_job(store, job_id, capture=True), ["web1"])
@@ -665,7 +701,7 @@ def test_output_append_after_whole_record_save(store: SqliteStore) -> None:
     assert chunk_rows(store) == 0
 
 
-def test_start_up_compacts_open_output(store: SqliteStore) -> None:
+def test_start_up_compacts_open_output(store: SqlStore) -> None:
     seed(store)
     job_id = "03" * 16
     store.create_job(make_job(store, job_id, status="running"), ["a", "b"])
@@ -680,7 +716,7 @@ def test_start_up_compacts_open_output(store: SqliteStore) -> None:
     assert got is not None and got.closed and got.stderr == b"xyz" * 4 and got.stderr_total == 12
 
 
-def test_prune_and_org_delete_remove_output_chunks(store: SqliteStore) -> None:
+def test_prune_and_org_delete_remove_output_chunks(store: SqlStore) -> None:
     seed(store)
     store.create_job(make_job(store, "01" * 16, status="complete"), ["a"])
     store.create_job(make_job(store, "02" * 16, org="other", status="running"), ["a"])
@@ -693,7 +729,7 @@ def test_prune_and_org_delete_remove_output_chunks(store: SqliteStore) -> None:
     assert chunk_rows(store) == 0
 
 
-def test_output_totals_without_bytes(store: SqliteStore) -> None:
+def test_output_totals_without_bytes(store: SqlStore) -> None:
     seed(store)
     job_id = "ab" * 16
     store.create_job(make_job(store, job_id, capture=True), ["a", "b", "c"])
@@ -706,7 +742,7 @@ def test_output_totals_without_bytes(store: SqliteStore) -> None:
     assert store.get_output_totals("cd" * 16) == {}
 
 
-def test_mark_interrupted_crashed(store: SqliteStore) -> None:
+def test_mark_interrupted_crashed(store: SqlStore) -> None:
     seed(store)
     statuses = {"01": "new", "02": "voting", "03": "running", "04": "complete", "05": "aborted"}
     for prefix, status in statuses.items():
@@ -746,7 +782,7 @@ def test_mark_interrupted_crashed(store: SqliteStore) -> None:
     assert store.mark_interrupted_crashed(now + 50) == 0
 
 
-def test_prune_finished_old_jobs(store: SqliteStore) -> None:
+def test_prune_finished_old_jobs(store: SqlStore) -> None:
     seed(store)
     old, new = T0, T0 + 10 * 86400
     store.create_job(make_job(store, "01" * 16, status="complete", created_at=old), ["a"])
@@ -769,7 +805,7 @@ def test_prune_finished_old_jobs(store: SqliteStore) -> None:
         store.prune_jobs(cutoff, "nope")
 
 
-def test_delete_org_removes_everything_inside(store: SqliteStore) -> None:
+def test_delete_org_removes_everything_inside(store: SqlStore) -> None:
     seed(store)
     store.create_group("acme", "ops")
     store.add_group_members("acme", "ops", users=["bob"], clients=["web1"])
@@ -780,7 +816,7 @@ def test_delete_org_removes_everything_inside(store: SqliteStore) -> None:
     assert store.user_orgs("alice") == [] and store.get_user("alice") is not None
     assert store.get_job_nodes("01" * 16) == [] and store.get_output("01" * 16, "web1") is None
     counts = {
-        table: store._conn.execute(f"SELECT COUNT(*) FROM {table}").fetchone()[0]
+        table: raw(store, f"SELECT COUNT(*) FROM {table}")[0][0]
         for table in ("groups", "group_members", "clients", "jobs", "org_users")
     }
     assert counts == {"groups": 1, "group_members": 0, "clients": 1, "jobs": 0, "org_users": 0}

@@ -1,4 +1,4 @@
-"""Rows of the SQLite store and the records they hold: one column list per table and one
+"""Rows of the SQL store and the records they hold: one column list per table and one
 conversion each way, shared by every query that reads or writes that table."""
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ from typing import Any, TypeAlias
 from pushjobs.server.store.records import Job, JobNode, Org, OutputRecord, User
 
 Row: TypeAlias = tuple[Any, ...]
-"""A row as sqlite3 returns it, or the parameters of one."""
+"""A row as the database returns it, or the parameters of one."""
 
 
 def secs(t: float | None) -> int | None:
