@@ -127,6 +127,10 @@ class Context:
         """The store's jobs."""
         return self._existing_store()
 
+    def sql_store(self) -> SqlStore:
+        """The whole store, tables and all (`store copy`)."""
+        return self._existing_store()
+
     def _existing_store(self) -> SqlStore:
         """The opened store; a SQLite database must exist (created by `init`)."""
         if self._store is None:

@@ -57,6 +57,7 @@ from pushjobs.server.admin.context import (
 )
 from pushjobs.server.admin.jobs import cmd_job_prune
 from pushjobs.server.admin.setup import cmd_init, cmd_run
+from pushjobs.server.admin.store_copy import cmd_store_copy
 from pushjobs.server.config import LOG_LEVELS, ConfigError
 from pushjobs.server.store.interfaces import StoreError
 
@@ -242,6 +243,15 @@ def build_parser() -> argparse.ArgumentParser:
             help="a group (repeatable)",
         )
     command(grp, "delete", cmd_group_delete, "delete a group (not admins)", "org", "group")
+
+    # store
+    store = group("store", "manage the store itself")
+    p = command(
+        store, "copy", cmd_store_copy, "copy the SQLite store into an empty PostgreSQL database"
+    )
+    p.add_argument(
+        "--to", metavar="URL", required=True, help="postgresql://USER@HOST:PORT/DATABASE"
+    )
 
     # job
     job = group("job", "manage stored jobs")

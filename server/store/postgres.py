@@ -155,6 +155,14 @@ class PostgresDatabase:
         self._pool.close()
 
 
+def reset_identity(conn: Connection, table: str, column: str) -> None:
+    """Move the identity counter of `table.column` past its highest value (after a copy)."""
+    conn.execute(
+        f"SELECT setval(pg_get_serial_sequence('{table}', '{column}'), "
+        f"COALESCE((SELECT MAX({column}) FROM {table}), 0) + 1, false)"
+    )
+
+
 class PostgresStore(SqlStore):
     """`Store` on a PostgreSQL database (a libpq URI). Opening applies pending migrations."""
 

@@ -71,6 +71,9 @@ class Cursor(Protocol):
     def rowcount(self) -> int: ...
     def fetchone(self) -> Any: ...
     def fetchall(self) -> list[Any]: ...
+    def fetchmany(self, size: int = ..., /) -> list[Any]: ...
+    @property
+    def description(self) -> Sequence[Sequence[Any]] | None: ...
     def __iter__(self) -> Iterator[Any]: ...
 
 
@@ -188,6 +191,11 @@ class SqlStore(Store):
     def __init__(self, db: Database) -> None:
         self._db = db
         self._greatest = db.dialect.greatest
+
+    @property
+    def database(self) -> Database:
+        """The backend under the queries (`store copy` reads and writes tables through it)."""
+        return self._db
 
     @property
     def applied_migrations(self) -> list[int]:

@@ -15,7 +15,7 @@ from tests.support.clients import unique_name
 from tests.support.jobs import output, post_job
 from tests.support.ports import free_ports
 from tests.support.postgres import PostgresCluster
-from tests.support.server import ServerProcess
+from tests.support.server import ServerProcess, write_server_config
 from tests.support.waits import wait_for
 
 WHITELIST = """
@@ -106,6 +106,45 @@ def test_a_database_outage_answers_503_and_recovers_by_itself(
         log = srv.log_path.read_text()
         assert "Traceback" not in log, srv.log_tail()
         assert "-> 503" in log
+    finally:
+        agent.stop()
+        srv.stop()
+
+
+def test_store_copy_moves_a_sqlite_server_to_postgresql(
+    postgres: PostgresCluster, tmp_path: Path
+) -> None:
+    http, heartbeat, command = free_ports(3)
+    ports = {
+        "http": {"port": http},
+        "zeromq": {"heartbeat_port": heartbeat, "command_port": command},
+    }
+    srv = ServerProcess(tmp_path / "server", ports)  # SQLite, the default
+    srv.start()
+    agent = AgentProcess(srv, tmp_path / "agent", unique_name("mv"), whitelist=WHITELIST)
+    srv.admin("group", "create", srv.org, "deployers")
+    srv.admin("group", "add", srv.org, "deployers", "--client", agent.name)
+    url = postgres.new_database()
+    try:
+        agent.start()
+        job_id = post_job(srv, "greet", [agent.name], capture_output=True)
+        assert srv.wait_job(job_id)["status"] == "complete"
+        srv.stop()
+        copied = srv.admin("store", "copy", "--to", url)
+        assert f"to {url}" in copied.stdout and 'backend = "postgresql"' in copied.stdout
+        refused = srv.admin("store", "copy", "--to", url, check=False)
+        assert refused.returncode == 1 and "the target database is not empty" in refused.stderr
+        write_server_config(
+            srv.config_path, srv.data_dir, {**ports, "store": {"backend": "postgresql", "url": url}}
+        )
+        srv.start()
+        agent.wait_available()  # its key came along
+        assert srv.wait_job(job_id)["nodes"] == {"succeeded": [agent.name]}
+        assert output(srv, job_id, agent.name, "stdout") == f"hello from {agent.name}\n".encode()
+        assert agent.name in srv.admin("group", "show", srv.org, "deployers").stdout
+        srv.make_client(unique_name("new"))  # ids continue after the copied ones
+        again = post_job(srv, "greet", [agent.name])
+        assert srv.wait_job(again)["status"] == "complete"
     finally:
         agent.stop()
         srv.stop()
