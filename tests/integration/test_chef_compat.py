@@ -498,6 +498,7 @@ async def test_knife_push_2_0_1_requests_against_a_ruby_2_0_node(server: ServerP
             "command": "rm -rf /",
             "status": "quorum_failed",
             "run_timeout": 3600,
+            "requested_by": "admin",
             "nodes": {"nacked": ["node1"]},
             "env": {},
         }
@@ -513,6 +514,7 @@ async def test_knife_push_2_0_1_requests_against_a_ruby_2_0_node(server: ServerP
             "command": "fail 3",
             "status": "complete",
             "run_timeout": 3600,
+            "requested_by": "admin",
             "nodes": {"failed": ["node1"]},
             "env": {},
         }

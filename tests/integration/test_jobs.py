@@ -142,6 +142,7 @@ async def test_success_job_object_and_feed(server: ServerProcess) -> None:
             "quorum": 2,
             "node_count": 2,
             "user": "admin",
+            "requested_by": "admin",
             "capture": True,
             "job_user": "deploy",
             "dir": "/srv",

@@ -24,7 +24,11 @@ WHITELIST = """
 
 
 def pg_server(base: Path, url: str) -> ServerProcess:
-    """A server on `url` whose ports stay the same across restarts (agents find it again)."""
+    """A server on `url` whose ports stay the same across restarts (agents find it again).
+
+    Heartbeats slow enough that an agent does not declare the server offline during a restart
+    on a loaded machine (and back off for long): it notices the new incarnation instead.
+    """
     http, heartbeat, command = free_ports(3)
     return ServerProcess(
         base,
@@ -32,8 +36,21 @@ def pg_server(base: Path, url: str) -> ServerProcess:
             "store": {"backend": "postgresql", "url": url},
             "http": {"port": http},
             "zeromq": {"heartbeat_port": heartbeat, "command_port": command},
+            "timing": {"heartbeat_interval": 5.0},
         },
     )
+
+
+def available_again(srv: ServerProcess, agent: AgentProcess) -> None:
+    """Wait for the agent after a restart; on failure show both logs (the server is stopped
+    before the test report is written)."""
+    try:
+        agent.wait_available()
+    except AssertionError as exc:
+        agent_log = agent.log_path.read_text()[-4000:] if agent.log_path.exists() else ""
+        raise AssertionError(
+            f"{exc}\n--- server ---\n{srv.log_tail(60)}\n--- agent ---\n{agent_log}"
+        ) from None
 
 
 @pytest.fixture
@@ -66,7 +83,7 @@ def test_jobs_and_output_live_in_postgresql_across_restarts(
         job_id = post_job(srv, "greet", [agent.name], capture_output=True)
         assert srv.wait_job(job_id)["status"] == "complete"
         srv.restart()
-        agent.wait_available()
+        available_again(srv, agent)
         assert srv.wait_job(job_id)["nodes"] == {"succeeded": [agent.name]}
         assert output(srv, job_id, agent.name, "stdout") == f"hello from {agent.name}\n".encode()
         assert output(srv, job_id, agent.name, "stderr") == b"warn\n"
@@ -138,7 +155,7 @@ def test_store_copy_moves_a_sqlite_server_to_postgresql(
             srv.config_path, srv.data_dir, {**ports, "store": {"backend": "postgresql", "url": url}}
         )
         srv.start()
-        agent.wait_available()  # its key came along
+        available_again(srv, agent)  # its key came along
         assert srv.wait_job(job_id)["nodes"] == {"succeeded": [agent.name]}
         assert output(srv, job_id, agent.name, "stdout") == f"hello from {agent.name}\n".encode()
         assert agent.name in srv.admin("group", "show", srv.org, "deployers").stdout
