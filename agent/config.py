@@ -46,6 +46,8 @@ class AgentConfig:
     whitelist_table: dict[str, Any] = field(default_factory=lambda: dict(DEFAULT_WHITELIST))
     whitelist: Whitelist = field(init=False)
     source: str | None = None  # the file it was read from
+    # every server of a cluster (docs/cluster.md); `server_url` is the first. Empty: just it.
+    server_urls: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         self.whitelist = Whitelist(self.whitelist_table, self.lock_file)
@@ -55,6 +57,7 @@ class AgentConfig:
         return [
             ("config", self.source),
             ("server_url", self.server_url),
+            ("server_urls", list(self.server_urls) or None),
             ("org", self.org),
             ("node_name", self.node_name),
             ("client_key", self.client_key),
@@ -111,6 +114,7 @@ _KNOWN_KEYS = {
     "max_run_time",
     "allowed_overwritable_env_vars",
     "whitelist",
+    "server_urls",
 }
 
 
@@ -145,8 +149,23 @@ def build_config(data: dict[str, Any], source: str | None = None) -> AgentConfig
         values["allowed_overwritable_env_vars"] = list(names)
     if "file_dir" in values and not values["file_dir"].startswith("/"):
         raise ConfigError("file_dir must be an absolute path")
+    if "server_urls" in data:
+        urls = data["server_urls"]
+        if (
+            not isinstance(urls, list)
+            or not urls
+            or not all(isinstance(u, str) and u for u in urls)
+        ):
+            raise ConfigError("server_urls must be a non-empty array of URLs")
+        if "server_url" in values:
+            raise ConfigError("give server_url or server_urls, not both")
+        urls = [url.rstrip("/") for url in urls]
+        orgs = {parse_server_url(url) for url in urls}
+        if len(orgs) != 1:
+            raise ConfigError("every entry of server_urls must name the same organization")
+        values["server_url"], values["server_urls"] = urls[0], tuple(urls)
     if "server_url" not in values:
-        raise ConfigError("server_url is required")
+        raise ConfigError("server_url (or server_urls) is required")
     values["server_url"] = values["server_url"].rstrip("/")
     org = parse_server_url(values["server_url"])
     level = values.get("log_level", "info").lower()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import http.client
 import json
+import logging
 import random
 import ssl
 import urllib.parse
@@ -19,6 +20,7 @@ from pushjobs.protocol.errors import ProtocolError
 from pushjobs.protocol.keys import decrypt_session_key, load_public_key, z85_decode_key
 from pushjobs.protocol.vocabulary import MediaType
 
+log = logging.getLogger("pushjobs.agent")
 FETCH_TIMEOUT = 5.0
 PROTOCOL_VERSION = "3.0"
 AGENT_VERSION = "0.1.0"
@@ -53,11 +55,12 @@ class ServerConfig:
     max_output_bytes: int
 
 
-def config_url(cfg: AgentConfig, curve_public: str) -> str:
+def config_url(cfg: AgentConfig, curve_public: str, server_url: str | None = None) -> str:
     """`<server_url>/pushy/config/<node>?ccpk=<key>&version=3.0`."""
     node = urllib.parse.quote(cfg.node_name, safe="")
     ccpk = urllib.parse.quote(curve_public, safe="")
-    return f"{cfg.server_url}/pushy/config/{node}?ccpk={ccpk}&version={PROTOCOL_VERSION}"
+    base = server_url or cfg.server_url
+    return f"{base}/pushy/config/{node}?ccpk={ccpk}&version={PROTOCOL_VERSION}"
 
 
 def _error_text(body: bytes) -> str:
@@ -73,9 +76,11 @@ def _error_text(body: bytes) -> str:
     return body[:200].decode("utf-8", "replace").strip()
 
 
-def fetch_config_document(cfg: AgentConfig, key: RSAPrivateKey, curve_public: str) -> Any:
+def fetch_config_document(
+    cfg: AgentConfig, key: RSAPrivateKey, curve_public: str, server_url: str | None = None
+) -> Any:
     """Blocking signed GET of the config document (run it in a worker thread)."""
-    url = config_url(cfg, curve_public)
+    url = config_url(cfg, curve_public, server_url)
     parts = urllib.parse.urlsplit(url)
     shown = url.split("?", 1)[0]  # log lines name the URL without the long ccpk key
     headers = sign_request(
@@ -117,10 +122,25 @@ def fetch_config_document(cfg: AgentConfig, key: RSAPrivateKey, curve_public: st
 
 
 async def fetch_config(cfg: AgentConfig, key: RSAPrivateKey, curve_public: str) -> Any:
-    """The signed config GET in a worker thread (fail-fast: one attempt, 5 s timeouts)."""
-    return await trio.to_thread.run_sync(
-        fetch_config_document, cfg, key, curve_public, abandon_on_cancel=True
-    )
+    """The signed config GET in a worker thread (fail-fast: one attempt per server, 5 s
+    timeouts). With `server_urls` it starts at a random server and moves to the next one
+    while a server cannot be reached or answers 5xx; the first document wins."""
+    urls = cfg.server_urls or (cfg.server_url,)
+    start = random.randrange(len(urls))
+    failure: FetchError | None = None
+    for step in range(len(urls)):
+        url = urls[(start + step) % len(urls)]
+        try:
+            return await trio.to_thread.run_sync(
+                fetch_config_document, cfg, key, curve_public, url, abandon_on_cancel=True
+            )
+        except FetchError as exc:
+            if not exc.transient or len(urls) == 1:
+                raise
+            failure = exc
+            log.info("%s; trying the next server", exc)
+    assert failure is not None
+    raise failure
 
 
 def _field(doc: dict[str, Any], path: str, kind: type | tuple[type, ...]) -> Any:

@@ -87,6 +87,14 @@ class StoreSettings:
 
 
 @dataclass(slots=True)
+class ClusterSettings:
+    """A server's place among several on one PostgreSQL database (docs/cluster.md)."""
+
+    server_id: str = ""  # "" = server_name + ":" + the HTTP port
+    lease: float = 15.0  # seconds a server's liveness lease lasts; renewed every lease / 3
+
+
+@dataclass(slots=True)
 class PrincipalsSettings:
     backend: str = "embedded"
     chef_server_url: str | None = None
@@ -110,6 +118,7 @@ class Settings:
     limits: LimitsSettings = field(default_factory=LimitsSettings)
     principals: PrincipalsSettings = field(default_factory=PrincipalsSettings)
     store: StoreSettings = field(default_factory=StoreSettings)
+    cluster: ClusterSettings = field(default_factory=ClusterSettings)
     config_path: Path | None = None
 
     @property
@@ -202,6 +211,16 @@ def _at_least_one(key: str, value: Any, base: Path) -> float:
     if number < 1:
         raise ConfigError(f"setting '{key}' must be a number >= 1 (got {value})")
     return number
+
+
+def _at_least(low: float) -> Callable[[str, Any, Path], float]:
+    def check(key: str, value: Any, base: Path) -> float:
+        number = _positive_number(key, value, base)
+        if number < low:
+            raise ConfigError(f"setting '{key}' must be a number >= {low:g} (got {value})")
+        return number
+
+    return check
 
 
 def _choice(choices: tuple[str, ...]) -> Callable[[str, Any, Path], str]:
@@ -298,6 +317,10 @@ _SCHEMA: dict[str, dict[str, Callable[[str, Any, Path], Any]]] = {
         "backend": _choice(STORE_BACKENDS),
         "url": _postgres_url,
     },
+    "cluster": {
+        "server_id": _nonempty_string,
+        "lease": _at_least(3.0),
+    },
 }
 
 
@@ -384,6 +407,8 @@ def load_settings(path: Path | None, overrides: Mapping[str, Any] | None = None)
 
     if not settings.server_name:
         settings.server_name = machine_fqdn()
+    if not settings.cluster.server_id:
+        settings.cluster.server_id = f"{settings.server_name}:{settings.http.port}"
     _check_combinations(settings)
     return settings
 

@@ -30,9 +30,14 @@ from hypercorn.trio import serve as hypercorn_serve
 from pushjobs.protocol.errors import KeyFormatError
 from pushjobs.protocol.keys import load_private_key, public_key_pem
 from pushjobs.protocol.timestamps import StrictClock
+from pushjobs.server.cluster.nodes import ClusterNodes, Outbox
+from pushjobs.server.cluster.presence import PresenceView
+from pushjobs.server.cluster.relay import ClusterJobs, Inbox
+from pushjobs.server.cluster.service import ClusterService, Listener, PresenceWriter
+from pushjobs.server.cluster.store import ClusterStore
 from pushjobs.server.errors import StartupError
 from pushjobs.server.http.app import create_app
-from pushjobs.server.http.deps import HttpDeps
+from pushjobs.server.http.deps import HttpDeps, NodeStates
 from pushjobs.server.jobs.manager import JobManager
 from pushjobs.server.nodes.registry import NodeRegistry
 from pushjobs.server.nodes.revocation import KeyWatch
@@ -40,7 +45,9 @@ from pushjobs.server.nodes.sessions import SessionKeys
 from pushjobs.server.principals.embedded import EmbeddedPrincipals
 from pushjobs.server.store.interfaces import AsyncStore, StoreError
 from pushjobs.server.store.opening import open_store, store_exists, store_name
+from pushjobs.server.store.postgres import PostgresDatabase
 from pushjobs.server.zeromq.broker import BoundPorts, Broker
+from pushjobs.server.zeromq.broker import JobEngine as BrokerJobs
 
 if TYPE_CHECKING:
     from cryptography.hazmat.primitives.asymmetric.rsa import RSAPrivateKey
@@ -84,6 +91,8 @@ class Server:
     jobs: JobManager
     broker: Broker
     key_watch: KeyWatch
+    node_view: NodeStates  # every node HTTP answers for: this server's, or the cluster's
+    cluster: ClusterService | None  # None with the SQLite store
 
 
 def configure_logging(level: str, log_file: str | os.PathLike[str] | None) -> None:
@@ -184,7 +193,9 @@ def build_server(settings: Settings) -> Server:
     except StoreError as exc:
         raise StartupError(f"cannot open the {store_name(settings)}: {exc}") from None
     log.info("store: %s (schema version %d)", store_name(settings), sync_store.schema_version())
-    crashed = sync_store.mark_interrupted_crashed(time.time())
+    clustered = settings.store.backend == "postgresql"
+    server_id = settings.cluster.server_id
+    crashed = sync_store.mark_interrupted_crashed(time.time(), server_id if clustered else None)
     if crashed:
         log.info("marked %d interrupted job(s) crashed", crashed)
     store = AsyncStore(sync_store)
@@ -193,7 +204,35 @@ def build_server(settings: Settings) -> Server:
     principals = build_principals(settings, AsyncStore(open_store(settings)))
     sessions = SessionKeys(lifetime=settings.timing.config_lifetime)
     nodes = NodeRegistry(timing=settings.timing, sessions=sessions)
-    jobs = JobManager(settings=settings, store=store, nodes=nodes, clock=StrictClock())
+    cluster: ClusterService | None = None
+    node_view: NodeStates = nodes
+    if clustered:
+        view = PresenceView(server_id)
+        outbox = Outbox()
+        presence = PresenceWriter()
+        cluster_nodes = ClusterNodes(nodes, view, outbox, presence)
+        nodes.presence = cluster_nodes
+        jobs = JobManager(settings=settings, store=store, nodes=cluster_nodes, clock=StrictClock())
+        relay = ClusterJobs(jobs, outbox)
+        engine: BrokerJobs = relay
+        assert settings.store.url is not None
+        cluster = ClusterService(
+            server_id=server_id,
+            incarnation=identity.incarnation_id,
+            lease=settings.cluster.lease,
+            store=ClusterStore(PostgresDatabase(settings.store.url, max_size=2)),
+            listener=Listener(settings.store.url),
+            jobs_store=sync_store,
+            view=view,
+            nodes=cluster_nodes,
+            outbox=outbox,
+            inbox=Inbox(nodes, relay, outbox),
+            presence=presence,
+        )
+        node_view = cluster_nodes
+    else:
+        jobs = JobManager(settings=settings, store=store, nodes=nodes, clock=StrictClock())
+        engine = jobs
     curve = curve_key_pair(settings)
     broker = Broker(
         settings=settings,
@@ -202,7 +241,7 @@ def build_server(settings: Settings) -> Server:
         incarnation_id=identity.incarnation_id,
         sessions=sessions,
         nodes=nodes,
-        jobs=jobs,
+        jobs=engine,
         orgs=principals,
     )
     key_watch = KeyWatch(
@@ -223,6 +262,8 @@ def build_server(settings: Settings) -> Server:
         jobs=jobs,
         broker=broker,
         key_watch=key_watch,
+        node_view=node_view,
+        cluster=cluster,
     )
 
 
@@ -233,7 +274,7 @@ def http_deps(server: Server, ports: BoundPorts) -> HttpDeps:
         store=server.store,
         principals=server.principals,
         sessions=server.sessions,
-        nodes=server.nodes,
+        nodes=server.node_view,
         jobs=server.jobs,
         incarnation_id=server.identity.incarnation_id,
         server_public_pem=server.identity.server_public_pem,
@@ -290,6 +331,8 @@ async def serve(server: Server) -> None:
             nursery.start_soon(_watch_signals, signals, shutdown)
             ports = await _start_broker(nursery, server)
             await nursery.start(server.jobs.run)
+            if server.cluster is not None:
+                await nursery.start(server.cluster.run)
             # Before HTTP: the key-change baseline must precede the first session key.
             await nursery.start(server.key_watch.run)
             app = create_app(http_deps(server, ports))
@@ -306,6 +349,9 @@ async def serve(server: Server) -> None:
             # their open feeds get `job_complete` while hypercorn's graceful timeout runs.
             with trio.move_on_after(10):
                 await server.jobs.shutdown()
+            if server.cluster is not None:
+                with trio.move_on_after(5):
+                    await server.cluster.leave()
             with trio.move_on_after(5):
                 await http_stopped.wait()
             nursery.cancel_scope.cancel()

@@ -140,6 +140,9 @@ class JobManager:
         self._store = store
         self._nodes = nodes
         self.server_name = settings.server_name
+        # the server id recorded as each new job's coordinator (a cluster's start-up and
+        # takeover crash only the jobs their server ran)
+        self.coordinator = settings.cluster.server_id
         timing = settings.timing
         self.voting_timeout = float(timing.voting_timeout)
         self.wait_complete_time = float(timing.wait_complete_time)
@@ -207,7 +210,7 @@ class JobManager:
 
     async def start_job(self, org: Org, requestor: Requestor, spec: JobSpec) -> str:
         """Store and start a job (lifecycle.md §4.3); returns its id once it is voting."""
-        job = _new_job(org, requestor, spec, time.time())
+        job = _new_job(org, requestor, spec, time.time(), self.coordinator)
         count = len(spec.nodes)
         state = JobState(
             job.id,
@@ -729,7 +732,7 @@ class JobManager:
             await self._store.save_outputs(records)
 
 
-def _new_job(org: Org, requestor: Requestor, spec: JobSpec, now: float) -> Job:
+def _new_job(org: Org, requestor: Requestor, spec: JobSpec, now: float, coordinator: str) -> Job:
     """The row of a new job, created (and last updated) at `now` in whole seconds."""
     created = float(math.floor(now))
     return Job(
@@ -751,6 +754,7 @@ def _new_job(org: Org, requestor: Requestor, spec: JobSpec, now: float) -> Job:
         capture=spec.capture,
         max_concurrency=spec.max_concurrency,
         max_errors=spec.max_errors,
+        coordinator=coordinator,
     )
 
 

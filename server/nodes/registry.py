@@ -34,6 +34,12 @@ class NodeWatcher(Protocol):
     def node_down(self, org: str, node: str) -> None: ...
 
 
+class PresenceSink(Protocol):
+    """Told when a node comes online, changes phase or goes offline (a cluster records it)."""
+
+    def changed(self, org: str, node: str, state: NodeState | None) -> None: ...
+
+
 class SessionKeyLookup(Protocol):
     """What the registry needs of the session keys: the key that seals a node's commands."""
 
@@ -74,6 +80,7 @@ class NodeRegistry:
         self._ts_second = -1
         self._ts_text = ""
         self.clock = clock  # `now` of a rehab request that names none
+        self.presence: PresenceSink | None = None
 
     # -- wiring ----------
 
@@ -163,8 +170,11 @@ class NodeRegistry:
             self._by_org.setdefault(org, {})[node] = st
             log.info("node %r/%r online (incarnation %r)", org, node, incarnation_id)
             self._perform(st, st.start(now))
+            self._tell_presence(st)
             return st, True
-        st.version = version
+        if version != st.version:
+            st.version = version
+            self._tell_presence(st)
         if routing_id != st.routing_id:
             st.routing_id = routing_id
             log.info("node %r/%r reconnected", org, node)
@@ -190,15 +200,21 @@ class NodeRegistry:
         """`aborted` from the node: rehab → idle."""
         st = self._states.get((org, node))
         if st is not None:
-            if st.phase is NodePhase.REHAB:
+            was = st.phase
+            if was is NodePhase.REHAB:
                 log.info("node %r/%r idle", org, node)
             self._perform(st, st.on_aborted())
+            if st.phase is not was:
+                self._tell_presence(st)
 
     def rehab(self, org: str, node: str, now: float | None = None) -> None:
         """Rehab request (lifecycle.md §2.2); ignored for offline nodes and nodes in rehab."""
         st = self._states.get((org, node))
         if st is not None:
+            was = st.phase
             self._perform(st, st.on_rehab_request(self.clock() if now is None else now))
+            if st.phase is not was:
+                self._tell_presence(st)
 
     # -- timers ----------
 
@@ -250,6 +266,10 @@ class NodeRegistry:
 
     # -- internals ----------
 
+    def _tell_presence(self, st: NodeState) -> None:
+        if self.presence is not None and self._states.get((st.org, st.node)) is st:
+            self.presence.changed(st.org, st.node, st)
+
     def _timestamp(self) -> str:
         second = int(time.time())
         if second != self._ts_second:
@@ -283,6 +303,8 @@ class NodeRegistry:
                 del self._by_org[org]
         self._rehab.pop(key, None)
         log.info("node %r/%r down: %s", org, node, reason)
+        if self.presence is not None:
+            self.presence.changed(org, node, None)
         for watcher in list(self._watchers.get(key, {}).values()):
             try:
                 watcher.node_down(org, node)

@@ -137,8 +137,9 @@ class JobStore(Protocol):
         """The counters of the job's output records by node name, without their bytes."""
         ...
 
-    def mark_interrupted_crashed(self, now: float) -> int:
-        """Start-up rule (lifecycle.md §9); returns the number of jobs marked crashed."""
+    def mark_interrupted_crashed(self, now: float, coordinator: str | None = None) -> int:
+        """Start-up rule (lifecycle.md §9): unfinished jobs (of `coordinator` only, when given:
+        a cluster) become `crashed`; returns how many."""
         ...
 
     def prune_jobs(self, older_than: float, org_name: str | None = None) -> int:

@@ -167,8 +167,14 @@ CREATE INDEX jobs_by_org_requestor ON jobs(org_id, requestor_name, created_at DE
 CREATE INDEX jobs_by_org_command ON jobs(org_id, command, created_at DESC, id DESC);
 """
 
+# A cluster of servers (issue 12): the server that coordinates a job. SQLite has one server, but
+# the column keeps both schemas alike for `store copy`.
+_V5 = """
+ALTER TABLE jobs ADD COLUMN coordinator TEXT;
+"""
+
 # MIGRATIONS[i] brings the schema from version i to version i + 1.
-MIGRATIONS: list[str] = [_V1, _V2, _V3, _V4]
+MIGRATIONS: list[str] = [_V1, _V2, _V3, _V4, _V5]
 LATEST_VERSION = len(MIGRATIONS)
 
 

@@ -101,6 +101,7 @@ class Job:
     max_concurrency: int | str | None = None  # as given: a count or "N%"
     max_errors: int | str | None = None  # as given: a count or "N%"
     aborted_by: str | None = None  # the principal that aborted it through the API
+    coordinator: str | None = None  # the server id running its state machine (a cluster)
 
 
 @dataclass(frozen=True, slots=True)

@@ -814,25 +814,53 @@ class SqlStore(Store):
         )
         return {r[0]: OutputTotals(r[1], r[2], bool(r[3] or r[4])) for r in rows}
 
-    def mark_interrupted_crashed(self, now: float) -> int:
+    def mark_interrupted_crashed(self, now: float, coordinator: str | None = None) -> int:
         stamp = int(now)
+        crashed = f"status = '{JobStatus.CRASHED}', updated_at = {self._greatest}(created_at, ?)"
+        node_crashed = f"status = '{NodeStatus.CRASHED}', finished_at = ?, updated_at = ?"
         with self._tx() as conn:
-            jobs = conn.execute(
-                f"UPDATE jobs SET status = ?, updated_at = {self._greatest}(created_at, ?) "
-                f"WHERE status IN ({_JOB_OPEN_SQL})",
-                (JobStatus.CRASHED, stamp),
-            ).rowcount
-            conn.execute(
-                "UPDATE job_nodes SET status = ?, finished_at = ?, updated_at = ? "
-                f"WHERE status IN ({_NODE_OPEN_SQL})",
-                (NodeStatus.CRASHED, stamp, stamp),
-            )
-            open_records = conn.execute(
-                "SELECT job_id, node_name FROM job_output WHERE closed = 0"
-            ).fetchall()
-            for job_id, node_name in open_records:
+            if coordinator is None:
+                # One server: every unfinished job, and every job-node row still open
+                # (lifecycle.md §9), also the leftovers of finished jobs.
+                jobs = conn.execute(
+                    f"UPDATE jobs SET {crashed} WHERE status IN ({_JOB_OPEN_SQL})", (stamp,)
+                ).rowcount
+                conn.execute(
+                    f"UPDATE job_nodes SET {node_crashed} WHERE status IN ({_NODE_OPEN_SQL})",
+                    (stamp, stamp),
+                )
+                records = conn.execute(
+                    "SELECT job_id, node_name FROM job_output WHERE closed = 0"
+                ).fetchall()
+            else:
+                # A cluster: only the jobs that server coordinated.
+                ids = conn.execute(
+                    f"SELECT id FROM jobs WHERE status IN ({_JOB_OPEN_SQL}) AND coordinator = ?",
+                    (coordinator,),
+                ).fetchall()
+                jobs = len(ids)
+                conn.executemany(
+                    f"UPDATE jobs SET {crashed} WHERE id = ?", [(stamp, i) for (i,) in ids]
+                )
+                conn.executemany(
+                    f"UPDATE job_nodes SET {node_crashed} "
+                    f"WHERE job_id = ? AND status IN ({_NODE_OPEN_SQL})",
+                    [(stamp, stamp, i) for (i,) in ids],
+                )
+                records = [
+                    (job_id, node)
+                    for (job_id,) in ids
+                    for (node,) in conn.execute(
+                        "SELECT node_name FROM job_output WHERE job_id = ? AND closed = 0",
+                        (job_id,),
+                    ).fetchall()
+                ]
+            for job_id, node_name in records:
                 self._compact(conn, job_id, node_name)
-            conn.execute("UPDATE job_output SET closed = 1 WHERE closed = 0")
+                conn.execute(
+                    "UPDATE job_output SET closed = 1 WHERE job_id = ? AND node_name = ?",
+                    (job_id, node_name),
+                )
         return jobs
 
     def prune_jobs(self, older_than: float, org_name: str | None = None) -> int:

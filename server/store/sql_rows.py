@@ -53,13 +53,13 @@ def user_of(row: Row) -> User:
 JOB_COLUMNS = (
     "j.id, j.org_id, o.name, j.command, j.status, j.quorum, j.run_timeout, j.requestor_name, "
     "j.requestor_type, j.created_at, j.updated_at, j.run_as_user, j.dir, j.env_json, j.file, "
-    "j.capture, j.max_concurrency, j.max_errors, j.aborted_by"
+    "j.capture, j.max_concurrency, j.max_errors, j.aborted_by, j.coordinator"
 )
 JOB_INSERT = (
     "INSERT INTO jobs (id, org_id, command, status, quorum, run_timeout, requestor_name, "
     "requestor_type, created_at, updated_at, run_as_user, dir, env_json, file, capture, "
-    "max_concurrency, max_errors, aborted_by) "
-    "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+    "max_concurrency, max_errors, aborted_by, coordinator) "
+    "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
 )
 
 
@@ -100,6 +100,7 @@ def job_of(row: Row) -> Job:
         max_concurrency=_limit_of(row[16]),
         max_errors=_limit_of(row[17]),
         aborted_by=row[18],
+        coordinator=row[19],
     )
 
 
@@ -125,6 +126,7 @@ def job_params(job: Job) -> Row:
         _limit_json(job.max_concurrency),
         _limit_json(job.max_errors),
         job.aborted_by,
+        job.coordinator,
     )
 
 

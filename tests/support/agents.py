@@ -51,9 +51,12 @@ def write_agent_config(
     extra: dict[str, Any] | None = None,
 ) -> None:
     """Write an agent.toml; `whitelist` is the body of the `[whitelist]` table (TOML text)."""
+    extra = dict(extra or {})
+    # a cluster's agent lists every server instead (`server_urls` in `extra`)
+    server = {} if "server_urls" in extra else {"server_url": server_url}
     lines = toml_lines(
         {
-            "server_url": server_url,
+            **server,
             "node_name": node_name,
             "client_key": str(client_key),
             "file_dir": str(file_dir),

@@ -78,7 +78,15 @@ class ServerProcess:
         """Servers of this test session whose process is alive now."""
         return [p for p in cls._instances if p.proc is not None and p.proc.poll() is None]
 
-    def __init__(self, base_dir: Path, overrides: dict[str, dict[str, Any]] | None = None) -> None:
+    def __init__(
+        self,
+        base_dir: Path,
+        overrides: dict[str, dict[str, Any]] | None = None,
+        *,
+        joins: ServerProcess | None = None,
+    ) -> None:
+        """`joins`: another server on the same database (a cluster); its organization and
+        admin are reused instead of created."""
         self.base_dir = base_dir
         self.data_dir = base_dir / "data"
         self.config_path = base_dir / "server.toml"
@@ -91,9 +99,13 @@ class ServerProcess:
         self.proc: subprocess.Popen[bytes] | None = None
         self.state: dict[str, Any] = {}
         write_server_config(self.config_path, self.data_dir, overrides or {})
-        self.admin(
-            "init", "--org", ORG, "--admin", ADMIN, "--admin-key-out", str(self.admin_key_path)
-        )
+        if joins is None:
+            self.admin(
+                "init", "--org", ORG, "--admin", ADMIN, "--admin-key-out", str(self.admin_key_path)
+            )
+        else:
+            self.admin("init")
+            self.admin_key_path = joins.admin_key_path
         self.admin_key = api.load_key(self.admin_key_path)
         ServerProcess._instances.append(self)
 

@@ -73,7 +73,7 @@ def test_server_url_bad(url: str) -> None:
 @pytest.mark.parametrize(
     "data, message",
     [
-        ({}, "server_url is required"),
+        ({}, r"server_url \(or server_urls\) is required"),
         ({"server_url": URL, "colour": 1}, "unknown configuration key 'colour'"),
         ({"server_url": URL, "verify_tls": "yes"}, "verify_tls must be true or false"),
         ({"server_url": URL, "kill_grace": "5"}, "kill_grace must be a number"),
@@ -88,6 +88,14 @@ def test_server_url_bad(url: str) -> None:
         ({"server_url": URL, "node_name": 5}, "node_name must be a string"),
         ({"server_url": URL, "whitelist": {"x": 5}}, "whitelist entry 'x'"),
         ({"server_url": URL, "whitelist": 5}, r"\[whitelist\] must be a table"),
+        ({"server_urls": []}, "server_urls must be a non-empty array of URLs"),
+        ({"server_urls": [URL, 5]}, "server_urls must be a non-empty array of URLs"),
+        ({"server_urls": [URL], "server_url": URL}, "give server_url or server_urls, not both"),
+        (
+            {"server_urls": [URL, "https://b.example/organizations/other"]},
+            "every entry of server_urls must name the same organization",
+        ),
+        ({"server_urls": ["https://b.example/nope"]}, "server_url must end in"),
     ],
 )
 def test_config_errors(data: dict, message: str) -> None:
@@ -269,3 +277,10 @@ def test_env_job_vars_cannot_be_overridden() -> None:
     )
     assert env["CHEF_PUSH_JOB_ID"] == "j" and env["PUSHY_NODE_NAME"] == "n"
     assert env["CHEF_PUSH_JOB_FILE"] == env["PUSHY_JOB_FILE"] == "/f/job-j"
+
+
+def test_server_urls_list_every_server_of_a_cluster() -> None:
+    other = URL.replace("://", "://b.", 1) + "/"
+    cfg = build_config({"server_urls": [URL, other]})
+    assert cfg.server_url == URL and cfg.server_urls == (URL, other.rstrip("/"))
+    assert build_config({"server_url": URL}).server_urls == ()

@@ -1,0 +1,276 @@
+"""The cluster's background work on each server (docs/cluster.md), around the pure view and
+the outbox: the lease, node presence written and read, messages sent and received, and the
+takeover after a server whose lease expired.
+
+Every loop survives the database going away: it logs, waits a second and goes on.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import TYPE_CHECKING, Any
+
+import msgpack
+import trio
+
+from pushjobs.server.cluster.store import NOTIFY_CHANNEL, PRESENCE, ClusterStore, ServerRow
+from pushjobs.server.store.interfaces import StoreError
+
+if TYPE_CHECKING:
+    from pushjobs.server.cluster.nodes import ClusterNodes, Outbox
+    from pushjobs.server.cluster.presence import PresenceView
+    from pushjobs.server.cluster.relay import Inbox
+    from pushjobs.server.nodes.state import NodeState
+    from pushjobs.server.store.interfaces import JobStore
+
+log = logging.getLogger("pushjobs.server.cluster")
+
+PRESENCE_FLUSH_DELAY = 0.1  # seconds presence changes are gathered before one write
+RETRY_DELAY = 1.0
+_Key = tuple[str, str]
+
+
+class PresenceWriter:
+    """The registry's presence sink: changes gathered per node, the last one wins."""
+
+    def __init__(self) -> None:
+        self.pending: dict[_Key, tuple[str, str, str] | None] = {}
+        self.wakeup = trio.Event()
+
+    def changed(self, org: str, node: str, state: NodeState | None) -> None:
+        self.pending[(org, node)] = (
+            None if state is None else (state.incarnation_id, state.phase.value, state.version)
+        )
+        self.wakeup.set()
+
+    def take(self) -> tuple[list[tuple[str, str, str, str, str]], list[tuple[str, str]]]:
+        pending, self.pending = self.pending, {}
+        self.wakeup = trio.Event()
+        upserts = [(o, n, *v) for (o, n), v in pending.items() if v is not None]
+        gone = [(o, n) for (o, n), v in pending.items() if v is None]
+        return upserts, gone
+
+
+class Listener:
+    """LISTEN on the cluster channel with a connection of its own (in a worker thread)."""
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+        self._conn: Any = None
+
+    def wait(self, timeout: float) -> list[str]:
+        """Payloads of the notifications that arrive within `timeout` (at least one, or none)."""
+        import psycopg
+
+        try:
+            if self._conn is None:
+                self._conn = psycopg.connect(self.url, autocommit=True, connect_timeout=5)
+                self._conn.execute(f"LISTEN {NOTIFY_CHANNEL}")
+            payloads = [n.payload for n in self._conn.notifies(timeout=timeout, stop_after=1)]
+            # whatever else is already there, without waiting
+            payloads += [n.payload for n in self._conn.notifies(timeout=0)]
+            return payloads
+        except psycopg.Error as exc:
+            self.close()
+            raise StoreError(f"cluster notifications: {exc}") from None
+
+    def close(self) -> None:
+        if self._conn is not None:
+            try:
+                self._conn.close()
+            finally:
+                self._conn = None
+
+
+class ClusterService:
+    """This server's part in the cluster."""
+
+    def __init__(
+        self,
+        *,
+        server_id: str,
+        incarnation: str,
+        lease: float,
+        store: ClusterStore,
+        listener: Listener,
+        jobs_store: JobStore,
+        view: PresenceView,
+        nodes: ClusterNodes,
+        outbox: Outbox,
+        inbox: Inbox,
+        presence: PresenceWriter,
+    ) -> None:
+        self.server_id = server_id
+        self.incarnation = incarnation
+        self.lease = lease
+        self.store = store
+        self.listener = listener
+        self.jobs_store = jobs_store
+        self.view = view
+        self.nodes = nodes
+        self.outbox = outbox
+        self.inbox = inbox
+        self.presence = presence
+        self.alive: set[str] = {server_id}
+        self._presence_changed = trio.Event()
+        self._inbox_ready = trio.Event()
+        self._limiter = trio.CapacityLimiter(1)
+
+    async def _call(self, fn: Any, *args: Any) -> Any:
+        return await trio.to_thread.run_sync(fn, *args, limiter=self._limiter)
+
+    async def run(self, *, task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
+        await self._call(self.store.register, self.server_id, self.incarnation, self.lease)
+        log.info(
+            "cluster: server %s joined (lease %g s, renewed every %g s)",
+            self.server_id,
+            self.lease,
+            self.lease / 3,
+        )
+        try:
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(self._listen)
+                nursery.start_soon(self._lease_loop)
+                nursery.start_soon(self._presence_writer)
+                nursery.start_soon(self._presence_reader)
+                nursery.start_soon(self._sender)
+                nursery.start_soon(self._receiver)
+                task_status.started()
+        finally:
+            self.listener.close()
+
+    async def leave(self) -> None:
+        """Orderly shutdown: the lease and this server's presence rows go at once."""
+        try:
+            await self._call(self.store.leave, self.server_id, self.incarnation)
+        except StoreError as exc:
+            log.warning("cluster: could not leave cleanly (%s)", exc.message)
+
+    # -- loops -------------------------------------------------------------------------------
+    async def _retry(self, what: str, exc: StoreError) -> None:
+        log.warning("cluster: %s failed (%s); retrying", what, exc.message)
+        await trio.sleep(RETRY_DELAY)
+
+    async def _listen(self) -> None:
+        while True:
+            try:
+                payloads = await trio.to_thread.run_sync(
+                    self.listener.wait, 1.0, abandon_on_cancel=True
+                )
+            except StoreError as exc:
+                await self._retry("listening", exc)
+                self._presence_changed.set()  # read what was missed meanwhile
+                self._inbox_ready.set()
+                continue
+            for payload in payloads:
+                if payload == PRESENCE:
+                    self._presence_changed.set()
+                elif payload == self.server_id:
+                    self._inbox_ready.set()
+
+    async def _lease_loop(self) -> None:
+        while True:
+            try:
+                await self._lease_round()
+            except StoreError as exc:
+                await self._retry("renewing the lease", exc)
+                continue
+            await trio.sleep(self.lease / 3)
+
+    async def _lease_round(self) -> None:
+        if not await self._call(self.store.renew, self.server_id, self.incarnation, self.lease):
+            log.error(
+                "cluster: this server's lease was taken over (it stalled past %g s); rejoining",
+                self.lease,
+            )
+            await self._call(self.store.register, self.server_id, self.incarnation, self.lease)
+        now, rows = await self._call(self.store.servers)
+        alive = {row.server_id for row in rows if row.lease_until >= now}
+        alive.add(self.server_id)
+        if alive != self.alive:
+            log.info("cluster: servers alive: %s", ", ".join(sorted(alive)))
+            self.alive = alive
+            self._presence_changed.set()
+        for row in rows:
+            if row.server_id not in alive:
+                await self._take_over(row)
+        self._presence_changed.set()  # a periodic re-read, whatever NOTIFY said
+
+    async def _take_over(self, dead: ServerRow) -> None:
+        def crash() -> int:
+            return self.jobs_store.mark_interrupted_crashed(time.time(), dead.server_id)
+
+        crashed = await self._call(self.store.take_over, dead, crash)
+        if crashed is not None:
+            log.warning(
+                "cluster: server %s is gone (lease expired); its %d unfinished job(s) are "
+                "crashed and its nodes offline",
+                dead.server_id,
+                crashed,
+            )
+
+    async def _presence_writer(self) -> None:
+        while True:
+            await self.presence.wakeup.wait()
+            await trio.sleep(PRESENCE_FLUSH_DELAY)
+            upserts, gone = self.presence.take()
+            try:
+                await self._call(self.store.write_presence, self.server_id, upserts, gone)
+            except StoreError as exc:
+                # keep the changes (newer ones win) and try again
+                for org, node, *rest in upserts:
+                    self.presence.pending.setdefault((org, node), tuple(rest))  # type: ignore[arg-type]
+                for key in gone:
+                    self.presence.pending.setdefault(key, None)
+                self.presence.wakeup.set()
+                await self._retry("writing node presence", exc)
+
+    async def _presence_reader(self) -> None:
+        while True:
+            with trio.move_on_after(self.lease / 3):
+                await self._presence_changed.wait()
+            self._presence_changed = trio.Event()
+            try:
+                rows = await self._call(self.store.presence)
+            except StoreError as exc:
+                await self._retry("reading node presence", exc)
+                continue
+            gone = self.view.update(rows, self.alive)
+            if gone:
+                log.debug("cluster: %d node(s) left other servers: %s", len(gone), gone[:10])
+                self.nodes.remote_gone(gone)
+
+    async def _sender(self) -> None:
+        while True:
+            await self.outbox.wakeup.wait()
+            batches = self.outbox.take()
+            messages = [
+                (target, msgpack.packb(entries, use_bin_type=True))
+                for target, entries in batches.items()
+            ]
+            while True:  # the same batch again until it is stored: nothing is lost
+                try:
+                    await self._call(self.store.post, self.server_id, messages)
+                    break
+                except StoreError as exc:
+                    await self._retry(f"sending to {', '.join(sorted(batches))}", exc)
+
+    async def _receiver(self) -> None:
+        while True:
+            with trio.move_on_after(1.0):
+                await self._inbox_ready.wait()
+            self._inbox_ready = trio.Event()
+            try:
+                messages = await self._call(self.store.take, self.server_id)
+            except StoreError as exc:
+                await self._retry("receiving messages", exc)
+                continue
+            for source, body in messages:
+                try:
+                    entries = msgpack.unpackb(body, raw=False)
+                except (ValueError, msgpack.UnpackException) as exc:
+                    log.warning("cluster: unreadable message from %s dropped: %s", source, exc)
+                    continue
+                for entry in entries if isinstance(entries, list) else [entries]:
+                    self.inbox.handle(source, entry)

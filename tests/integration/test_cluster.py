@@ -1,0 +1,176 @@
+"""Three servers on one real PostgreSQL database, six real agents spread over them
+(docs/cluster.md): one job across every server's nodes, the same node list everywhere, output
+from any server, and the loss of a server.
+"""
+
+from __future__ import annotations
+
+import signal
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.support.agents import AgentProcess
+from tests.support.clients import unique_name
+from tests.support.jobs import node_details, output, post_job
+from tests.support.postgres import PostgresCluster
+from tests.support.server import ServerProcess
+from tests.support.waits import wait_for
+
+WHITELIST = """
+"greet" = { run = 'echo "hello from $CHEF_PUSH_NODE_NAME"', shell = true }
+"sleep" = { pattern = '^sleep ([0-9]{1,3})$', run = 'sleep \\1' }
+"""
+LEASE = 3.0
+NAMES = ("a", "b", "c")
+
+
+@dataclass
+class Cluster:
+    servers: dict[str, ServerProcess]
+    agents: list[AgentProcess]
+    url: str  # the shared database
+
+    def node_names(self) -> list[str]:
+        return sorted(agent.name for agent in self.agents)
+
+    def placement(self) -> dict[str, list[str]]:
+        """Server name → the nodes connected to it, from the shared `node_presence` table."""
+        import psycopg
+
+        with psycopg.connect(self.url) as conn:
+            rows = conn.execute("SELECT server_id, node_name FROM node_presence").fetchall()
+        placed: dict[str, list[str]] = {name: [] for name in NAMES}
+        for server_id, node in rows:
+            placed[server_id.removeprefix("server-")].append(node)
+        return {name: sorted(nodes) for name, nodes in placed.items()}
+
+
+def node_states(srv: ServerProcess) -> list[tuple[str, str]]:
+    response = srv.get("node_states")
+    assert response.status_code == 200, response.text
+    return sorted((n["node_name"], n["availability"]) for n in response.json())
+
+
+def every_node_available(srv: ServerProcess, nodes: list[str]) -> bool:
+    return node_states(srv) == [(name, "available") for name in nodes]
+
+
+@pytest.fixture
+def cluster(postgres: PostgresCluster, tmp_path: Path) -> Iterator[Cluster]:
+    """Three servers; six agents that list all three (`server_urls`) and so spread at random."""
+    url = postgres.new_database()
+    servers: dict[str, ServerProcess] = {}
+    for name in NAMES:
+        overrides: dict[str, dict[str, Any]] = {
+            "store": {"backend": "postgresql", "url": url},
+            "cluster": {"server_id": f"server-{name}", "lease": LEASE},
+        }
+        servers[name] = ServerProcess(
+            tmp_path / f"server-{name}", overrides, joins=servers.get("a")
+        )
+    agents: list[AgentProcess] = []
+    try:
+        for srv in servers.values():
+            srv.start()
+        urls = [srv.org_url for srv in servers.values()]
+        for i in range(6):
+            agent = AgentProcess(
+                servers["a"],
+                tmp_path / f"agent-{i}",
+                unique_name(f"n{i}"),
+                whitelist=WHITELIST,
+                extra={"server_urls": urls},
+            )
+            agents.append(agent)
+            agent.start(wait=False)
+        for agent in agents:
+            agent.wait_available()
+        yield Cluster(servers, agents, url)
+    finally:
+        for agent in agents:
+            agent.stop()
+        for srv in servers.values():
+            srv.stop()
+
+
+def test_one_job_spans_every_server(cluster: Cluster) -> None:
+    a, b, c = (cluster.servers[name] for name in NAMES)
+    nodes = cluster.node_names()
+    for srv in (a, b, c):  # every server lists every node of the cluster
+        wait_for(lambda srv=srv: every_node_available(srv, nodes), 20, what="the same node list")
+    placed = cluster.placement()
+    assert sorted(n for group in placed.values() for n in group) == nodes, placed
+    job_id = post_job(a, "greet", nodes, capture_output=True)
+    job = a.wait_job(job_id)
+    assert job["status"] == "complete" and job["nodes"] == {"succeeded": nodes}, (job, placed)
+    details = node_details(a, job_id)
+    assert {name: d["exit_status"] for name, d in details.items()} == dict.fromkeys(nodes, 0)
+    for srv in (b, c):  # the job and every node's output from any server
+        assert srv.wait_job(job_id)["nodes"] == {"succeeded": nodes}
+        for name in nodes:
+            assert output(srv, job_id, name, "stdout") == f"hello from {name}\n".encode()
+    # and a job started on another server reaches every node too
+    second = post_job(c, "greet", nodes)
+    assert c.wait_job(second)["nodes"] == {"succeeded": nodes}
+
+
+def test_losing_a_server(cluster: Cluster) -> None:
+    nodes = cluster.node_names()
+    for srv in cluster.servers.values():
+        wait_for(lambda srv=srv: every_node_available(srv, nodes), 20, what="the same node list")
+    placed = cluster.placement()
+    # the victim: a server with at least two nodes (six nodes on three servers: one has)
+    victim = max(NAMES, key=lambda name: len(placed[name]))
+    coordinator, survivor = (name for name in NAMES if name != victim)
+    a, b, c = cluster.servers[coordinator], cluster.servers[victim], cluster.servers[survivor]
+    b0, b1 = placed[victim][:2]
+    others = [name for name in nodes if name not in placed[victim]]
+    in_a = sorted([*others, b0])
+    from_a = post_job(a, "sleep 60", in_a)  # coordinated by A, one node on B
+    wait_for(
+        lambda: a.get(f"jobs/{from_a}").json()["nodes"].get("running") == in_a,
+        30,
+        what="A's job running everywhere",
+    )
+    from_b = post_job(b, "sleep 60", [b1])  # coordinated by B
+    wait_for(
+        lambda: b.get(f"jobs/{from_b}").json()["status"] == "running", 30, what="B's job running"
+    )
+    assert b.proc is not None
+    killed_at = time.monotonic()
+    b.proc.send_signal(signal.SIGKILL)
+    b.proc.wait()
+    timeline: dict[str, float] = {}
+    # within the lease and a few seconds: B's job is crashed, and B's node in A's job too
+    wait_for(
+        lambda: a.get(f"jobs/{from_b}").json()["status"] == "crashed",
+        LEASE + 15,
+        what="B's job crashed",
+    )
+    timeline["B's job crashed"] = time.monotonic() - killed_at
+
+    def b0_crashed() -> dict[str, Any] | None:
+        job = a.get(f"jobs/{from_a}").json()
+        return job if job["nodes"].get("crashed") == [b0] else None
+
+    job = wait_for(b0_crashed, LEASE + 15, what="B's node crashed in A's job")
+    assert job["nodes"].get("running") == others and job["status"] == "running", job
+    timeline["B's node crashed in A's job"] = time.monotonic() - killed_at
+    a.post(f"jobs/{from_a}/abort", body={})
+    assert a.wait_job(from_a)["status"] == "aborted"
+    # B's agents find another server (server_urls) and are available there
+    for srv in (a, c):
+        wait_for(lambda srv=srv: every_node_available(srv, nodes), 60, what="B's nodes back")
+    timeline["every node available on A and C"] = time.monotonic() - killed_at
+    moved = cluster.placement()
+    assert moved[victim] == [] and sorted(moved[coordinator] + moved[survivor]) == nodes
+    again = post_job(c, "greet", nodes)
+    assert c.wait_job(again)["nodes"] == {"succeeded": nodes}
+    # nothing was lost from the records: B's job says truthfully what happened
+    assert a.get(f"jobs/{from_b}").json()["nodes"] == {"crashed": [b1]}
+    print("kill -9 timeline: " + ", ".join(f"{k} {v:.1f} s" for k, v in timeline.items()))
