@@ -228,6 +228,7 @@ def build_server(settings: Settings) -> Server:
             outbox=outbox,
             inbox=Inbox(nodes, relay, outbox),
             presence=presence,
+            registry=nodes,
         )
         node_view = cluster_nodes
     else:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import logging
 import time
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 import msgpack
 import trio
@@ -24,10 +24,18 @@ if TYPE_CHECKING:
     from pushjobs.server.nodes.state import NodeState
     from pushjobs.server.store.interfaces import JobStore
 
+
+class LocalNodes(Protocol):
+    """This server's own node states (to publish them all again after rejoining)."""
+
+    def states(self) -> list[NodeState]: ...
+
+
 log = logging.getLogger("pushjobs.server.cluster")
 
 PRESENCE_FLUSH_DELAY = 0.1  # seconds presence changes are gathered before one write
 RETRY_DELAY = 1.0
+RETRY_LOG_INTERVAL = 30.0
 _Key = tuple[str, str]
 
 
@@ -100,6 +108,7 @@ class ClusterService:
         outbox: Outbox,
         inbox: Inbox,
         presence: PresenceWriter,
+        registry: LocalNodes,
     ) -> None:
         self.server_id = server_id
         self.incarnation = incarnation
@@ -112,7 +121,12 @@ class ClusterService:
         self.outbox = outbox
         self.inbox = inbox
         self.presence = presence
+        self.registry = registry
         self.alive: set[str] = {server_id}
+        # when this server last started reaching the database again (None: not reaching it);
+        # it judges other servers only after a whole lease of its own contact
+        self._connected_since: float | None = None
+        self._warned: dict[str, float] = {}
         self._presence_changed = trio.Event()
         self._inbox_ready = trio.Event()
         self._limiter = trio.CapacityLimiter(1)
@@ -149,7 +163,13 @@ class ClusterService:
 
     # -- loops -------------------------------------------------------------------------------
     async def _retry(self, what: str, exc: StoreError) -> None:
-        log.warning("cluster: %s failed (%s); retrying", what, exc.message)
+        # one line per task and RETRY_LOG_INTERVAL while the database stays away
+        now = trio.current_time()
+        if now - self._warned.get(what, -RETRY_LOG_INTERVAL) >= RETRY_LOG_INTERVAL:
+            self._warned[what] = now
+            log.warning(
+                "cluster: %s failed (%s); retrying every %g s", what, exc.message, RETRY_DELAY
+            )
         await trio.sleep(RETRY_DELAY)
 
     async def _listen(self) -> None:
@@ -174,9 +194,17 @@ class ClusterService:
             try:
                 await self._lease_round()
             except StoreError as exc:
+                self._connected_since = None
                 await self._retry("renewing the lease", exc)
                 continue
             await trio.sleep(self.lease / 3)
+
+    def _judging(self) -> bool:
+        """True once this server has reached the database for a whole lease: after an outage
+        every server's lease looks expired until it has renewed it, and none must be taken
+        for dead meanwhile."""
+        since = self._connected_since
+        return since is not None and trio.current_time() - since >= self.lease
 
     async def _lease_round(self) -> None:
         if not await self._call(self.store.renew, self.server_id, self.incarnation, self.lease):
@@ -185,17 +213,26 @@ class ClusterService:
                 self.lease,
             )
             await self._call(self.store.register, self.server_id, self.incarnation, self.lease)
+            self._republish()
+        if self._connected_since is None:
+            self._connected_since = trio.current_time()
         now, rows = await self._call(self.store.servers)
-        alive = {row.server_id for row in rows if row.lease_until >= now}
+        judging = self._judging()
+        alive = {row.server_id for row in rows if row.lease_until >= now or not judging}
         alive.add(self.server_id)
         if alive != self.alive:
             log.info("cluster: servers alive: %s", ", ".join(sorted(alive)))
             self.alive = alive
             self._presence_changed.set()
         for row in rows:
-            if row.server_id not in alive:
+            if row.server_id not in alive and judging:
                 await self._take_over(row)
         self._presence_changed.set()  # a periodic re-read, whatever NOTIFY said
+
+    def _republish(self) -> None:
+        """Write every local node's presence again (registering dropped the old rows)."""
+        for state in self.registry.states():
+            self.presence.changed(state.org, state.node, state)
 
     async def _take_over(self, dead: ServerRow) -> None:
         def crash() -> int:

@@ -111,6 +111,10 @@ class NodeRegistry:
     def online_count(self) -> int:
         return len(self._states)
 
+    def states(self) -> list[NodeState]:
+        """Every node state of this server."""
+        return list(self._states.values())
+
     def rehab_count(self) -> int:
         return len(self._rehab)
 

@@ -5,6 +5,7 @@ from any server, and the loss of a server.
 
 from __future__ import annotations
 
+import contextlib
 import signal
 import time
 from collections.abc import Iterator
@@ -60,19 +61,17 @@ def every_node_available(srv: ServerProcess, nodes: list[str]) -> bool:
     return node_states(srv) == [(name, "available") for name in nodes]
 
 
-@pytest.fixture
-def cluster(postgres: PostgresCluster, tmp_path: Path) -> Iterator[Cluster]:
-    """Three servers; six agents that list all three (`server_urls`) and so spread at random."""
-    url = postgres.new_database()
+@contextlib.contextmanager
+def running_cluster(url: str, base: Path) -> Iterator[Cluster]:
+    """Three servers on `url`; six agents that list all three (`server_urls`) and so spread
+    at random."""
     servers: dict[str, ServerProcess] = {}
     for name in NAMES:
         overrides: dict[str, dict[str, Any]] = {
             "store": {"backend": "postgresql", "url": url},
             "cluster": {"server_id": f"server-{name}", "lease": LEASE},
         }
-        servers[name] = ServerProcess(
-            tmp_path / f"server-{name}", overrides, joins=servers.get("a")
-        )
+        servers[name] = ServerProcess(base / f"server-{name}", overrides, joins=servers.get("a"))
     agents: list[AgentProcess] = []
     try:
         for srv in servers.values():
@@ -81,7 +80,7 @@ def cluster(postgres: PostgresCluster, tmp_path: Path) -> Iterator[Cluster]:
         for i in range(6):
             agent = AgentProcess(
                 servers["a"],
-                tmp_path / f"agent-{i}",
+                base / f"agent-{i}",
                 unique_name(f"n{i}"),
                 whitelist=WHITELIST,
                 extra={"server_urls": urls},
@@ -96,6 +95,12 @@ def cluster(postgres: PostgresCluster, tmp_path: Path) -> Iterator[Cluster]:
             agent.stop()
         for srv in servers.values():
             srv.stop()
+
+
+@pytest.fixture
+def cluster(postgres: PostgresCluster, tmp_path: Path) -> Iterator[Cluster]:
+    with running_cluster(postgres.new_database(), tmp_path) as running:
+        yield running
 
 
 def test_one_job_spans_every_server(cluster: Cluster) -> None:
@@ -174,3 +179,37 @@ def test_losing_a_server(cluster: Cluster) -> None:
     # nothing was lost from the records: B's job says truthfully what happened
     assert a.get(f"jobs/{from_b}").json()["nodes"] == {"crashed": [b1]}
     print("kill -9 timeline: " + ", ".join(f"{k} {v:.1f} s" for k, v in timeline.items()))
+
+
+def test_a_database_outage_is_ridden_out(tmp_path: Path) -> None:
+    """PostgreSQL stopped for 20 s: 503s with a clear text, nobody is taken for dead, and
+    everything works again afterwards without restarting anything."""
+    own = PostgresCluster()  # this test's own database server, so stopping it harms no other
+    own.start()
+    try:
+        with running_cluster(own.new_database(), tmp_path) as cluster:
+            nodes = cluster.node_names()
+            for srv in cluster.servers.values():
+                wait_for(lambda srv=srv: every_node_available(srv, nodes), 20, what="every node")
+            own.stop()
+            time.sleep(20)  # several leases long
+            for srv in cluster.servers.values():
+                response = srv.get("node_states")
+                assert response.status_code == 503, response.text
+                assert "is unavailable" in response.json()["error"][0]
+            own.restart()
+            for srv in cluster.servers.values():
+                wait_for(
+                    lambda srv=srv: every_node_available(srv, nodes), 30, what="the cluster back"
+                )
+            job_id = post_job(cluster.servers["b"], "greet", nodes)
+            assert cluster.servers["b"].wait_job(job_id)["nodes"] == {"succeeded": nodes}
+            for srv in cluster.servers.values():
+                log = srv.log_path.read_text()
+                assert "is gone (lease expired)" not in log, srv.log_tail()
+                assert "Traceback" not in log, srv.log_tail()
+    finally:
+        try:
+            own.stop()
+        finally:
+            own.remove()
