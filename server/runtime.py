@@ -33,7 +33,12 @@ from pushjobs.protocol.timestamps import StrictClock
 from pushjobs.server.cluster.nodes import ClusterNodes, Outbox
 from pushjobs.server.cluster.presence import PresenceView
 from pushjobs.server.cluster.relay import ClusterJobs, Inbox
-from pushjobs.server.cluster.service import ClusterService, Listener, PresenceWriter
+from pushjobs.server.cluster.service import (
+    ClusterService,
+    EventWriter,
+    Listener,
+    PresenceWriter,
+)
 from pushjobs.server.cluster.store import ClusterStore
 from pushjobs.server.errors import StartupError
 from pushjobs.server.http.app import create_app
@@ -210,9 +215,16 @@ def build_server(settings: Settings) -> Server:
         view = PresenceView(server_id)
         outbox = Outbox()
         presence = PresenceWriter()
+        events = EventWriter()
         cluster_nodes = ClusterNodes(nodes, view, outbox, presence)
-        nodes.presence = cluster_nodes
-        jobs = JobManager(settings=settings, store=store, nodes=cluster_nodes, clock=StrictClock())
+        nodes.observe(cluster_nodes)
+        jobs = JobManager(
+            settings=settings,
+            store=store,
+            nodes=cluster_nodes,
+            clock=StrictClock(),
+            event_sink=events,
+        )
         relay = ClusterJobs(jobs, outbox)
         engine: BrokerJobs = relay
         assert settings.store.url is not None
@@ -229,6 +241,7 @@ def build_server(settings: Settings) -> Server:
             inbox=Inbox(nodes, relay, outbox),
             presence=presence,
             registry=nodes,
+            events=events,
         )
         node_view = cluster_nodes
     else:
@@ -282,6 +295,7 @@ def http_deps(server: Server, ports: BoundPorts) -> HttpDeps:
         curve_public=server.curve.public if server.curve is not None else None,
         heartbeat_port=ports.heartbeat_port,
         command_port=ports.command_port,
+        stored_events=server.cluster,
     )
 
 

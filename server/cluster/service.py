@@ -14,13 +14,21 @@ from typing import TYPE_CHECKING, Any, Protocol
 import msgpack
 import trio
 
-from pushjobs.server.cluster.store import NOTIFY_CHANNEL, PRESENCE, ClusterStore, ServerRow
+from pushjobs.server.cluster.store import (
+    EVENTS,
+    NOTIFY_CHANNEL,
+    PRESENCE,
+    ClusterStore,
+    ServerRow,
+)
+from pushjobs.server.jobs.live import Notifier
 from pushjobs.server.store.interfaces import StoreError
 
 if TYPE_CHECKING:
     from pushjobs.server.cluster.nodes import ClusterNodes, Outbox
     from pushjobs.server.cluster.presence import PresenceView
     from pushjobs.server.cluster.relay import Inbox
+    from pushjobs.server.jobs.events import FeedEvent
     from pushjobs.server.nodes.state import NodeState
     from pushjobs.server.store.interfaces import JobStore
 
@@ -58,6 +66,23 @@ class PresenceWriter:
         upserts = [(o, n, *v) for (o, n), v in pending.items() if v is not None]
         gone = [(o, n) for (o, n), v in pending.items() if v is None]
         return upserts, gone
+
+
+class EventWriter:
+    """The job manager's event sink: events gathered until the next write."""
+
+    def __init__(self) -> None:
+        self.pending: list[tuple[str, int, str, bytes]] = []
+        self.wakeup = trio.Event()
+
+    def recorded(self, job_id: str, event: FeedEvent) -> None:
+        self.pending.append((job_id, event.seq, event.name, event.wire))
+        self.wakeup.set()
+
+    def take(self) -> list[tuple[str, int, str, bytes]]:
+        pending, self.pending = self.pending, []
+        self.wakeup = trio.Event()
+        return pending
 
 
 class Listener:
@@ -109,6 +134,7 @@ class ClusterService:
         inbox: Inbox,
         presence: PresenceWriter,
         registry: LocalNodes,
+        events: EventWriter,
     ) -> None:
         self.server_id = server_id
         self.incarnation = incarnation
@@ -122,6 +148,8 @@ class ClusterService:
         self.inbox = inbox
         self.presence = presence
         self.registry = registry
+        self.events = events
+        self.events_changed = Notifier()  # job events of any server were stored
         self.alive: set[str] = {server_id}
         # when this server last started reaching the database again (None: not reaching it);
         # it judges other servers only after a whole lease of its own contact
@@ -150,6 +178,7 @@ class ClusterService:
                 nursery.start_soon(self._presence_reader)
                 nursery.start_soon(self._sender)
                 nursery.start_soon(self._receiver)
+                nursery.start_soon(self._event_writer)
                 task_status.started()
         finally:
             self.listener.close()
@@ -186,6 +215,8 @@ class ClusterService:
             for payload in payloads:
                 if payload == PRESENCE:
                     self._presence_changed.set()
+                elif payload == EVENTS:
+                    self.events_changed.notify()
                 elif payload == self.server_id:
                     self._inbox_ready.set()
 
@@ -262,6 +293,22 @@ class ClusterService:
                     self.presence.pending.setdefault(key, None)
                 self.presence.wakeup.set()
                 await self._retry("writing node presence", exc)
+
+    async def events_after(self, job_id: str, seq: int) -> list[tuple[int, str, bytes]]:
+        """The stored events of a job after `seq` (a job feed of another server's job)."""
+        return await trio.to_thread.run_sync(self.store.job_events, job_id, seq)
+
+    async def _event_writer(self) -> None:
+        while True:
+            await self.events.wakeup.wait()
+            await trio.sleep(PRESENCE_FLUSH_DELAY)
+            batch = self.events.take()
+            while True:  # the same batch until stored: feeds elsewhere must miss nothing
+                try:
+                    await self._call(self.store.write_events, batch)
+                    break
+                except StoreError as exc:
+                    await self._retry("storing job events", exc)
 
     async def _presence_reader(self) -> None:
         while True:

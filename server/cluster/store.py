@@ -14,6 +14,7 @@ from pushjobs.server.store.postgres import PostgresDatabase
 
 NOTIFY_CHANNEL = "pushjobs_cluster"
 PRESENCE = "presence"  # the NOTIFY payload that says node presence changed
+EVENTS = "events"  # the NOTIFY payload that says job events were stored
 _NOW = "extract(epoch FROM clock_timestamp())"
 _TAKEOVER_LOCK = 0x70757369  # pg_advisory_xact_lock key of a takeover
 
@@ -139,6 +140,26 @@ class ClusterStore:
                 "FROM node_presence"
             ).fetchall()
         return [PresenceRow(*row) for row in rows]
+
+    # -- job events ------------------------------------------------------------------------------
+    def write_events(self, events: Sequence[tuple[str, int, str, bytes]]) -> None:
+        """Store (job id, seq, name, SSE bytes) events and tell every server."""
+        with self._db.transaction() as conn:
+            conn.executemany(
+                "INSERT INTO job_events (job_id, seq, name, wire) VALUES (?, ?, ?, ?) "
+                "ON CONFLICT DO NOTHING",
+                events,
+            )
+            conn.execute(f"SELECT pg_notify('{NOTIFY_CHANNEL}', '{EVENTS}')")
+
+    def job_events(self, job_id: str, after: int) -> list[tuple[int, str, bytes]]:
+        """(seq, name, SSE bytes) of the job's stored events after `after`, in order."""
+        with self._db.reading() as conn:
+            rows = conn.execute(
+                "SELECT seq, name, wire FROM job_events WHERE job_id = ? AND seq > ? ORDER BY seq",
+                (job_id, after),
+            ).fetchall()
+        return [(int(r[0]), r[1], bytes(r[2])) for r in rows]
 
     # -- messages between servers --------------------------------------------------------------
     def post(self, source: str, messages: Sequence[tuple[str, bytes]]) -> None:

@@ -147,6 +147,8 @@ class JobEngine(Protocol):
     @property
     def keep_alive_time(self) -> float: ...
     @property
+    def wait_complete_time(self) -> float: ...
+    @property
     def sse(self) -> SseStamps: ...
     @property
     def output_activity(self) -> Notifier: ...
@@ -157,6 +159,14 @@ class JobEngine(Protocol):
     def org_feed(self, org: str) -> OrgFeedView: ...
     async def start_job(self, org: Org, requestor: Requestor, spec: JobSpec) -> str: ...
     async def abort_job(self, org: Org, job_id: str, requestor: Requestor) -> LiveJobView: ...
+
+
+class StoredEvents(Protocol):
+    """A cluster's stored job events (jobs coordinated by another server)."""
+
+    @property
+    def events_changed(self) -> Notifier: ...
+    async def events_after(self, job_id: str, seq: int) -> list[tuple[int, str, bytes]]: ...
 
 
 # ---- the dependencies --------------------------------------------------------------------
@@ -177,6 +187,7 @@ class HttpDeps:
     curve_public: str | None  # the command socket's CURVE key; None with CURVE disabled
     heartbeat_port: int
     command_port: int
+    stored_events: StoredEvents | None = None  # None: one server (no job runs elsewhere)
 
     @property
     def curve_enabled(self) -> bool:

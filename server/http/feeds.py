@@ -9,13 +9,19 @@ from __future__ import annotations
 
 import base64
 import re
+import time
 from collections.abc import AsyncIterator, Iterator
 from typing import TYPE_CHECKING
 
 import trio
 from starlette.responses import Response, StreamingResponse
 
-from pushjobs.protocol.vocabulary import FINAL_NODE_STATUSES, MediaType, OutputChannel
+from pushjobs.protocol.vocabulary import (
+    FINAL_JOB_STATUSES,
+    FINAL_NODE_STATUSES,
+    MediaType,
+    OutputChannel,
+)
 from pushjobs.server.http.job_views import (
     group_nodes,
     job_not_found,
@@ -35,6 +41,7 @@ if TYPE_CHECKING:
         JobRecords,
         LiveJobView,
         OutputSlotView,
+        StoredEvents,
     )
     from pushjobs.server.store.records import Job
 
@@ -94,6 +101,10 @@ async def job_feed(ctx: RequestContext, deps: HttpDeps) -> Response:
     job = await deps.store.get_job(org.name, job_id)
     if job is None:
         raise job_not_found(job_id)
+    stored = deps.stored_events
+    if stored is not None and _followed_elsewhere(job, engine):
+        start = _job_seq(last_event_id(ctx))
+        return SseResponse(_stored_job_events(deps, stored, job, start), headers=SSE_HEADERS)
     nodes = group_nodes(await deps.store.get_job_nodes(job_id))
     summary = make_event("summary", "job-1", 1, engine.sse.stamp(), job_object(job, nodes))
     return Response(summary.wire, headers=SSE_HEADERS)
@@ -117,6 +128,48 @@ async def _job_events(engine: JobEngine, live: LiveJobView, seq: int) -> AsyncIt
         if live.state.finished:
             return
         if await _quiet_for(live.changed.event, engine.keep_alive_time):
+            yield KEEPALIVE
+
+
+def _followed_elsewhere(job: Job, engine: JobEngine) -> bool:
+    """A job of another server that is running, or finished within the grace period."""
+    if job.status not in FINAL_JOB_STATUSES:
+        return True
+    return time.time() - job.updated_at < engine.wait_complete_time + 1
+
+
+def _job_seq(last: str | None) -> int:
+    """The sequence number of a `job-N` id (0: from the start)."""
+    if last is not None and last.startswith("job-") and _DIGITS.fullmatch(last[4:]):
+        return int(last[4:])
+    return 0
+
+
+async def _stored_job_events(
+    deps: HttpDeps, stored: StoredEvents, job: Job, seq: int
+) -> AsyncIterator[bytes]:
+    """A job coordinated by another server, followed through its stored events until
+    `job_complete`. A job that ended without one (its server was lost and the job crashed by
+    a takeover) gets a `job_complete` with its stored status."""
+    engine = deps.jobs
+    while True:
+        waiter = stored.events_changed.event
+        rows = await stored.events_after(job.id, seq)
+        if rows:
+            yield b"".join(wire for _, _, wire in rows)
+            seq = rows[-1][0]
+            if any(name == "job_complete" for _, name, _ in rows):
+                return
+            continue
+        current = await deps.store.get_job(job.org_name, job.id)
+        if current is None:
+            return
+        if current.status in FINAL_JOB_STATUSES:
+            data = {"status": current.status}
+            stamp = engine.sse.stamp()
+            yield make_event("job_complete", f"job-{seq + 1}", seq + 1, stamp, data).wire
+            return
+        if await _quiet_for(waiter, engine.keep_alive_time):
             yield KEEPALIVE
 
 

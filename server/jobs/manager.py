@@ -23,7 +23,7 @@ import trio
 from pushjobs.protocol.messages import Failed, Succeeded
 from pushjobs.protocol.messages import Output as OutputMessage
 from pushjobs.protocol.vocabulary import JobStatus, MessageType, NodeStatus, OutputChannel
-from pushjobs.server.jobs.events import SseClock, start_event_data
+from pushjobs.server.jobs.events import FeedEvent, SseClock, start_event_data
 from pushjobs.server.jobs.live import (
     LiveJob,
     Notifier,
@@ -102,6 +102,12 @@ class JobNodes(Protocol):
     def send_command(self, org: str, node: str, msg_type: str, fields: dict[str, Any]) -> None: ...
 
 
+class EventSink(Protocol):
+    """Told of every event a live job records (a cluster stores them for the other servers)."""
+
+    def recorded(self, job_id: str, event: FeedEvent) -> None: ...
+
+
 class JobRecordStore(Protocol):
     """What the manager needs of the async store: job rows, output records, batched writes."""
 
@@ -135,7 +141,13 @@ class JobManager:
     """Live jobs, timers, persistence, feeds and output records (lifecycle.md §4–§9)."""
 
     def __init__(
-        self, *, settings: Settings, store: JobRecordStore, nodes: JobNodes, clock: WallClock
+        self,
+        *,
+        settings: Settings,
+        store: JobRecordStore,
+        nodes: JobNodes,
+        clock: WallClock,
+        event_sink: EventSink | None = None,
     ) -> None:
         self._store = store
         self._nodes = nodes
@@ -165,6 +177,8 @@ class JobManager:
         self._last_output_flush = 0.0
         self._nursery: trio.Nursery | None = None
         self._stopping = False
+        # a cluster stores every job event, so any server's job feed can replay it
+        self.event_sink = event_sink
 
     # ---- task ---------------------------------------------------------------------------
 
@@ -558,7 +572,9 @@ class JobManager:
 
     def _record_event(self, live: LiveJob, event: Event) -> None:
         stamp = self.sse.stamp()
-        live.log.record(event.name, event.data, stamp)
+        recorded = live.log.record(event.name, event.data, stamp)
+        if self.event_sink is not None:
+            self.event_sink.recorded(live.id, recorded)
         if event.name in ORG_FEED_EVENTS:
             feed = self.org_feed(live.org)
             feed.log.record(event.name, {"job": live.id, **event.data}, stamp)

@@ -91,6 +91,10 @@ class NodeRegistry:
     def detach(self) -> None:
         self._send = None
 
+    def observe(self, presence: PresenceSink) -> None:
+        """Tell `presence` of every node that comes online, changes phase or goes offline."""
+        self.presence = presence
+
     # -- queries (lifecycle.md §2.1) --------------------------------------------------------------
 
     def state(self, org: str, node: str) -> NodePhase | None:

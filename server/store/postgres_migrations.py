@@ -194,8 +194,20 @@ CREATE TABLE cluster_messages (
 CREATE INDEX cluster_messages_by_target ON cluster_messages(target, id);
 """
 
+# Every job event as its coordinator streamed it (the SSE bytes, ids and timestamps included),
+# so a job feed read from another server replays and follows exactly the same events.
+_V3 = r"""
+CREATE TABLE job_events (
+    job_id  TEXT NOT NULL REFERENCES jobs(id) ON DELETE CASCADE,
+    seq     INTEGER NOT NULL,
+    name    TEXT NOT NULL,
+    wire    BYTEA NOT NULL,
+    PRIMARY KEY (job_id, seq)
+);
+"""
+
 # MIGRATIONS[i] brings the schema from version i to version i + 1.
-MIGRATIONS: list[str] = [_V1, _V2]
+MIGRATIONS: list[str] = [_V1, _V2, _V3]
 LATEST_VERSION = len(MIGRATIONS)
 # pg_advisory_xact_lock key shared by every pushjobs server migrating this database
 _MIGRATION_LOCK = 0x70757368  # "push"

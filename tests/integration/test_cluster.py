@@ -14,12 +14,14 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import trio
 
 from tests.support.agents import AgentProcess
 from tests.support.clients import unique_name
 from tests.support.jobs import node_details, output, post_job
 from tests.support.postgres import PostgresCluster
 from tests.support.server import ServerProcess
+from tests.support.sse import read_sse
 from tests.support.waits import wait_for
 
 WHITELIST = """
@@ -115,10 +117,23 @@ def test_one_job_spans_every_server(cluster: Cluster) -> None:
     assert job["status"] == "complete" and job["nodes"] == {"succeeded": nodes}, (job, placed)
     details = node_details(a, job_id)
     assert {name: d["exit_status"] for name, d in details.items()} == dict.fromkeys(nodes, 0)
+    # its feed read from another server: every event the coordinator streamed, and a resume
+    # with Last-Event-ID there goes on where the reader was
+    _, on_a = trio.run(read_sse, a, f"job_status_feed/{job_id}")
+    _, on_c = trio.run(read_sse, c, f"job_status_feed/{job_id}")
+    assert on_c == on_a and on_a[-1]["event"] == "job_complete", (on_a, on_c)
+    assert len(on_a) == 3 + 3 * len(nodes)  # start, votes, quorum, runs, completions, end
+    _, resumed = trio.run(read_sse, b, f"job_status_feed/{job_id}", {"Last-Event-ID": "job-3"})
+    assert resumed == on_a[3:]
     for srv in (b, c):  # the job and every node's output from any server
         assert srv.wait_job(job_id)["nodes"] == {"succeeded": nodes}
         for name in nodes:
             assert output(srv, job_id, name, "stdout") == f"hello from {name}\n".encode()
+    # a running job followed from another server, live, to its end
+    running = post_job(a, "sleep 2", nodes)
+    _, followed = trio.run(read_sse, c, f"job_status_feed/{running}", None, 30)
+    _, live_on_a = trio.run(read_sse, a, f"job_status_feed/{running}")
+    assert followed == live_on_a and followed[-1]["data"]["status"] == "complete"
     # and a job started on another server reaches every node too
     second = post_job(c, "greet", nodes)
     assert c.wait_job(second)["nodes"] == {"succeeded": nodes}
