@@ -20,7 +20,7 @@ from pushjobs.server.http.job_views import (
     no_output,
 )
 from pushjobs.server.http.responses import json_response
-from pushjobs.server.jobs.manager import JobAlreadyFinished, JobNotFound
+from pushjobs.server.jobs.manager import JobAlreadyFinished, JobElsewhere, JobNotFound
 from pushjobs.server.jobs.validation import JobValidationError, validate_job_body
 from pushjobs.server.store.records import JobNode, OutputTotals
 
@@ -150,6 +150,10 @@ async def abort_job(ctx: RequestContext, deps: HttpDeps) -> Response:
     except JobAlreadyFinished as exc:
         raise HttpError(
             409, f"job '{job_id}' has already finished with status '{exc.status}'"
+        ) from None
+    except JobElsewhere as exc:
+        raise HttpError(
+            409, f"job '{job_id}' runs on server '{exc.coordinator}'; send the abort there"
         ) from None
     return json_response(job_object(live.job, live.state.nodes_by_status()))
 

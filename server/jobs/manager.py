@@ -22,7 +22,13 @@ import trio
 
 from pushjobs.protocol.messages import Failed, Succeeded
 from pushjobs.protocol.messages import Output as OutputMessage
-from pushjobs.protocol.vocabulary import JobStatus, MessageType, NodeStatus, OutputChannel
+from pushjobs.protocol.vocabulary import (
+    FINAL_JOB_STATUSES,
+    JobStatus,
+    MessageType,
+    NodeStatus,
+    OutputChannel,
+)
 from pushjobs.server.jobs.events import FeedEvent, SseClock, start_event_data
 from pushjobs.server.jobs.live import (
     LiveJob,
@@ -135,6 +141,14 @@ class JobAlreadyFinished(Exception):
     def __init__(self, status: str) -> None:
         super().__init__(status)
         self.status = status
+
+
+class JobElsewhere(Exception):
+    """The job runs on another server of the cluster (its coordinator)."""
+
+    def __init__(self, coordinator: str) -> None:
+        super().__init__(coordinator)
+        self.coordinator = coordinator
 
 
 class JobManager:
@@ -301,6 +315,8 @@ class JobManager:
             job = await self._store.get_job(org.name, job_id)
             if job is None:
                 raise JobNotFound(job_id)
+            if job.status not in FINAL_JOB_STATUSES and job.coordinator != self.coordinator:
+                raise JobElsewhere(job.coordinator or "another server")
             raise JobAlreadyFinished(job.status)
         await live.started.wait()
         if self._live.get(job_id) is not live:

@@ -131,6 +131,11 @@ def test_one_job_spans_every_server(cluster: Cluster) -> None:
             assert output(srv, job_id, name, "stdout") == f"hello from {name}\n".encode()
     # a running job followed from another server, live, to its end
     running = post_job(a, "sleep 2", nodes)
+    refused = b.post(f"jobs/{running}/abort", body={})
+    assert (refused.status_code, refused.json()) == (
+        409,
+        {"error": [f"job '{running}' runs on server 'server-a'; send the abort there"]},
+    )
     _, followed = trio.run(read_sse, c, f"job_status_feed/{running}", None, 30)
     _, live_on_a = trio.run(read_sse, a, f"job_status_feed/{running}")
     assert followed == live_on_a and followed[-1]["data"]["status"] == "complete"
