@@ -242,6 +242,7 @@ def build_server(settings: Settings) -> Server:
             presence=presence,
             registry=nodes,
             events=events,
+            org_feeds=jobs,
         )
         node_view = cluster_nodes
     else:

@@ -7,6 +7,7 @@ Every loop survives the database going away: it logs, waits a second and goes on
 
 from __future__ import annotations
 
+import json
 import logging
 import time
 from typing import TYPE_CHECKING, Any, Protocol
@@ -45,6 +46,24 @@ PRESENCE_FLUSH_DELAY = 0.1  # seconds presence changes are gathered before one w
 RETRY_DELAY = 1.0
 RETRY_LOG_INTERVAL = 30.0
 _Key = tuple[str, str]
+
+
+def _event_data(wire: bytes) -> dict[str, Any] | None:
+    """The `data` object of one stored SSE event."""
+    for line in wire.decode("utf-8", "replace").splitlines():
+        if line.startswith("data: "):
+            try:
+                data = json.loads(line[len("data: ") :])
+            except ValueError:
+                return None
+            return data if isinstance(data, dict) else None
+    return None
+
+
+class OrgFeeds(Protocol):
+    """The job manager's org feeds, as far as other servers' jobs go into them."""
+
+    def relay_org_event(self, org: str, job_id: str, name: str, data: dict[str, Any]) -> None: ...
 
 
 class PresenceWriter:
@@ -135,6 +154,7 @@ class ClusterService:
         presence: PresenceWriter,
         registry: LocalNodes,
         events: EventWriter,
+        org_feeds: OrgFeeds,
     ) -> None:
         self.server_id = server_id
         self.incarnation = incarnation
@@ -149,12 +169,14 @@ class ClusterService:
         self.presence = presence
         self.registry = registry
         self.events = events
+        self.org_feeds = org_feeds
         self.events_changed = Notifier()  # job events of any server were stored
         self.alive: set[str] = {server_id}
         # when this server last started reaching the database again (None: not reaching it);
         # it judges other servers only after a whole lease of its own contact
         self._connected_since: float | None = None
         self._warned: dict[str, float] = {}
+        self._org_events = trio.Event()
         self._presence_changed = trio.Event()
         self._inbox_ready = trio.Event()
         self._limiter = trio.CapacityLimiter(1)
@@ -179,6 +201,7 @@ class ClusterService:
                 nursery.start_soon(self._sender)
                 nursery.start_soon(self._receiver)
                 nursery.start_soon(self._event_writer)
+                nursery.start_soon(self._org_feed_follower)
                 task_status.started()
         finally:
             self.listener.close()
@@ -217,6 +240,7 @@ class ClusterService:
                     self._presence_changed.set()
                 elif payload == EVENTS:
                     self.events_changed.notify()
+                    self._org_events.set()
                 elif payload == self.server_id:
                     self._inbox_ready.set()
 
@@ -305,10 +329,30 @@ class ClusterService:
             batch = self.events.take()
             while True:  # the same batch until stored: feeds elsewhere must miss nothing
                 try:
-                    await self._call(self.store.write_events, batch)
+                    await self._call(self.store.write_events, self.server_id, batch)
                     break
                 except StoreError as exc:
                     await self._retry("storing job events", exc)
+
+    async def _org_feed_follower(self) -> None:
+        """Other servers' `start`/`job_complete` events into this server's org feeds."""
+        cursor: int | None = None
+        while True:
+            try:
+                if cursor is None:
+                    cursor = await self._call(self.store.last_event_id)
+                rows = await self._call(self.store.org_feed_events, cursor, self.server_id)
+            except StoreError as exc:
+                await self._retry("following the org feeds", exc)
+                continue
+            for event_id, org, job_id, name, wire in rows:
+                cursor = event_id
+                data = _event_data(wire)
+                if data is not None:
+                    self.org_feeds.relay_org_event(org, job_id, name, data)
+            with trio.move_on_after(self.lease / 3):
+                await self._org_events.wait()
+            self._org_events = trio.Event()
 
     async def _presence_reader(self) -> None:
         while True:

@@ -142,13 +142,13 @@ class ClusterStore:
         return [PresenceRow(*row) for row in rows]
 
     # -- job events ------------------------------------------------------------------------------
-    def write_events(self, events: Sequence[tuple[str, int, str, bytes]]) -> None:
-        """Store (job id, seq, name, SSE bytes) events and tell every server."""
+    def write_events(self, source: str, events: Sequence[tuple[str, int, str, bytes]]) -> None:
+        """Store (job id, seq, name, SSE bytes) events of `source` and tell every server."""
         with self._db.transaction() as conn:
             conn.executemany(
-                "INSERT INTO job_events (job_id, seq, name, wire) VALUES (?, ?, ?, ?) "
+                "INSERT INTO job_events (job_id, seq, name, wire, source) VALUES (?, ?, ?, ?, ?) "
                 "ON CONFLICT DO NOTHING",
-                events,
+                [(*event, source) for event in events],
             )
             conn.execute(f"SELECT pg_notify('{NOTIFY_CHANNEL}', '{EVENTS}')")
 
@@ -160,6 +160,24 @@ class ClusterStore:
                 (job_id, after),
             ).fetchall()
         return [(int(r[0]), r[1], bytes(r[2])) for r in rows]
+
+    def last_event_id(self) -> int:
+        """Where an org-feed follower starts: after every event stored so far."""
+        with self._db.reading() as conn:
+            return int(conn.execute("SELECT COALESCE(MAX(id), 0) FROM job_events").fetchone()[0])
+
+    def org_feed_events(self, after: int, me: str) -> list[tuple[int, str, str, str, bytes]]:
+        """(id, org, job id, name, SSE bytes) of other servers' `start`/`job_complete`
+        events stored after `after`."""
+        with self._db.reading() as conn:
+            rows = conn.execute(
+                "SELECT e.id, o.name, e.job_id, e.name, e.wire FROM job_events e "
+                "JOIN jobs j ON j.id = e.job_id JOIN orgs o ON o.id = j.org_id "
+                "WHERE e.id > ? AND e.name IN ('start', 'job_complete') AND e.source <> ? "
+                "ORDER BY e.id",
+                (after, me),
+            ).fetchall()
+        return [(int(r[0]), r[1], r[2], r[3], bytes(r[4])) for r in rows]
 
     # -- messages between servers --------------------------------------------------------------
     def post(self, source: str, messages: Sequence[tuple[str, bytes]]) -> None:

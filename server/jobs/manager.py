@@ -227,6 +227,14 @@ class JobManager:
         """The live output of the node in the job, until it is closed and written."""
         return self._slots.get((job_id, node))
 
+    def relay_org_event(self, org: str, job_id: str, name: str, data: dict[str, Any]) -> None:
+        """A `start`/`job_complete` of a job another server of the cluster coordinates: this
+        server's org feed shows it too (with its own id and time)."""
+        feed = self.org_feed(org)
+        fields = {key: value for key, value in data.items() if key != "timestamp"}
+        feed.log.record(name, {"job": job_id, **fields}, self.sse.stamp())
+        feed.changed.notify()
+
     def org_feed(self, org: str) -> OrgFeed:
         """The organization's feed (created at first use)."""
         feed = self._org_feeds.get(org)

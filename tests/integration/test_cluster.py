@@ -21,7 +21,7 @@ from tests.support.clients import unique_name
 from tests.support.jobs import node_details, output, post_job
 from tests.support.postgres import PostgresCluster
 from tests.support.server import ServerProcess
-from tests.support.sse import read_sse
+from tests.support.sse import SseReader, read_sse
 from tests.support.waits import wait_for
 
 WHITELIST = """
@@ -139,6 +139,25 @@ def test_one_job_spans_every_server(cluster: Cluster) -> None:
     _, followed = trio.run(read_sse, c, f"job_status_feed/{running}", None, 30)
     _, live_on_a = trio.run(read_sse, a, f"job_status_feed/{running}")
     assert followed == live_on_a and followed[-1]["data"]["status"] == "complete"
+
+    # the org feed of a server shows the jobs other servers coordinate
+    async def org_feed_on_c() -> list[dict[str, Any]]:
+        reader = SseReader()
+        async with trio.open_nursery() as nursery:
+            await nursery.start(reader.run, c, "job_status_feed")
+            job = await trio.to_thread.run_sync(lambda: post_job(a, "greet", nodes))
+            with trio.fail_after(30):
+                while not any(
+                    e["event"] == "job_complete" and e["data"]["job"] == job for e in reader.events
+                ):
+                    await reader.wait_event("job_complete")
+                    await trio.sleep(0.05)
+            reader.scope.cancel()
+        return [e for e in reader.events if e["data"].get("job") == job]
+
+    seen = trio.run(org_feed_on_c)
+    assert [e["event"] for e in seen] == ["start", "job_complete"], seen
+    assert seen[0]["data"]["command"] == "greet" and seen[1]["data"]["status"] == "complete"
     # and a job started on another server reaches every node too
     second = post_job(c, "greet", nodes)
     assert c.wait_job(second)["nodes"] == {"succeeded": nodes}
