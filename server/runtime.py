@@ -297,6 +297,7 @@ def http_deps(server: Server, ports: BoundPorts) -> HttpDeps:
         heartbeat_port=ports.heartbeat_port,
         command_port=ports.command_port,
         stored_events=server.cluster,
+        abort_relay=server.cluster,
     )
 
 

@@ -23,7 +23,9 @@ from pushjobs.server.cluster.store import (
     ServerRow,
 )
 from pushjobs.server.jobs.live import Notifier
+from pushjobs.server.principals.requestor import Requestor
 from pushjobs.server.store.interfaces import StoreError
+from pushjobs.server.store.records import Org
 
 if TYPE_CHECKING:
     from pushjobs.server.cluster.nodes import ClusterNodes, Outbox
@@ -61,9 +63,11 @@ def _event_data(wire: bytes) -> dict[str, Any] | None:
 
 
 class OrgFeeds(Protocol):
-    """The job manager's org feeds, as far as other servers' jobs go into them."""
+    """The job manager, as far as other servers reach it: their jobs' org-feed events, and
+    aborts sent to them for jobs this server coordinates."""
 
     def relay_org_event(self, org: str, job_id: str, name: str, data: dict[str, Any]) -> None: ...
+    async def abort_job(self, org: Org, job_id: str, requestor: Requestor) -> object: ...
 
 
 class PresenceWriter:
@@ -176,6 +180,7 @@ class ClusterService:
         # it judges other servers only after a whole lease of its own contact
         self._connected_since: float | None = None
         self._warned: dict[str, float] = {}
+        self._spawn: Any = None  # the service nursery's start_soon, once running
         self._org_events = trio.Event()
         self._presence_changed = trio.Event()
         self._inbox_ready = trio.Event()
@@ -202,6 +207,7 @@ class ClusterService:
                 nursery.start_soon(self._receiver)
                 nursery.start_soon(self._event_writer)
                 nursery.start_soon(self._org_feed_follower)
+                self._spawn = nursery.start_soon
                 task_status.started()
         finally:
             self.listener.close()
@@ -401,4 +407,26 @@ class ClusterService:
                     log.warning("cluster: unreadable message from %s dropped: %s", source, exc)
                     continue
                 for entry in entries if isinstance(entries, list) else [entries]:
-                    self.inbox.handle(source, entry)
+                    if isinstance(entry, dict) and entry.get("k") == "abort":
+                        self._spawn(self._abort, source, entry)
+                    else:
+                        self.inbox.handle(source, entry)
+
+    async def relay_abort(self, coordinator: str, org: str, job_id: str, by: Requestor) -> None:
+        """An abort sent here for a job `coordinator` runs: passed on to it."""
+        entry = {"k": "abort", "org": org, "job": job_id, "by": by.name, "by_type": by.type}
+        body = msgpack.packb([entry], use_bin_type=True)
+        await self._call(self.store.post, self.server_id, [(coordinator, body)])
+
+    async def _abort(self, source: str, entry: dict[str, Any]) -> None:
+        try:
+            org = Org(id="", name=str(entry["org"]), full_name="", created_at=0.0)
+            by = Requestor(str(entry["by"]), str(entry["by_type"]))
+        except (KeyError, TypeError) as exc:
+            log.warning("cluster: abort from %s ignored: %s", source, exc)
+            return
+        try:
+            await self.org_feeds.abort_job(org, str(entry["job"]), by)
+            log.info("cluster: job %s aborted on behalf of server %s", entry["job"], source)
+        except Exception as exc:  # not found, or finished meanwhile: the sender reads the store
+            log.info("cluster: abort of job %s from %s not done: %r", entry["job"], source, exc)

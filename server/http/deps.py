@@ -169,6 +169,12 @@ class StoredEvents(Protocol):
     async def events_after(self, job_id: str, seq: int) -> list[tuple[int, str, bytes]]: ...
 
 
+class AbortRelay(Protocol):
+    """A cluster passing an abort on to the server that coordinates the job."""
+
+    async def relay_abort(self, coordinator: str, org: str, job_id: str, by: Requestor) -> None: ...
+
+
 # ---- the dependencies --------------------------------------------------------------------
 
 
@@ -188,6 +194,7 @@ class HttpDeps:
     heartbeat_port: int
     command_port: int
     stored_events: StoredEvents | None = None  # None: one server (no job runs elsewhere)
+    abort_relay: AbortRelay | None = None
 
     @property
     def curve_enabled(self) -> bool:

@@ -6,9 +6,10 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 from urllib.parse import quote
 
+import trio
 from starlette.responses import Response
 
-from pushjobs.protocol.vocabulary import MediaType, OutputChannel
+from pushjobs.protocol.vocabulary import FINAL_JOB_STATUSES, MediaType, OutputChannel
 from pushjobs.server.http import feeds
 from pushjobs.server.http.errors import HttpError
 from pushjobs.server.http.job_filters import next_page_query, parse_list_query
@@ -27,6 +28,7 @@ from pushjobs.server.store.records import JobNode, OutputTotals
 if TYPE_CHECKING:
     from pushjobs.server.http.context import RequestContext
     from pushjobs.server.http.deps import HttpDeps, LiveJobView
+    from pushjobs.server.principals.requestor import Requestor
     from pushjobs.server.store.records import Job
 
 
@@ -152,10 +154,33 @@ async def abort_job(ctx: RequestContext, deps: HttpDeps) -> Response:
             409, f"job '{job_id}' has already finished with status '{exc.status}'"
         ) from None
     except JobElsewhere as exc:
-        raise HttpError(
-            409, f"job '{job_id}' runs on server '{exc.coordinator}'; send the abort there"
-        ) from None
+        return await _abort_elsewhere(deps, org.name, job_id, requestor, exc.coordinator)
     return json_response(job_object(live.job, live.state.nodes_by_status()))
+
+
+ABORT_WAIT = 10.0  # seconds an abort passed to another server waits for the job to end
+
+
+async def _abort_elsewhere(
+    deps: HttpDeps, org: str, job_id: str, requestor: Requestor, coordinator: str
+) -> Response:
+    """A cluster: the abort goes to the server that runs the job; the answer is the job as
+    stored once it has ended (or after ABORT_WAIT, as it stands then)."""
+    relay = deps.abort_relay
+    if relay is None:
+        raise HttpError(409, f"job '{job_id}' runs on server '{coordinator}'")
+    await relay.relay_abort(coordinator, org, job_id, requestor)
+    job = None
+    with trio.move_on_after(ABORT_WAIT):
+        while True:
+            job = await deps.store.get_job(org, job_id)
+            if job is None or job.status in FINAL_JOB_STATUSES:
+                break
+            await trio.sleep(0.2)
+    job = job or await deps.store.get_job(org, job_id)
+    if job is None:
+        raise job_not_found(job_id)
+    return json_response(job_object(job, group_nodes(await deps.store.get_job_nodes(job_id))))
 
 
 async def job_nodes(ctx: RequestContext, deps: HttpDeps) -> Response:
