@@ -19,7 +19,7 @@ import trio
 from tests.support.agents import AgentProcess
 from tests.support.clients import unique_name
 from tests.support.jobs import node_details, output, post_job
-from tests.support.postgres import PostgresCluster
+from tests.support.postgres import PostgresCluster, running_postgres
 from tests.support.server import ServerProcess
 from tests.support.sse import SseReader, read_sse
 from tests.support.waits import wait_for
@@ -232,32 +232,23 @@ def test_losing_a_server(cluster: Cluster) -> None:
 def test_a_database_outage_is_ridden_out(tmp_path: Path) -> None:
     """PostgreSQL stopped for 20 s: 503s with a clear text, nobody is taken for dead, and
     everything works again afterwards without restarting anything."""
-    own = PostgresCluster()  # this test's own database server, so stopping it harms no other
-    own.start()
-    try:
-        with running_cluster(own.new_database(), tmp_path) as cluster:
-            nodes = cluster.node_names()
-            for srv in cluster.servers.values():
-                wait_for(lambda srv=srv: every_node_available(srv, nodes), 20, what="every node")
-            own.stop()
-            time.sleep(20)  # several leases long
-            for srv in cluster.servers.values():
-                response = srv.get("node_states")
-                assert response.status_code == 503, response.text
-                assert "is unavailable" in response.json()["error"][0]
-            own.restart()
-            for srv in cluster.servers.values():
-                wait_for(
-                    lambda srv=srv: every_node_available(srv, nodes), 30, what="the cluster back"
-                )
-            job_id = post_job(cluster.servers["b"], "greet", nodes)
-            assert cluster.servers["b"].wait_job(job_id)["nodes"] == {"succeeded": nodes}
-            for srv in cluster.servers.values():
-                log = srv.log_path.read_text()
-                assert "is gone (lease expired)" not in log, srv.log_tail()
-                assert "Traceback" not in log, srv.log_tail()
-    finally:
-        try:
-            own.stop()
-        finally:
-            own.remove()
+    # this test's own database server, so stopping it harms no other test
+    with running_postgres() as own, running_cluster(own.new_database(), tmp_path) as cluster:
+        nodes = cluster.node_names()
+        for srv in cluster.servers.values():
+            wait_for(lambda srv=srv: every_node_available(srv, nodes), 20, what="every node")
+        own.stop()
+        time.sleep(20)  # several leases long
+        for srv in cluster.servers.values():
+            response = srv.get("node_states")
+            assert response.status_code == 503, response.text
+            assert "is unavailable" in response.json()["error"][0]
+        own.restart()
+        for srv in cluster.servers.values():
+            wait_for(lambda srv=srv: every_node_available(srv, nodes), 30, what="the cluster back")
+        job_id = post_job(cluster.servers["b"], "greet", nodes)
+        assert cluster.servers["b"].wait_job(job_id)["nodes"] == {"succeeded": nodes}
+        for srv in cluster.servers.values():
+            log = srv.log_path.read_text()
+            assert "is gone (lease expired)" not in log, srv.log_tail()
+            assert "Traceback" not in log, srv.log_tail()

@@ -14,7 +14,7 @@ from tests.support.agents import AgentProcess
 from tests.support.clients import unique_name
 from tests.support.jobs import output, post_job
 from tests.support.ports import free_ports
-from tests.support.postgres import PostgresCluster
+from tests.support.postgres import PostgresCluster, running_postgres
 from tests.support.server import ServerProcess, write_server_config
 from tests.support.waits import wait_for
 
@@ -56,15 +56,8 @@ def available_again(srv: ServerProcess, agent: AgentProcess) -> None:
 @pytest.fixture
 def cluster() -> Iterator[PostgresCluster]:
     """A cluster of this test's own, so that stopping it disturbs no other test."""
-    own = PostgresCluster()
-    try:
-        own.start()
+    with running_postgres() as own:
         yield own
-    finally:
-        try:
-            own.stop()
-        finally:
-            own.remove()
 
 
 def test_jobs_and_output_live_in_postgresql_across_restarts(

@@ -8,6 +8,7 @@ as the `postgres` system user, since `initdb` refuses root. Each test gets its o
 
 from __future__ import annotations
 
+import contextlib
 import glob
 import itertools
 import os
@@ -115,9 +116,9 @@ class PostgresCluster:
         return self.url(name)
 
 
-@pytest.fixture(scope="session")
-def postgres() -> Iterator[PostgresCluster]:
-    """The session's PostgreSQL cluster (started on first use)."""
+@contextlib.contextmanager
+def running_postgres() -> Iterator[PostgresCluster]:
+    """A cluster of its own for the `with` block (stopped and removed afterwards)."""
     cluster = PostgresCluster()
     try:
         cluster.start()
@@ -127,3 +128,10 @@ def postgres() -> Iterator[PostgresCluster]:
             cluster.stop()
         finally:
             cluster.remove()
+
+
+@pytest.fixture(scope="session")
+def postgres() -> Iterator[PostgresCluster]:
+    """The session's PostgreSQL cluster (started on first use)."""
+    with running_postgres() as cluster:
+        yield cluster
