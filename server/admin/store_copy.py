@@ -1,5 +1,5 @@
 """`pushjobs-server store copy --to URL`: move a single server's SQLite store into an empty
-PostgreSQL database (cli.md §13)."""
+PostgreSQL database (cli.md §14)."""
 
 from __future__ import annotations
 
