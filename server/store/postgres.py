@@ -44,6 +44,10 @@ def redacted(url: str) -> str:
     return re.sub(r"(://[^:/@]+):[^@/]*@", r"\1:***@", url)
 
 
+def _reconnect_failed(pool: Any) -> None:
+    log.debug("store: a reconnect attempt of %s gave up; the next request tries again", pool.name)
+
+
 class _Connection:
     """A psycopg connection speaking the shared queries' `?` dialect."""
 
@@ -98,8 +102,11 @@ class PostgresDatabase:
             # how long a call waits for a connection: while the database is down, a request
             # gets its 503 after this long, not after a hung minute
             timeout=wait_timeout,
-            # keep trying to reconnect for as long as the server runs
-            reconnect_timeout=365 * 86400.0,
+            # Give up one reconnect attempt after 5 s: the pool's back-off doubles without a
+            # cap, so one attempt kept alive through a long outage would retry only long after
+            # the database is back. A request then starts a fresh attempt at once.
+            reconnect_timeout=5.0,
+            reconnect_failed=_reconnect_failed,
             # a connection the database closed (restart, failover) is replaced before use, so
             # the first request after an outage does not fail on a dead connection
             check=psycopg_pool.ConnectionPool.check_connection,
