@@ -83,12 +83,16 @@ class PresenceWriter:
         )
         self.wakeup.set()
 
-    def take(self) -> tuple[list[tuple[str, str, str, str, str]], list[tuple[str, str]]]:
+    def take(self) -> dict[_Key, tuple[str, str, str] | None]:
+        """The gathered changes; the writer starts empty again."""
         pending, self.pending = self.pending, {}
         self.wakeup = trio.Event()
-        upserts = [(o, n, *v) for (o, n), v in pending.items() if v is not None]
-        gone = [(o, n) for (o, n), v in pending.items() if v is None]
-        return upserts, gone
+        return pending
+
+    def put_back(self, taken: dict[_Key, tuple[str, str, str] | None]) -> None:
+        """Changes whose write failed, to be written again (changes made since win)."""
+        self.pending = {**taken, **self.pending}
+        self.wakeup.set()
 
 
 class EventWriter:
@@ -312,16 +316,13 @@ class ClusterService:
         while True:
             await self.presence.wakeup.wait()
             await trio.sleep(PRESENCE_FLUSH_DELAY)
-            upserts, gone = self.presence.take()
+            taken = self.presence.take()
+            upserts = [(o, n, *v) for (o, n), v in taken.items() if v is not None]
+            gone = [key for key, v in taken.items() if v is None]
             try:
                 await self._call(self.store.write_presence, self.server_id, upserts, gone)
             except StoreError as exc:
-                # keep the changes (newer ones win) and try again
-                for org, node, *rest in upserts:
-                    self.presence.pending.setdefault((org, node), tuple(rest))  # type: ignore[arg-type]
-                for key in gone:
-                    self.presence.pending.setdefault(key, None)
-                self.presence.wakeup.set()
+                self.presence.put_back(taken)
                 await self._retry("writing node presence", exc)
 
     async def events_after(self, job_id: str, seq: int) -> list[tuple[int, str, bytes]]:

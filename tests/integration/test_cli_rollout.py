@@ -17,9 +17,8 @@ from typing import Any
 
 import pytest
 
-from tests.support.agents import AgentProcess
+from tests.support.agents import running_agents
 from tests.support.cli import cli_env, make_cli_home, run_cli
-from tests.support.clients import unique_name
 from tests.support.server import ServerProcess
 
 _FAIL = (
@@ -38,19 +37,8 @@ AGENTS = 4
 def agents(server: ServerProcess, tmp_path_factory: pytest.TempPathFactory) -> Iterator[list[str]]:
     """Four idle agents; each test leaves them idle again."""
     base = tmp_path_factory.mktemp("rollout-agents")
-    procs = [
-        AgentProcess(server, base / f"a{i}", unique_name(f"ro{i}"), whitelist=WHITELIST)
-        for i in range(AGENTS)
-    ]
-    try:
-        for p in procs:
-            p.start(wait=False)
-        for p in procs:
-            p.wait_available()
+    with running_agents(server, base, "ro", AGENTS, whitelist=WHITELIST) as procs:
         yield [p.name for p in procs]
-    finally:
-        for p in procs:
-            p.stop()
 
 
 @pytest.fixture(scope="module")

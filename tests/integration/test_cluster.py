@@ -16,8 +16,7 @@ from typing import Any
 import pytest
 import trio
 
-from tests.support.agents import AgentProcess
-from tests.support.clients import unique_name
+from tests.support.agents import AgentProcess, running_agents
 from tests.support.jobs import node_details, output, post_job
 from tests.support.postgres import PostgresCluster, running_postgres
 from tests.support.server import ServerProcess
@@ -77,27 +76,15 @@ def running_cluster(url: str, base: Path) -> Iterator[Cluster]:
             "cluster": {"server_id": f"server-{name}", "lease": LEASE},
         }
         servers[name] = ServerProcess(base / f"server-{name}", overrides, joins=servers.get("a"))
-    agents: list[AgentProcess] = []
     try:
         for srv in servers.values():
             srv.start()
         urls = [srv.org_url for srv in servers.values()]
-        for i in range(6):
-            agent = AgentProcess(
-                servers["a"],
-                base / f"agent-{i}",
-                unique_name(f"n{i}"),
-                whitelist=WHITELIST,
-                extra={"server_urls": urls},
-            )
-            agents.append(agent)
-            agent.start(wait=False)
-        for agent in agents:
-            agent.wait_available()
-        yield Cluster(servers, agents, url)
+        with running_agents(
+            servers["a"], base, "n", 6, whitelist=WHITELIST, extra={"server_urls": urls}
+        ) as agents:
+            yield Cluster(servers, agents, url)
     finally:
-        for agent in agents:
-            agent.stop()
         for srv in servers.values():
             srv.stop()
 

@@ -13,8 +13,7 @@ from typing import Any
 import pytest
 import trio
 
-from tests.support.agents import AgentProcess
-from tests.support.clients import unique_name
+from tests.support.agents import running_agents
 from tests.support.jobs import output, post_job
 from tests.support.procs import started
 from tests.support.server import ServerProcess
@@ -39,19 +38,8 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
 @pytest.fixture(scope="module")
 def fleet(server: ServerProcess, tmp_path_factory: pytest.TempPathFactory) -> Iterator[list[str]]:
     base = tmp_path_factory.mktemp("fleet")
-    agents = [
-        AgentProcess(server, base / f"a{i}", unique_name(f"of{i}"), whitelist=WHITELIST)
-        for i in range(3)
-    ]
-    try:
-        for agent in agents:
-            agent.start(wait=False)
-        for agent in agents:
-            agent.wait_available()
-        yield sorted(agent.name for agent in agents)
-    finally:
-        for agent in agents:
-            agent.stop()
+    with running_agents(server, base, "of", 3, whitelist=WHITELIST) as agents:
+        yield [agent.name for agent in agents]
 
 
 def assembled(events: list[dict[str, Any]]) -> dict[tuple[str, str], bytes]:

@@ -13,8 +13,7 @@ from pathlib import Path
 import pytest
 import trio
 
-from tests.support.agents import AgentProcess
-from tests.support.clients import unique_name
+from tests.support.agents import running_agents
 from tests.support.jobs import node_details, post_job
 from tests.support.server import ServerProcess
 from tests.support.sse import compact, read_sse
@@ -36,19 +35,8 @@ WHITELIST = f"""
 def fleet(server: ServerProcess, tmp_path_factory: pytest.TempPathFactory) -> Iterator[list[str]]:
     """Ten agents on the module's server, in a fixed job order (names sorted)."""
     base = tmp_path_factory.mktemp("fleet")
-    agents = [
-        AgentProcess(server, base / f"a{i}", unique_name(f"r{i}"), whitelist=WHITELIST)
-        for i in range(AGENTS)
-    ]
-    try:
-        for agent in agents:
-            agent.start(wait=False)
-        for agent in agents:
-            agent.wait_available()
+    with running_agents(server, base, "r", AGENTS, whitelist=WHITELIST) as agents:
         yield [agent.name for agent in agents]
-    finally:
-        for agent in agents:
-            agent.stop()
 
 
 def lines(log: Path) -> list[tuple[str, str]]:

@@ -12,6 +12,7 @@ Jobs for them are posted with `tests.support.jobs.post_job`.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
@@ -185,4 +186,33 @@ def agent_factory_fixture(server: ServerProcess, tmp_path: Path) -> Iterator[Age
         yield make
     finally:
         for agent in made:
+            agent.stop()
+
+
+@contextlib.contextmanager
+def running_agents(
+    server: ServerProcess,
+    base: Path,
+    prefix: str,
+    count: int,
+    *,
+    whitelist: str = DEFAULT_WHITELIST,
+    extra: dict[str, Any] | None = None,
+) -> Iterator[list[AgentProcess]]:
+    """`count` agents named `<prefix><i>-…`, started together and all available before the
+    block (sorted by name, the order jobs list them), stopped after it."""
+    agents = [
+        AgentProcess(
+            server, base / f"a{i}", unique_name(f"{prefix}{i}"), whitelist=whitelist, extra=extra
+        )
+        for i in range(count)
+    ]
+    try:
+        for agent in agents:
+            agent.start(wait=False)
+        for agent in agents:
+            agent.wait_available()
+        yield sorted(agents, key=lambda agent: agent.name)
+    finally:
+        for agent in agents:
             agent.stop()
