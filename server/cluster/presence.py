@@ -42,13 +42,6 @@ class PresenceView:
         """(name, phase) of the org's nodes on other servers."""
         return [(name, rn.phase) for name, rn in self._by_org.get(org, {}).items()]
 
-    def count(self) -> int:
-        return len(self._nodes)
-
-    def server_of(self, org: str, node: str) -> str | None:
-        remote = self._nodes.get((org, node))
-        return None if remote is None else remote.server_id
-
     def forget(self, org: str, node: str) -> bool:
         """The node connected to this server: it is no longer another server's."""
         remote = self._nodes.pop((org, node), None)
