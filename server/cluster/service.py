@@ -325,6 +325,10 @@ class ClusterService:
                 self.presence.put_back(taken)
                 await self._retry("writing node presence", exc)
 
+    def is_alive(self, server_id: str) -> bool:
+        """True while `server_id` holds a lease (as of the last lease round)."""
+        return server_id in self.alive
+
     async def events_after(self, job_id: str, seq: int) -> list[tuple[int, str, bytes]]:
         """The stored events of a job after `seq` (a job feed of another server's job)."""
         return await trio.to_thread.run_sync(self.store.job_events, job_id, seq)

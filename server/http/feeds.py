@@ -150,7 +150,8 @@ async def _stored_job_events(
 ) -> AsyncIterator[bytes]:
     """A job coordinated by another server, followed through its stored events until
     `job_complete`. A job that ended without one (its server was lost and the job crashed by
-    a takeover) gets a `job_complete` with its stored status."""
+    a takeover) gets a `job_complete` with its stored status — but only once its coordinator
+    is gone: a live coordinator may store the job's row before its last events."""
     engine = deps.jobs
     while True:
         waiter = stored.events_changed.event
@@ -164,7 +165,7 @@ async def _stored_job_events(
         current = await deps.store.get_job(job.org_name, job.id)
         if current is None:
             return
-        if current.status in FINAL_JOB_STATUSES:
+        if current.status in FINAL_JOB_STATUSES and not stored.is_alive(current.coordinator or ""):
             data = {"status": current.status}
             stamp = engine.sse.stamp()
             yield make_event("job_complete", f"job-{seq + 1}", seq + 1, stamp, data).wire
