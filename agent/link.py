@@ -5,6 +5,7 @@ wire-protocol.md §8, §18)."""
 from __future__ import annotations
 
 import collections
+import itertools
 import logging
 import socket
 import time
@@ -82,6 +83,17 @@ class Identity:
     client: str = field(default_factory=lambda: socket.gethostname().split(".")[0])
 
 
+_MONITOR_IDS = itertools.count(1)
+
+
+def _monitor(sock: zmq.Socket[Any], events: int) -> zmq.Socket[Any]:
+    """The PAIR socket receiving `sock`'s connection events, on an address used once.
+
+    pyzmq's default address names the socket's FD, which a new socket reuses while libzmq may
+    still be tearing down the old monitor on it."""
+    return sock.get_monitor_socket(events, f"inproc://pushjobs-agent-monitor-{next(_MONITOR_IDS)}")
+
+
 class _Session:
     """One pair of sockets for one fetched config."""
 
@@ -105,14 +117,14 @@ class _Session:
         # Connection events, so that a peer libzmq dropped (e.g. for MAXMSGSIZE) is logged and
         # a connection libzmq abandoned (no retry follows) leads to a reconfigure.
         self.monitors = {
-            "heartbeat": self.sub.get_monitor_socket(WATCHED_EVENTS),
-            "command": self.dealer.get_monitor_socket(WATCHED_EVENTS),
+            "heartbeat": _monitor(self.sub, WATCHED_EVENTS),
+            "command": _monitor(self.dealer, WATCHED_EVENTS),
         }
         self.sub.connect(config.out_addr)
         self.dealer.connect(config.command_addr)
         self.sub_fd: int = self.sub.getsockopt(zmq.FD)
         self.dealer_fd: int = self.dealer.getsockopt(zmq.FD)
-        self.monitor_fds = {name: m.getsockopt(zmq.FD) for name, m in self.monitors.items()}
+        self.monitor_fds: dict[str, int] = {name: m.FD for name, m in self.monitors.items()}
         self.heard_dealer = False
         self.closed = False
 
@@ -122,10 +134,15 @@ class _Session:
         self.closed = True
         for fd in (self.sub_fd, self.dealer_fd, *self.monitor_fds.values()):
             trio.lowlevel.notify_closing(fd)
-        self.sub.close(linger=0)
-        self.dealer.close(linger=0)
+        # Stop monitoring before closing either end: libzmq otherwise keeps the monitor's
+        # inproc pipe (and its file descriptors) for the life of the process, and an event sent
+        # into a closed PAIR can block. The sockets themselves go last.
+        self.sub.disable_monitor()
+        self.dealer.disable_monitor()
         for monitor in self.monitors.values():
             monitor.close(linger=0)
+        self.sub.close(linger=0)
+        self.dealer.close(linger=0)
 
 
 class Link:

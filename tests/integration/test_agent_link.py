@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import signal
 import subprocess
 from collections.abc import Callable
@@ -58,6 +59,32 @@ def test_sigusr1_reconfigures(agent_factory: Callable[..., Any], server: ServerP
     assert "received SIGUSR1, reconfiguring" in log
     assert "reconfiguring: SIGUSR1" in log
     agent.wait_available()
+
+
+def test_reconfigures_do_not_leak_file_descriptors(
+    agent_factory: Callable[..., Any], server: ServerProcess
+) -> None:
+    """Every reconfigure replaces the sockets and their connection monitors; the old ones
+    must release their descriptors (an agent reconfigures at every server restart and every
+    config lifetime, for months)."""
+    agent = agent_factory()
+
+    def open_fds() -> int:
+        return len(os.listdir(f"/proc/{agent.pid}/fd"))
+
+    before = open_fds()
+    rounds = 25
+    for done in range(2, rounds + 2):
+        agent.send_signal(signal.SIGUSR1)
+        wait_for(
+            lambda done=done: agent.log_text().count("connected: heartbeat") >= done,  # type: ignore[misc]
+            15,
+            what=f"connection {done}",
+        )
+    agent.wait_available()
+    # libzmq closes sockets in its reaper thread: give it a moment, then count again.
+    wait_for(lambda: open_fds() <= before + 6, 10, what=f"descriptors back near {before}")
+    assert open_fds() <= before + 6, (before, open_fds())
 
 
 def test_kill_9_then_restart_is_available_again(

@@ -19,7 +19,7 @@ import subprocess
 import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import pytest
 
@@ -72,8 +72,13 @@ def write_agent_config(
     path.write_text("\n".join(lines) + "\n")
 
 
+RECENT_AGENTS = 4
+
+
 class AgentProcess:
     """One real agent process for node `name`."""
+
+    started_recently: ClassVar[list[AgentProcess]] = []  # log tails for a failing test
 
     def __init__(
         self,
@@ -119,6 +124,8 @@ class AgentProcess:
         """Start the agent; with `wait`, until the server lists the node as available."""
         assert self.proc is None or self.proc.poll() is not None, "agent already running"
         self.proc = spawn_logged(agent_command(self.config_path), self.log_path, cwd=self.dir)
+        AgentProcess.started_recently.append(self)
+        del AgentProcess.started_recently[:-RECENT_AGENTS]
         if wait:
             self.wait_available(timeout)
 

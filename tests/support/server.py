@@ -280,14 +280,3 @@ def server_factory(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
     finally:
         for proc in made:
             proc.stop()
-
-
-@pytest.hookimpl(hookwrapper=True)
-def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo) -> Iterator[None]:
-    """On a failing test, attach the log tail of every server still running (diagnosis)."""
-    outcome: Any = yield
-    report = outcome.get_result()
-    if report.when != "call" or not report.failed:
-        return
-    for proc in ServerProcess.running():
-        report.sections.append((f"server log tail ({proc.log_path})", proc.log_tail(80)))
