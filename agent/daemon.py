@@ -21,6 +21,7 @@ from pushjobs.agent.session import (
     FetchError,
     ReconfigureSchedule,
     ServerConfig,
+    ServerRotation,
     backoff_delay,
     config_url,
     fetch_config,
@@ -32,6 +33,7 @@ log = logging.getLogger("pushjobs.agent")
 
 RESTART_ONLY_KEYS = (
     "server_url",
+    "server_urls",
     "node_name",
     "client_key",
     "ca_file",
@@ -70,6 +72,7 @@ class Agent:
             curve_secret=secret.decode("ascii"),
         )
         self.schedule = ReconfigureSchedule()
+        self.rotation = ServerRotation(cfg.server_urls or (cfg.server_url,))
         self.exit_code = 0
         self.fatal_message: str | None = None
         self.runner = JobRunner(
@@ -147,26 +150,32 @@ class Agent:
         except OSError as exc:
             raise StartupError(f"cannot prepare file_dir {cfg.file_dir}: {exc}") from None
         log.info("config URL %s", config_url(cfg, self.ident.curve_public))
-        failures = 0
         while True:
             try:
                 return await self._fetch()
             except FetchError as exc:
                 if not exc.transient:
                     raise StartupError(exc.message) from None
-                failures += 1
-                delay = backoff_delay(failures, self.schedule.rng.uniform(0.9, 1.0))
+                delay = self.rotation.wait(trio.current_time())
                 log.warning("config fetch failed: %s; retrying in %.1f s", exc.message, delay)
                 await trio.sleep(delay)
 
     async def _fetch(self) -> ServerConfig:
-        doc = await fetch_config(self.cfg, self.client_key, self.ident.curve_public)
-        return parse_config(
-            doc,
-            node=self.cfg.node_name,
-            key=self.client_key,
-            allow_unencrypted=self.cfg.allow_unencrypted,
+        doc, url = await fetch_config(
+            self.cfg, self.client_key, self.ident.curve_public, self.rotation
         )
+        try:
+            config = parse_config(
+                doc,
+                node=self.cfg.node_name,
+                key=self.client_key,
+                allow_unencrypted=self.cfg.allow_unencrypted,
+            )
+        except FetchError:
+            self.rotation.failed(url, trio.current_time())
+            raise
+        self.rotation.succeeded(url)
+        return config
 
     def _adopt(self, config: ServerConfig) -> None:
         self.runner.max_output_bytes = config.max_output_bytes
@@ -220,7 +229,8 @@ class Agent:
                 try:
                     config = await self._fetch()
                 except FetchError as exc:
-                    delay = self.schedule.on_failure(trio.current_time())
+                    now = trio.current_time()
+                    delay = self.schedule.on_failure(now, self.rotation.wait(now))
                     log.warning(
                         "reconfigure failed: %s; next attempt in %.1f s", exc.message, delay
                     )

@@ -121,24 +121,64 @@ def fetch_config_document(
         raise FetchError(f"config from {shown} is not JSON", transient=False) from None
 
 
-async def fetch_config(cfg: AgentConfig, key: RSAPrivateKey, curve_public: str) -> Any:
-    """The signed config GET in a worker thread (fail-fast: one attempt per server, 5 s
-    timeouts). With `server_urls` it starts at a random server and moves to the next one
-    while a server cannot be reached or answers 5xx; the first document wins."""
-    urls = cfg.server_urls or (cfg.server_url,)
-    start = random.randrange(len(urls))
+class ServerRotation:
+    """Which servers a config fetch tries, in which order (agent.md §4). Pure; monotonic times.
+
+    Each fetch starts at a random entry and goes round the list once. A server that failed is
+    left out until its own backoff (`backoff_delay` of its consecutive failures) has passed,
+    so a dead server of a cluster costs neither time nor requests while another one answers.
+    With one URL this is the plain backoff between fetches.
+    """
+
+    def __init__(self, urls: tuple[str, ...], rng: random.Random | None = None) -> None:
+        self.urls = urls
+        self.rng = rng or random.Random()
+        self.failures = dict.fromkeys(urls, 0)
+        self.ready_at = dict.fromkeys(urls, 0.0)
+
+    def order(self, now: float) -> list[str]:
+        """The servers to try now, from a random start; empty while all are backing off."""
+        start = self.rng.randrange(len(self.urls))
+        rotated = self.urls[start:] + self.urls[:start]
+        return [url for url in rotated if self.ready_at[url] <= now]
+
+    def failed(self, url: str, now: float) -> None:
+        self.failures[url] += 1
+        self.ready_at[url] = now + backoff_delay(self.failures[url], self.rng.uniform(0.9, 1.0))
+
+    def succeeded(self, url: str) -> None:
+        self.failures[url] = 0
+        self.ready_at[url] = 0.0
+
+    def wait(self, now: float) -> float:
+        """Seconds until some server may be tried again."""
+        return max(0.0, min(self.ready_at.values()) - now)
+
+
+async def fetch_config(
+    cfg: AgentConfig, key: RSAPrivateKey, curve_public: str, rotation: ServerRotation
+) -> tuple[Any, str]:
+    """(document, server URL): the signed config GET in a worker thread (fail-fast: one attempt
+    per server, 5 s timeouts), over the servers `rotation` allows now; it moves to the next one
+    while a server cannot be reached or answers 5xx. The first document wins; a 4xx ends the
+    attempt. The caller reports the document's fate to `rotation` (`succeeded`/`failed`)."""
+    urls = rotation.order(trio.current_time())
+    if not urls:
+        raise FetchError("every server is backing off", transient=True)
     failure: FetchError | None = None
-    for step in range(len(urls)):
-        url = urls[(start + step) % len(urls)]
+    for url in urls:
         try:
-            return await trio.to_thread.run_sync(
+            doc = await trio.to_thread.run_sync(
                 fetch_config_document, cfg, key, curve_public, url, abandon_on_cancel=True
             )
         except FetchError as exc:
+            rotation.failed(url, trio.current_time())
             if not exc.transient or len(urls) == 1:
                 raise
             failure = exc
             log.info("%s; trying the next server", exc)
+            continue
+        return doc, url
     assert failure is not None
     raise failure
 
@@ -286,10 +326,12 @@ class ReconfigureSchedule:
         if self.scheduled_incarnation != incarnation:
             self.scheduled_incarnation = None
 
-    def on_failure(self, now: float) -> float:
-        """Record a failed fetch; return the delay before the next attempt."""
+    def on_failure(self, now: float, delay: float | None = None) -> float:
+        """Record a failed fetch; return the delay before the next attempt (`delay`, e.g. until
+        a server of the rotation may be tried again, else the backoff of this many failures)."""
         self.failures += 1
-        delay = backoff_delay(self.failures, self.rng.uniform(0.9, 1.0))
+        if delay is None:
+            delay = backoff_delay(self.failures, self.rng.uniform(0.9, 1.0))
         self.request(now + delay, f"retry after {self.failures} failed config fetch(es)")
         # The failed run consumed the lifetime deadline; keep the periodic rule alive.
         return delay

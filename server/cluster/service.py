@@ -18,6 +18,7 @@ import trio
 from pushjobs.server.cluster.store import (
     EVENTS,
     NOTIFY_CHANNEL,
+    OUTPUT,
     PRESENCE,
     ClusterStore,
     ServerRow,
@@ -96,20 +97,27 @@ class PresenceWriter:
 
 
 class EventWriter:
-    """The job manager's event sink: events gathered until the next write."""
+    """The job manager's event sink: events gathered until the next write, and whether output
+    was written since (the other servers' live output readers then look again)."""
 
     def __init__(self) -> None:
         self.pending: list[tuple[str, int, str, bytes]] = []
+        self.output_written = False
         self.wakeup = trio.Event()
 
     def recorded(self, job_id: str, event: FeedEvent) -> None:
         self.pending.append((job_id, event.seq, event.name, event.wire))
         self.wakeup.set()
 
-    def take(self) -> list[tuple[str, int, str, bytes]]:
+    def outputs_written(self) -> None:
+        self.output_written = True
+        self.wakeup.set()
+
+    def take(self) -> tuple[list[tuple[str, int, str, bytes]], bool]:
         pending, self.pending = self.pending, []
+        output, self.output_written = self.output_written, False
         self.wakeup = trio.Event()
-        return pending
+        return pending, output
 
 
 class Listener:
@@ -179,6 +187,7 @@ class ClusterService:
         self.events = events
         self.org_feeds = org_feeds
         self.events_changed = Notifier()  # job events of any server were stored
+        self.output_changed = Notifier()  # captured output of any server was stored
         self.alive: set[str] = {server_id}
         # when this server last started reaching the database again (None: not reaching it);
         # it judges other servers only after a whole lease of its own contact
@@ -244,6 +253,8 @@ class ClusterService:
                 await self._retry("listening", exc)
                 self._presence_changed.set()  # read what was missed meanwhile
                 self._inbox_ready.set()
+                self.events_changed.notify()
+                self.output_changed.notify()
                 continue
             for payload in payloads:
                 if payload == PRESENCE:
@@ -251,6 +262,8 @@ class ClusterService:
                 elif payload == EVENTS:
                     self.events_changed.notify()
                     self._org_events.set()
+                elif payload == OUTPUT:
+                    self.output_changed.notify()
                 elif payload == self.server_id:
                     self._inbox_ready.set()
 
@@ -337,10 +350,10 @@ class ClusterService:
         while True:
             await self.events.wakeup.wait()
             await trio.sleep(PRESENCE_FLUSH_DELAY)
-            batch = self.events.take()
+            batch, output = self.events.take()
             while True:  # the same batch until stored: feeds elsewhere must miss nothing
                 try:
-                    await self._call(self.store.write_events, self.server_id, batch)
+                    await self._call(self.store.write_events, self.server_id, batch, output)
                     break
                 except StoreError as exc:
                     await self._retry("storing job events", exc)

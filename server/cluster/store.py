@@ -15,6 +15,7 @@ from pushjobs.server.store.postgres import PostgresDatabase
 NOTIFY_CHANNEL = "pushjobs_cluster"
 PRESENCE = "presence"  # the NOTIFY payload that says node presence changed
 EVENTS = "events"  # the NOTIFY payload that says job events were stored
+OUTPUT = "output"  # the NOTIFY payload that says captured output was stored
 _NOW = "extract(epoch FROM clock_timestamp())"
 _TAKEOVER_LOCK = 0x70757369  # pg_advisory_xact_lock key of a takeover
 
@@ -142,15 +143,21 @@ class ClusterStore:
         return [PresenceRow(*row) for row in rows]
 
     # -- job events ------------------------------------------------------------------------------
-    def write_events(self, source: str, events: Sequence[tuple[str, int, str, bytes]]) -> None:
-        """Store (job id, seq, name, SSE bytes) events of `source` and tell every server."""
+    def write_events(
+        self, source: str, events: Sequence[tuple[str, int, str, bytes]], output: bool = False
+    ) -> None:
+        """Store (job id, seq, name, SSE bytes) events of `source` and tell every server; with
+        `output`, also tell them that `source` stored captured output since the last call."""
         with self._db.transaction() as conn:
-            conn.executemany(
-                "INSERT INTO job_events (job_id, seq, name, wire, source) VALUES (?, ?, ?, ?, ?) "
-                "ON CONFLICT DO NOTHING",
-                [(*event, source) for event in events],
-            )
-            conn.execute(f"SELECT pg_notify('{NOTIFY_CHANNEL}', '{EVENTS}')")
+            if events:
+                conn.executemany(
+                    "INSERT INTO job_events (job_id, seq, name, wire, source) "
+                    "VALUES (?, ?, ?, ?, ?) ON CONFLICT DO NOTHING",
+                    [(*event, source) for event in events],
+                )
+                conn.execute(f"SELECT pg_notify('{NOTIFY_CHANNEL}', '{EVENTS}')")
+            if output:
+                conn.execute(f"SELECT pg_notify('{NOTIFY_CHANNEL}', '{OUTPUT}')")
 
     def job_events(self, job_id: str, after: int) -> list[tuple[int, str, bytes]]:
         """(seq, name, SSE bytes) of the job's stored events after `after`, in order."""

@@ -162,10 +162,13 @@ class JobEngine(Protocol):
 
 
 class StoredEvents(Protocol):
-    """A cluster's stored job events (jobs coordinated by another server)."""
+    """A cluster's stored job events and the announcement of stored output (jobs coordinated
+    by another server)."""
 
     @property
     def events_changed(self) -> Notifier: ...
+    @property
+    def output_changed(self) -> Notifier: ...
     def is_alive(self, server_id: str) -> bool: ...
     async def events_after(self, job_id: str, seq: int) -> list[tuple[int, str, bytes]]: ...
 

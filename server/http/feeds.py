@@ -1,5 +1,4 @@
-"""The SSE streams: the job feed and the org feed (http-api.md §7.9) and the live output
-stream (§7.12).
+"""The SSE job feed and org feed (http-api.md §7.9), and what every SSE stream shares.
 
 Every stream waits for the next change of what it follows and sends a keepalive comment when
 `keep_alive_time` passes without one.
@@ -7,10 +6,9 @@ Every stream waits for the next change of what it follows and sends a keepalive 
 
 from __future__ import annotations
 
-import base64
 import re
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING
 
 import trio
@@ -18,18 +16,14 @@ from starlette.responses import Response, StreamingResponse
 
 from pushjobs.protocol.vocabulary import (
     FINAL_JOB_STATUSES,
-    FINAL_NODE_STATUSES,
     MediaType,
-    OutputChannel,
 )
 from pushjobs.server.http.job_views import (
     group_nodes,
     job_not_found,
     job_object,
-    no_output,
 )
-from pushjobs.server.jobs.events import KEEPALIVE, format_sse, make_event
-from pushjobs.server.store.records import JobNode
+from pushjobs.server.jobs.events import KEEPALIVE, make_event
 
 if TYPE_CHECKING:
     from starlette.types import Send
@@ -38,9 +32,7 @@ if TYPE_CHECKING:
     from pushjobs.server.http.deps import (
         HttpDeps,
         JobEngine,
-        JobRecords,
         LiveJobView,
-        OutputSlotView,
         StoredEvents,
     )
     from pushjobs.server.store.records import Job
@@ -50,8 +42,7 @@ SSE_HEADERS = {
     "cache-control": "no-cache",
     "x-accel-buffering": "no",
 }
-MAX_SSE_CHUNK = 32768
-_DIGITS = re.compile(r"[0-9]{1,10}")
+DIGITS = re.compile(r"[0-9]{1,10}")
 
 
 class SseResponse(StreamingResponse):
@@ -74,7 +65,7 @@ class SseResponse(StreamingResponse):
             await send({"type": "http.response.body", "body": b"", "more_body": False})
 
 
-async def _quiet_for(event: trio.Event, seconds: float) -> bool:
+async def quiet_for(event: trio.Event, seconds: float) -> bool:
     """Wait for `event` at most `seconds`; True when the time passed first (send a keepalive)."""
     with trio.move_on_after(seconds) as scope:
         await event.wait()
@@ -102,7 +93,7 @@ async def job_feed(ctx: RequestContext, deps: HttpDeps) -> Response:
     if job is None:
         raise job_not_found(job_id)
     stored = deps.stored_events
-    if stored is not None and _followed_elsewhere(job, engine):
+    if stored is not None and followed_elsewhere(job, engine):
         start = _job_seq(last_event_id(ctx))
         return SseResponse(_stored_job_events(deps, stored, job, start), headers=SSE_HEADERS)
     nodes = group_nodes(await deps.store.get_job_nodes(job_id))
@@ -127,11 +118,11 @@ async def _job_events(engine: JobEngine, live: LiveJobView, seq: int) -> AsyncIt
             continue
         if live.state.finished:
             return
-        if await _quiet_for(live.changed.event, engine.keep_alive_time):
+        if await quiet_for(live.changed.event, engine.keep_alive_time):
             yield KEEPALIVE
 
 
-def _followed_elsewhere(job: Job, engine: JobEngine) -> bool:
+def followed_elsewhere(job: Job, engine: JobEngine) -> bool:
     """A job of another server that is running, or finished within the grace period."""
     if job.status not in FINAL_JOB_STATUSES:
         return True
@@ -140,7 +131,7 @@ def _followed_elsewhere(job: Job, engine: JobEngine) -> bool:
 
 def _job_seq(last: str | None) -> int:
     """The sequence number of a `job-N` id (0: from the start)."""
-    if last is not None and last.startswith("job-") and _DIGITS.fullmatch(last[4:]):
+    if last is not None and last.startswith("job-") and DIGITS.fullmatch(last[4:]):
         return int(last[4:])
     return 0
 
@@ -170,7 +161,7 @@ async def _stored_job_events(
             stamp = engine.sse.stamp()
             yield make_event("job_complete", f"job-{seq + 1}", seq + 1, stamp, data).wire
             return
-        if await _quiet_for(waiter, engine.keep_alive_time):
+        if await quiet_for(waiter, engine.keep_alive_time):
             yield KEEPALIVE
 
 
@@ -191,158 +182,7 @@ async def org_feed(ctx: RequestContext, deps: HttpDeps) -> Response:
                 yield b"".join(event.wire for event in new)
                 seq = new[-1].seq
                 continue
-            if await _quiet_for(feed.changed.event, engine.keep_alive_time):
+            if await quiet_for(feed.changed.event, engine.keep_alive_time):
                 yield KEEPALIVE
 
     return SseResponse(events(), headers=SSE_HEADERS)
-
-
-# ---- live output (§7.12) -----------------------------------------------------------------
-
-
-async def output_stream(
-    ctx: RequestContext,
-    deps: HttpDeps,
-    job: Job,
-    live: LiveJobView | None,
-    node: str,
-    channel: str,
-) -> Response:
-    """The live output stream of (job, node, channel); 404 unless the job captures output
-    and the node is one of its nodes."""
-    rows: dict[str, JobNode] = {}
-    if live is None:
-        rows = {row.node_name: row for row in await deps.store.get_job_nodes(job.id)}
-        member = node in rows
-    else:
-        member = node in live.state.nodes
-    if not job.capture or not member:
-        raise no_output(node, job.id)
-    last = ctx.request.headers.get("last-event-id")
-    requested = int(last) if last is not None and _DIGITS.fullmatch(last) else None
-    stream = OutputStream(deps.jobs, deps.store, job, node, channel, rows.get(node), requested)
-    return SseResponse(stream.events(), headers=SSE_HEADERS)
-
-
-def utf8_pieces(
-    data: bytes | bytearray, start: int, end: int, size: int = MAX_SSE_CHUNK
-) -> Iterator[tuple[int, bytes]]:
-    """Split data[start:end] into (offset, piece) with pieces ≤ size, preferring cuts between
-    UTF-8 characters."""
-    pos = start
-    while pos < end:
-        cut = min(pos + size, end)
-        if cut < end:
-            back = cut
-            while back > pos and cut - back < 3 and (data[back] & 0xC0) == 0x80:
-                back -= 1
-            if back > pos and (data[back] & 0xC0) != 0x80:
-                cut = back
-        yield pos, bytes(data[pos:cut])
-        pos = cut
-
-
-def output_event(offset: int, piece: bytes, stamp: tuple[float, str]) -> bytes:
-    """An `output` event (§7.12): id = offset after the chunk, text or base64 data."""
-    try:
-        text, encoding = piece.decode("utf-8"), "text"
-    except UnicodeDecodeError:
-        text, encoding = base64.b64encode(piece).decode("ascii"), "base64"
-    data = {"timestamp": stamp[1], "offset": offset, "encoding": encoding, "data": text}
-    return format_sse("output", str(offset + len(piece)), data)
-
-
-class OutputStream:
-    """The live output stream of one (job, node, channel)."""
-
-    def __init__(
-        self,
-        engine: JobEngine,
-        store: JobRecords,
-        job: Job,
-        node: str,
-        channel: str,
-        row: JobNode | None,
-        requested: int | None,
-    ) -> None:
-        self.engine = engine
-        self.store = store
-        self.job = job
-        self.node = node
-        self.channel = channel
-        self.row = row
-        self.requested = requested
-
-    async def _node_row(self) -> JobNode | None:
-        live = self.engine.live_job(self.job.org_name, self.job.id)
-        if live is not None:
-            n = live.state.nodes.get(self.node)
-            if n is not None:
-                return JobNode.of(self.job.id, n)
-        if self.row is None:
-            rows = await self.store.get_job_nodes(self.job.id)
-            self.row = next((row for row in rows if row.node_name == self.node), None)
-        return self.row
-
-    async def _stored(self) -> tuple[bytes, int]:
-        record = await self.store.get_output(self.job.id, self.node)
-        if record is None:
-            return b"", 0
-        if self.channel == OutputChannel.STDOUT:
-            return record.stdout, record.stdout_omitted
-        return record.stderr, record.stderr_omitted
-
-    async def _snapshot(
-        self, slot: OutputSlotView | None
-    ) -> tuple[bytes | bytearray, int, trio.Event | None]:
-        """The channel's bytes so far, its omitted count, and what to wait for before the next
-        look (None: the output is complete)."""
-        record = slot.record if slot is not None else None
-        if slot is not None and record is not None:
-            output = record.channel(self.channel)
-            return output.data, output.omitted, None if record.closed else slot.changed.event
-        row = await self._node_row()
-        final = row is None or row.status in FINAL_NODE_STATUSES
-        if slot is not None and (slot.done or final):
-            return b"", 0, None  # a final node without a record: end at once
-        live = self.engine.live_job(self.job.org_name, self.job.id)
-        if live is not None and not final:
-            return b"", 0, self.engine.output_activity.event
-        data, omitted = await self._stored()
-        return data, omitted, None
-
-    async def events(self) -> AsyncIterator[bytes]:
-        """`output` events from `requested` on (unknown offsets start over), then `end`."""
-        engine = self.engine
-        sent: int | None = None
-        slot: OutputSlotView | None = None
-        while True:
-            if slot is None:
-                slot = engine.output_slot(self.job.id, self.node)
-            data, omitted, waiter = await self._snapshot(slot)
-            length = len(data)
-            if sent is None:
-                sent = self.requested if self.requested is not None else 0
-                if sent > length:
-                    sent = 0
-            if length > sent:
-                for offset, piece in utf8_pieces(data, sent, length):
-                    yield output_event(offset, piece, engine.sse.stamp())
-                sent = length
-                continue
-            if waiter is None:
-                yield await self._end(length, omitted)
-                return
-            if await _quiet_for(waiter, engine.keep_alive_time):
-                yield KEEPALIVE
-
-    async def _end(self, length: int, omitted: int) -> bytes:
-        row = await self._node_row()
-        data = {
-            "status": row.status if row else None,
-            "exit_status": row.exit_status if row else None,
-            "signal": row.signal if row else None,
-            "bytes": length,
-            "omitted_bytes": omitted,
-        }
-        return make_event("end", "end", 0, self.engine.sse.stamp(), data).wire

@@ -1,5 +1,5 @@
 """HTTP handlers for jobs (http-api.md §7.3–§7.6, §7.10, §7.11): JSON views, start, abort,
-stored output. The SSE streams are in `feeds.py`."""
+stored output. The SSE streams are in `feeds.py`, `node_output.py` and `output_feed.py`."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import trio
 from starlette.responses import Response
 
 from pushjobs.protocol.vocabulary import FINAL_JOB_STATUSES, MediaType, OutputChannel
-from pushjobs.server.http import feeds
+from pushjobs.server.http import node_output
 from pushjobs.server.http.errors import HttpError
 from pushjobs.server.http.job_filters import next_page_query, parse_list_query
 from pushjobs.server.http.job_views import (
@@ -233,7 +233,7 @@ async def get_output(ctx: RequestContext, deps: HttpDeps) -> Response:
     if job is None:
         raise job_not_found(job_id)
     if ctx.media_type == MediaType.EVENT_STREAM:
-        return await feeds.output_stream(ctx, deps, job, live, node, channel)
+        return await node_output.output_stream(ctx, deps, job, live, node, channel)
     slot = deps.jobs.output_slot(job_id, node)
     if slot is not None and slot.record is not None:
         data = bytes(slot.record.channel(channel).data)

@@ -1,5 +1,6 @@
 """The per-job output feed (http-api.md §7.13): every node's captured output of one job in one
-SSE stream — in arrival order while the job is live in memory, else replayed from the store.
+SSE stream — in arrival order while the job is live in memory; followed through the store while
+another server of a cluster coordinates it; else replayed from the store.
 
 The live stream follows the manager's arrival log (`LiveJob.output_log`); the bytes themselves
 are read from the node's output slot, or from the store once the slot has been written and
@@ -17,17 +18,31 @@ from typing import TYPE_CHECKING, Any
 import trio
 from starlette.responses import Response
 
-from pushjobs.protocol.vocabulary import OutputChannel
+from pushjobs.protocol.vocabulary import FINAL_JOB_STATUSES, OutputChannel
 from pushjobs.server.http.errors import HttpError
-from pushjobs.server.http.feeds import SSE_HEADERS, SseResponse, last_event_id, utf8_pieces
+from pushjobs.server.http.feeds import SSE_HEADERS, SseResponse, followed_elsewhere, last_event_id
 from pushjobs.server.http.job_views import job_not_found
+from pushjobs.server.http.node_output import (
+    FOLLOW_POLL,
+    SETTLE_TIME,
+    channel_of,
+    still_followed,
+    utf8_pieces,
+    wait_for_change,
+)
 from pushjobs.server.jobs.events import KEEPALIVE, format_sse
 from pushjobs.server.jobs.live import OutputArrival, OutputEnd
 
 if TYPE_CHECKING:
     from pushjobs.server.http.context import RequestContext
-    from pushjobs.server.http.deps import HttpDeps, JobEngine, JobRecords, LiveJobView
-    from pushjobs.server.store.records import Job, OutputRecord
+    from pushjobs.server.http.deps import (
+        HttpDeps,
+        JobEngine,
+        JobRecords,
+        LiveJobView,
+        StoredEvents,
+    )
+    from pushjobs.server.store.records import Job, JobNode, OutputRecord, OutputTotals
 
 _OFFSET = re.compile(r"[0-9]{1,15}")
 _CHANNELS = (OutputChannel.STDOUT, OutputChannel.STDERR)
@@ -122,14 +137,6 @@ def complete_event(status: str, stamp: str) -> bytes:
     return format_sse("job_complete", COMPLETE_ID, {"timestamp": stamp, "status": status})
 
 
-def _channel_of(record: OutputRecord | None, channel: str) -> tuple[bytes, int]:
-    if record is None:
-        return b"", 0
-    if channel == OutputChannel.STDOUT:
-        return record.stdout, record.stdout_omitted
-    return record.stderr, record.stderr_omitted
-
-
 async def job_output_feed(ctx: RequestContext, deps: HttpDeps) -> Response:
     """GET org/jobs/{id}/output (§7.13)."""
     org, _ = ctx.authorized()
@@ -141,8 +148,11 @@ async def job_output_feed(ctx: RequestContext, deps: HttpDeps) -> Response:
     if not job.capture:
         raise HttpError(404, f"no output for job '{job_id}'")
     resume = parse_resume(last_event_id(ctx))
+    stored = deps.stored_events
     if live is not None:
         events = _LiveFeed(deps.jobs, deps.store, live).events(resume)
+    elif stored is not None and followed_elsewhere(job, deps.jobs):
+        events = _FollowedFeed(deps.jobs, deps.store, stored, job).events(resume)
     else:
         events = _stored_events(deps.jobs, deps.store, job, resume)
     return SseResponse(events, headers=SSE_HEADERS)
@@ -161,7 +171,7 @@ async def _stored_events(
             start = first_byte(resume, node, channel)
             if start is None:
                 continue
-            data, omitted = _channel_of(record, channel)
+            data, omitted = channel_of(record, channel)
             for offset, piece in utf8_pieces(data, min(start, len(data)), len(data)):
                 batch.append(output_event(node, channel, offset, piece, engine.sse.stamp()[1]))
             batch.append(
@@ -188,7 +198,7 @@ class _LiveFeed:
             return output.data, output.omitted
         if self._stored is None or self._stored[0] != node:
             self._stored = (node, await self._store.get_output(self._live.job.id, node))
-        return _channel_of(self._stored[1], channel)
+        return channel_of(self._stored[1], channel)
 
     def _outputs_open(self) -> bool:
         """True while a node of the finished job still has an output slot that is not closed."""
@@ -249,3 +259,115 @@ class _LiveFeed:
                 return
             if await self._wait():
                 yield KEEPALIVE
+
+
+_SKIP = -1  # a channel the resumed reader already has up to its `end`
+
+
+class _FollowedFeed:
+    """The stream of a job coordinated by another server: each round reads the counters of
+    the job's output records and then only the records that changed, sends what they gained
+    (nodes in name order) and `end` for those that closed, until the job can no longer change;
+    woken by the coordinator's announcements of stored output and job events."""
+
+    def __init__(
+        self, engine: JobEngine, store: JobRecords, stored: StoredEvents, job: Job
+    ) -> None:
+        self._engine = engine
+        self._store = store
+        self._stored = stored
+        self._job = job
+        self._sent: dict[tuple[str, str], int] = {}  # (node, channel) -> bytes sent, or _SKIP
+        self._seen: dict[str, OutputTotals] = {}
+        self._ended: set[str] = set()
+        self._rows: dict[str, JobNode] | None = None  # node rows, read for `end` events
+
+    async def _row(self, node: str) -> JobNode | None:
+        if self._rows is None or node not in self._rows:
+            self._rows = {
+                row.node_name: row for row in await self._store.get_job_nodes(self._job.id)
+            }
+        return self._rows.get(node)
+
+    async def _gained(self, node: str, record: OutputRecord, resume: Resume | None) -> list[bytes]:
+        """Events for what `record` gained since the last round (and `end` once it closed)."""
+        stamp = self._engine.sse.stamp
+        batch: list[bytes] = []
+        for channel in _CHANNELS:
+            key = (node, channel)
+            if key not in self._sent:
+                start = first_byte(resume, node, channel)
+                self._sent[key] = _SKIP if start is None else start
+            sent = self._sent[key]
+            if sent == _SKIP:
+                continue
+            data, _ = channel_of(record, channel)
+            for offset, piece in utf8_pieces(data, min(sent, len(data)), len(data)):
+                batch.append(output_event(node, channel, offset, piece, stamp()[1]))
+            self._sent[key] = len(data)
+        if record.closed:
+            batch += await self._ends(node, record)
+        return batch
+
+    async def _ends(self, node: str, record: OutputRecord | None) -> list[bytes]:
+        """`end` for every channel of `node` the reader follows (after a fresh row read)."""
+        self._ended.add(node)
+        self._rows = None
+        row = await self._row(node)
+        batch: list[bytes] = []
+        for channel in _CHANNELS:
+            if self._sent.get((node, channel)) == _SKIP:
+                continue
+            data, omitted = channel_of(record, channel)
+            batch.append(
+                end_event(node, channel, row, len(data), omitted, self._engine.sse.stamp()[1])
+            )
+        return batch
+
+    async def events(self, resume: Resume | None) -> AsyncIterator[bytes]:
+        engine, store, job_id = self._engine, self._store, self._job.id
+        quiet_since = trio.current_time()
+        final_seen: float | None = (
+            None  # when the job was first seen final with every record closed
+        )
+        while True:
+            totals = await store.get_output_totals(job_id)
+            batch: list[bytes] = []
+            for node in sorted(totals):
+                if node in self._ended or totals[node] == self._seen.get(node):
+                    continue
+                self._seen[node] = totals[node]
+                record = await store.get_output(job_id, node)
+                if record is not None:
+                    batch += await self._gained(node, record, resume)
+            if batch:
+                yield b"".join(batch)
+                quiet_since = trio.current_time()
+                continue
+            current = await store.get_job(self._job.org_name, job_id)
+            open_records = [node for node in sorted(totals) if node not in self._ended]
+            done = not still_followed(current, engine, self._stored)
+            if not done and current is not None and current.status in FINAL_JOB_STATUSES:
+                # Final with every record closed: one more look after the coordinator's next
+                # output write could have landed, then complete.
+                if open_records:
+                    final_seen = None
+                elif final_seen is None:
+                    final_seen = trio.current_time()
+                else:
+                    done = trio.current_time() - final_seen >= SETTLE_TIME
+            if done:
+                for node in open_records:  # left open by a lost coordinator
+                    batch += await self._ends(node, await store.get_output(job_id, node))
+                status = current.status if current is not None else self._job.status
+                yield b"".join(batch) + complete_event(status, engine.sse.stamp()[1])
+                return
+            quiet = trio.current_time() - quiet_since
+            if quiet >= engine.keep_alive_time:
+                yield KEEPALIVE
+                quiet_since = trio.current_time()
+                continue
+            wait = min(FOLLOW_POLL, engine.keep_alive_time - quiet)
+            if final_seen is not None:
+                wait = min(wait, SETTLE_TIME)
+            await wait_for_change(self._stored, wait)

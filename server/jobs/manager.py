@@ -109,9 +109,11 @@ class JobNodes(Protocol):
 
 
 class EventSink(Protocol):
-    """Told of every event a live job records (a cluster stores them for the other servers)."""
+    """Told of every event a live job records and of every output write (a cluster stores the
+    events for the other servers and tells them that output grew)."""
 
     def recorded(self, job_id: str, event: FeedEvent) -> None: ...
+    def outputs_written(self) -> None: ...
 
 
 class JobRecordStore(Protocol):
@@ -746,6 +748,8 @@ class JobManager:
                 key = (slot.job_id, slot.node)
                 if slot.state.wrote(write) and self._slots.get(key) is slot:
                     del self._slots[key]
+            if writes and self.event_sink is not None:
+                self.event_sink.outputs_written()
 
     def _take_output_writes(self) -> list[tuple[OutputSlot, SlotWrite]]:
         """What the dirty output records gained since their last write."""
@@ -770,6 +774,8 @@ class JobManager:
     async def _write_outputs(self, records: list[OutputRecord]) -> None:
         async with self._write_lock:
             await self._store.save_outputs(records)
+        if self.event_sink is not None:
+            self.event_sink.outputs_written()
 
 
 def _new_job(org: Org, requestor: Requestor, spec: JobSpec, now: float, coordinator: str) -> Job:

@@ -184,6 +184,7 @@ class NodeOutput:
             self.stdout.total,
             self.stderr.total,
             bool(self.stdout.omitted or self.stderr.omitted),
+            self.closed,
         )
 
     def take_delta(self) -> tuple[OutputDelta, Callable[[], None]]:

@@ -206,6 +206,7 @@ class OutputTotals:
     stdout_total: int = 0
     stderr_total: int = 0
     truncated: bool = False  # some bytes are omitted on either channel
+    closed: bool = False  # the record is complete (readers elsewhere stop following it)
 
 
 @dataclass(frozen=True)

@@ -808,11 +808,11 @@ class SqlStore(Store):
 
     def get_output_totals(self, job_id: str) -> dict[str, OutputTotals]:
         rows = self._query(
-            "SELECT node_name, stdout_total, stderr_total, stdout_omitted, stderr_omitted "
-            "FROM job_output WHERE job_id = ?",
+            "SELECT node_name, stdout_total, stderr_total, stdout_omitted, stderr_omitted, "
+            "closed FROM job_output WHERE job_id = ?",
             (job_id,),
         )
-        return {r[0]: OutputTotals(r[1], r[2], bool(r[3] or r[4])) for r in rows}
+        return {r[0]: OutputTotals(r[1], r[2], bool(r[3] or r[4]), bool(r[5])) for r in rows}
 
     def mark_interrupted_crashed(self, now: float, coordinator: str | None = None) -> int:
         stamp = int(now)

@@ -17,7 +17,7 @@ import pytest
 import trio
 
 from tests.support.agents import AgentProcess, running_agents
-from tests.support.jobs import node_details, output, post_job
+from tests.support.jobs import get_job, node_details, output, post_job, start_job
 from tests.support.postgres import PostgresCluster, running_postgres
 from tests.support.server import ServerProcess
 from tests.support.sse import SseReader, read_sse
@@ -26,6 +26,8 @@ from tests.support.waits import wait_for
 WHITELIST = """
 "greet" = { run = 'echo "hello from $CHEF_PUSH_NODE_NAME"', shell = true }
 "sleep" = { pattern = '^sleep ([0-9]{1,3})$', run = 'sleep \\1' }
+"ticker" = { shell = true, run = '''
+for i in 1 2 3; do echo "tick $i from $CHEF_PUSH_NODE_NAME"; sleep 1; done''' }
 """
 LEASE = 3.0
 NAMES = ("a", "b", "c")
@@ -160,6 +162,67 @@ def test_one_job_spans_every_server(cluster: Cluster) -> None:
     # and a job started on another server reaches every node too
     second = post_job(c, "greet", nodes)
     assert c.wait_job(second)["nodes"] == {"succeeded": nodes}
+
+
+def test_live_output_read_on_other_servers(cluster: Cluster) -> None:
+    """A running job's output, followed live on servers that do not coordinate it: the
+    per-job feed on C and one node's stream on B see every line while the job runs on A."""
+    a, b, c = (cluster.servers[name] for name in NAMES)
+    nodes = cluster.node_names()
+    for srv in (a, b, c):
+        wait_for(lambda srv=srv: every_node_available(srv, nodes), 20, what="the same node list")
+    expected = {name: "".join(f"tick {i} from {name}\n" for i in (1, 2, 3)) for name in nodes}
+
+    async def follow() -> tuple[str, str, SseReader, SseReader]:
+        feed, stream = SseReader(), SseReader()
+        job_id = await start_job(a, "ticker", nodes, capture_output=True)
+        async with trio.open_nursery() as nursery:
+            await nursery.start(feed.run, c, f"jobs/{job_id}/output")
+            await nursery.start(stream.run, b, f"jobs/{job_id}/output/{nodes[0]}/stdout")
+            await feed.wait_event("output", 30)
+            status_at_first_output = (await get_job(a, job_id))["status"]
+            await feed.wait_end(60)
+            await stream.wait_end(60)
+        return job_id, status_at_first_output, feed, stream
+
+    job_id, status_at_first_output, feed, stream = trio.run(follow)
+    assert feed.status == 200 and stream.status == 200
+    # the first line reached C while the job was still running on A: followed, not replayed
+    assert status_at_first_output == "running"
+    stdout: dict[str, str] = {}
+    for event in feed.events:
+        data = event["data"]
+        if event["event"] == "output":
+            assert data["channel"] == "stdout" and data["encoding"] == "text", event
+            assert data["offset"] == len(stdout.get(data["node"], "").encode()), event
+            stdout[data["node"]] = stdout.get(data["node"], "") + data["data"]
+    assert stdout == expected
+    ends = sorted(
+        (e["data"]["node"], e["data"]["channel"]) for e in feed.events if e["event"] == "end"
+    )
+    assert ends == sorted((name, channel) for name in nodes for channel in ("stdout", "stderr"))
+    assert all(e["data"]["status"] == "succeeded" for e in feed.events if e["event"] == "end"), (
+        feed.events
+    )
+    assert feed.events[-1]["event"] == "job_complete"
+    assert feed.events[-1]["data"]["status"] == "complete"
+    # one node's stream on B: the same bytes, then `end` with its status
+    pieces = [e["data"]["data"] for e in stream.events if e["event"] == "output"]
+    assert "".join(pieces) == expected[nodes[0]]
+    assert stream.events[-1]["event"] == "end"
+    assert stream.events[-1]["data"]["status"] == "succeeded", stream.events
+    assert stream.events[-1]["data"]["bytes"] == len(expected[nodes[0]])
+    # a reader resuming on B after the first line of node 0 gets the rest only
+    first_end = len(f"tick 1 from {nodes[0]}\n")
+    _, resumed = trio.run(
+        read_sse, b, f"jobs/{job_id}/output", {"Last-Event-ID": f"{nodes[0]}:stdout:{first_end}"}
+    )
+    resumed_text = "".join(
+        e["data"]["data"]
+        for e in resumed
+        if e["event"] == "output" and e["data"]["node"] == nodes[0]
+    )
+    assert resumed_text == expected[nodes[0]][first_end:]
 
 
 def test_losing_a_server(cluster: Cluster) -> None:

@@ -78,4 +78,4 @@ def test_replacing_the_session_many_times_keeps_descriptors_flat() -> None:
         term.start()
         term.join(10)
     assert not term.is_alive(), "zmq context did not terminate: a socket was left open"
-    assert after <= before + 8, (before, after)
+    assert after <= before + 64, (before, after)  # a leak would be thousands

@@ -12,6 +12,7 @@ from pushjobs.agent.liveness import OFFLINE, QUIET, SEND, ServerLiveness
 from pushjobs.agent.session import (
     FetchError,
     ReconfigureSchedule,
+    ServerRotation,
     backoff_delay,
     config_url,
     parse_config,
@@ -249,3 +250,55 @@ def test_liveness_back_online_after_threshold() -> None:
     assert not live.online
     assert [live.heard() for _ in range(3)] == [False, False, True]
     assert live.tick() == SEND
+
+
+# ---- server rotation (server_urls) ----------------------------------------------------------
+
+
+class _FixedRng(random.Random):
+    """Starts every round at entry `start`; no jitter."""
+
+    def __init__(self, start: int) -> None:
+        super().__init__(0)
+        self.start = start
+
+    def randrange(self, *args: Any, **kwargs: Any) -> int:  # type: ignore[override]
+        return self.start
+
+    def uniform(self, a: float, b: float) -> float:
+        return 1.0
+
+
+def test_rotation_starts_at_a_random_entry_and_goes_round_once() -> None:
+    urls = ("a", "b", "c")
+    assert ServerRotation(urls, _FixedRng(1)).order(0.0) == ["b", "c", "a"]
+    starts = {ServerRotation(urls).order(0.0)[0] for _ in range(200)}
+    assert starts == set(urls)
+
+
+def test_a_failed_server_waits_out_its_own_backoff() -> None:
+    rotation = ServerRotation(("a", "b", "c"), _FixedRng(0))
+    rotation.failed("a", 100.0)
+    assert rotation.order(101.0) == ["b", "c"]  # a backs off 5 s, the others are tried at once
+    assert rotation.order(105.0) == ["a", "b", "c"]
+    rotation.failed("a", 105.0)
+    assert rotation.order(114.0) == ["b", "c"]  # second failure in a row: 10 s
+    rotation.succeeded("a")
+    assert rotation.order(114.0) == ["a", "b", "c"]
+
+
+def test_when_every_server_backs_off_the_wait_is_until_the_first_is_ready() -> None:
+    rotation = ServerRotation(("a", "b"), _FixedRng(0))
+    rotation.failed("a", 0.0)
+    rotation.failed("a", 5.0)  # a: ready at 15
+    rotation.failed("b", 6.0)  # b: ready at 11
+    assert rotation.order(7.0) == []
+    assert rotation.wait(7.0) == 4.0
+    assert rotation.order(11.0) == ["b"]
+
+
+def test_one_url_is_the_plain_backoff() -> None:
+    rotation = ServerRotation(("a",), _FixedRng(0))
+    for failures, expected in ((1, 5.0), (2, 10.0), (3, 20.0)):
+        rotation.failed("a", 0.0)
+        assert rotation.wait(0.0) == expected == backoff_delay(failures, 1.0)

@@ -666,7 +666,7 @@ def test_output_appends_across_flushes_and_compacts_at_close(store: SqlStore) ->
     assert final == record.to_record()
     assert final is not None and final.closed and final.stdout.endswith(b"bytes omitted]\n")
     assert chunk_rows(store) == 0  # compacted into the record's blobs
-    assert store.get_output_totals(job_id) == {"web1": OutputTotals(39, 2, True)}
+    assert store.get_output_totals(job_id) == {"web1": OutputTotals(39, 2, True, True)}
 
 
 def test_output_append_rewrites_from_position_on_retry_and_replace(store: SqlStore) -> None:
@@ -736,7 +736,7 @@ def test_output_totals_without_bytes(store: SqlStore) -> None:
     store.save_outputs([OutputRecord(job_id, "a", b"x" * 5, b"", 9, 0, 4, 0, True)])
     store.append_outputs([OutputDelta(job_id, "b", stderr=b"e", stderr_total=1)])
     assert store.get_output_totals(job_id) == {
-        "a": OutputTotals(9, 0, True),
+        "a": OutputTotals(9, 0, True, True),
         "b": OutputTotals(0, 1, False),
     }
     assert store.get_output_totals("cd" * 16) == {}
