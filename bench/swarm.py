@@ -28,6 +28,7 @@ import os
 import signal
 import sys
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -141,6 +142,57 @@ def _limit(text: str) -> int | str:
     return int(text) if text.isdigit() else text
 
 
+@dataclass
+class FollowedJob:
+    """What `follow_job` saw: times are seconds after the POST was sent (this clock),
+    `stamps` the server's event timestamps (epoch seconds), first occurrence of each event."""
+
+    job_id: str | None
+    t_post: float
+    error: str = ""
+    arrivals: dict[str, float] = field(default_factory=dict)
+    stamps: dict[str, float] = field(default_factory=dict)
+    counts: dict[str, int] = field(default_factory=dict)
+    final_status: str | None = None
+
+
+async def follow_job(http: SignedHttp, body: dict[str, Any], timeout: float) -> FollowedJob:
+    """POST the job, then read its SSE feed until `job_complete` (or `timeout`)."""
+    t0 = time.monotonic()
+    response = await http.request("POST", "jobs", body=body)
+    followed = FollowedJob(None, time.monotonic() - t0)
+    if response.status_code != 201:
+        followed.error = f"{response.status_code} {response.text[:200]}"
+        return followed
+    followed.job_id = job_id = response.json()["uri"].rsplit("/", 1)[1]
+    arrivals, stamps, counts = followed.arrivals, followed.stamps, followed.counts
+    with trio.move_on_after(timeout):
+        async for name, data in http.feed(job_id):
+            counts[name] = counts.get(name, 0) + 1
+            if name not in arrivals:
+                arrivals[name] = time.monotonic() - t0
+                if "timestamp" in data:
+                    stamps[name] = parse_sse_time(data["timestamp"])
+            if name == "job_complete":
+                followed.final_status = data.get("status")
+                break
+    return followed
+
+
+async def final_job(http: SignedHttp, job_id: str, nodes: int) -> dict[str, Any]:
+    """The job object once its status is final and all `nodes` rows are (10 s at most):
+    node rows are written in batches."""
+    job: dict[str, Any] = {}
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        job = (await http.request("GET", f"jobs/{job_id}")).json()
+        total = sum(len(v) for v in job.get("nodes", {}).values())
+        if job.get("status") in FINAL_JOB_STATUSES and total == nodes:
+            break
+        await trio.sleep(0.2)
+    return job
+
+
 async def run_job(
     http: SignedHttp,
     names: list[str],
@@ -165,36 +217,14 @@ async def run_job(
     if args.max_errors is not None:
         body["max_errors"] = int(args.max_errors) if args.max_errors.isdigit() else args.max_errors
     cpu0 = sample(pid)
-    t0 = time.monotonic()
-    response = await http.request("POST", "jobs", body=body)
-    t_post = time.monotonic() - t0
-    if response.status_code != 201:
-        figures.note(tag, f"POST failed: {response.status_code} {response.text[:200]}")
-        return
-    job_id = response.json()["uri"].rsplit("/", 1)[1]
-    arrivals: dict[str, float] = {}
-    stamps: dict[str, float] = {}
-    counts: dict[str, int] = {}
-    final_status = None
-    with trio.move_on_after(args.job_timeout):
-        async for name, data in http.feed(job_id):
-            counts[name] = counts.get(name, 0) + 1
-            if name not in arrivals:
-                arrivals[name] = time.monotonic() - t0
-                if "timestamp" in data:
-                    stamps[name] = parse_sse_time(data["timestamp"])
-            if name == "job_complete":
-                final_status = data.get("status")
-                break
+    followed = await follow_job(http, body, args.job_timeout)
     cpu1 = sample(pid)
-    job: dict[str, Any] = {}
-    deadline = time.monotonic() + 10
-    while time.monotonic() < deadline:  # node rows are written in batches: wait until all final
-        job = (await http.request("GET", f"jobs/{job_id}")).json()
-        total = sum(len(v) for v in job.get("nodes", {}).values())
-        if job.get("status") in FINAL_JOB_STATUSES and total == len(names):
-            break
-        await trio.sleep(0.2)
+    t_post, arrivals, stamps = followed.t_post, followed.arrivals, followed.stamps
+    counts, final_status = followed.counts, followed.final_status
+    if followed.job_id is None:
+        figures.note(tag, f"POST failed: {followed.error}")
+        return
+    job = await final_job(http, followed.job_id, len(names))
     node_counts = {status: len(nodes) for status, nodes in sorted(job.get("nodes", {}).items())}
 
     def since_start(event: str) -> str:

@@ -4,6 +4,7 @@ register the swarm's nodes, and read the server process's CPU time and memory fr
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import resource
@@ -63,8 +64,16 @@ class LocalServer:
     """A private `pushjobs-server` in a temp dir: production timing except the heartbeat
     interval, CURVE on, info logging to a file. Stopped by its pid."""
 
-    def __init__(self, heartbeat_interval: float, keep_dir: bool = False) -> None:
-        self.base = Path(tempfile.mkdtemp(prefix="pushjobs-swarm-"))
+    def __init__(
+        self,
+        heartbeat_interval: float,
+        keep_dir: bool = False,
+        *,
+        extra: dict[str, dict[str, Any]] | None = None,
+        prefix: str = "pushjobs-swarm-",
+    ) -> None:
+        """`extra`: more server.toml sections, e.g. `store` and `cluster` (merged in)."""
+        self.base = Path(tempfile.mkdtemp(prefix=prefix))
         self.keep_dir = keep_dir
         self.config_path = self.base / "server.toml"
         self.log_path = self.base / "server.log"
@@ -81,6 +90,8 @@ class LocalServer:
             "zeromq": {"listen": "tcp://127.0.0.1", "heartbeat_port": 0, "command_port": 0},
             "timing": {"heartbeat_interval": heartbeat_interval},
         }
+        for section, values in (extra or {}).items():
+            sections.setdefault(section, {}).update(values)
         lines = [f"{k} = {_toml(v)}" for k, v in sections.pop("").items()]
         for name, values in sections.items():
             lines.append(f"\n[{name}]")
@@ -112,6 +123,12 @@ class LocalServer:
         )
         return Target("", ORG, ADMIN, admin_key.read_bytes(), private_key_pem(node_key), None)
 
+    def join(self, first: Target) -> Target:
+        """`init` of another server on `first`'s database (a cluster): the organization, admin
+        and nodes are already there; returns a `Target` with `first`'s keys."""
+        self.admin("init")
+        return dataclasses.replace(first, http_url="", pid=None)
+
     def start(self, target: Target, timeout: float = 30.0) -> Target:
         """Start `run` in its own session (Ctrl-C reaches only us) and wait for server.json."""
         state_file = self.data_dir / "server.json"
@@ -142,7 +159,15 @@ class LocalServer:
         return "\n".join(text.splitlines()[-lines:])
 
     def stop(self) -> None:
-        """SIGTERM by pid, SIGKILL after 15 s; remove the temp dir unless asked to keep it."""
+        """`stop_process`, then remove the temp dir unless asked to keep it."""
+        self.stop_process()
+        if not self.keep_dir:
+            import shutil
+
+            shutil.rmtree(self.base, ignore_errors=True)
+
+    def stop_process(self) -> None:
+        """SIGTERM by pid, SIGKILL after 15 s (the temp dir stays)."""
         proc = self.proc
         if proc is not None and proc.poll() is None:
             try:
@@ -153,10 +178,6 @@ class LocalServer:
                 proc.wait(5)
             except ProcessLookupError:
                 pass
-        if not self.keep_dir:
-            import shutil
-
-            shutil.rmtree(self.base, ignore_errors=True)
 
 
 # ---------------------------------------------------------------------------------------------

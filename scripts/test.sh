@@ -38,5 +38,16 @@ if ! command -v initdb >/dev/null 2>&1 && ! compgen -G '/usr/lib/postgresql/*/bi
         exit 1
     fi
 fi
+echo "==> iproute2 (the network-fault tests put server and agents in namespaces of their own)"
+if ! command -v ip >/dev/null 2>&1; then
+    if [ "$(id -u)" = "0" ] && command -v apt-get >/dev/null 2>&1; then
+        echo "installing Debian's iproute2 package"
+        export DEBIAN_FRONTEND=noninteractive
+        apt-get update -qq
+        apt-get install -y -qq iproute2 >/dev/null
+    else
+        echo "test: no \`ip\` command: the network-fault tests will be skipped (apt-get install iproute2, run as root)" >&2
+    fi
+fi
 echo "==> pytest"
 .venv/bin/python -m pytest "$@"

@@ -1,8 +1,10 @@
-"""Smoke test of the swarm benchmark (bench/swarm.py), so that it cannot rot.
+"""Smoke tests of the swarm and cluster benchmarks (bench/swarm.py, bench/cluster.py), so that
+they cannot rot.
 
-Runs the real script — it starts its own server process on loopback ports and a temp dir — with
-20 simulated agents (a quarter on protocol 2.0) and one capture job, and checks that every
-figure was measured and the job completed on every node. Timings are printed, never asserted.
+Runs the real scripts — they start their own server processes on loopback ports and temp dirs:
+the swarm with 20 simulated agents (a quarter on protocol 2.0) and one capture job, the cluster
+bench with 3 servers × 5 nodes on the session's PostgreSQL — and checks that every figure was
+measured and the jobs completed on every node. Timings are printed, never asserted.
 """
 
 from __future__ import annotations
@@ -11,6 +13,8 @@ import json
 import subprocess
 import sys
 from pathlib import Path
+
+from tests.support.postgres import PostgresCluster
 
 SWARM = Path(__file__).resolve().parents[2] / "bench" / "swarm.py"
 NODES = 20
@@ -65,3 +69,75 @@ def test_swarm_runs_and_reports_every_figure(tmp_path: Path) -> None:
     assert figures["sent"]["output"] == 2 * (NODES - NODES // 4)
     assert figures["sent"]["aborted"] >= NODES
     assert figures["errors"] == {} and figures["send_failures"] == 0
+
+
+CLUSTER = SWARM.parent / "cluster.py"
+PER_SERVER = 5
+
+
+def test_cluster_bench_runs_and_reports_every_figure(
+    postgres: PostgresCluster, tmp_path: Path
+) -> None:
+    """bench/cluster.py with 3 servers × 5 nodes on the session's PostgreSQL (`--database-url`:
+    it creates and drops a database per scenario), plus the SQLite baseline: every figure of
+    the table is printed and both jobs completed on every node."""
+    out = tmp_path / "cluster.json"
+    result = subprocess.run(
+        [
+            sys.executable,
+            str(CLUSTER),
+            "--nodes-per-server", str(PER_SERVER),
+            "--heartbeat-interval", "2",
+            "--settle", "0.5",
+            "--sqlite",
+            "--database-url", postgres.url(),
+            "--json", str(out),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=180,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr + result.stdout
+    text = result.stdout
+    for label in (
+        "scenario",
+        "wall s",
+        "CPU A",
+        "CPU B",
+        "CPU C",
+        "µs/node",
+        "coord µs/node",
+        "sims CPU",
+        "PG CPU",
+        "cluster wall / single wall =",
+        "coordinator CPU / single CPU =",
+        "single (PostgreSQL)",
+        "single (SQLite)",
+        "→ job_complete",
+        "busiest simulator",
+        "server C log:",
+    ):
+        assert label in text, f"missing {label!r} in:\n{text}"
+
+    figures = json.loads(out.read_text())
+    assert figures["ratios"]["wall"] is not None
+    assert figures["ratios"]["coordinator_cpu"] is not None
+    expected = {"cluster": 3 * PER_SERVER, "single (PostgreSQL)": PER_SERVER}
+    expected["single (SQLite)"] = PER_SERVER
+    for name, nodes in expected.items():
+        scenario = figures["scenarios"][name]
+        assert scenario["available"] == nodes, (name, scenario)
+        (job,) = scenario["jobs"]
+        assert job["status"] == "complete" and job["node_counts"] == {"succeeded": nodes}
+        assert job["wall_s"] is not None and job["server_clock_s"] is not None
+        servers = "ABC" if name == "cluster" else "A"
+        assert set(job["server_cpu_s"]) == set(servers)
+        assert all(v is not None for v in job["server_cpu_s"].values()), job
+        assert all(v is not None for v in job["simulator_cpu_s"].values()), job
+        assert job["us_per_node"] is not None
+        for stats in job["simulators"].values():
+            assert stats["errors"] == {} and stats["send_failures"] == 0
+        assert set(scenario["logs"]) == set(servers)
+    # the cluster's job reached every server's nodes: each simulator answered its run
+    cluster_job = figures["scenarios"]["cluster"]["jobs"][0]
+    assert all(s["sent"]["succeeded"] == PER_SERVER for s in cluster_job["simulators"].values())
