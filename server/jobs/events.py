@@ -6,6 +6,7 @@ organization's recent `start`/`job_complete` events (`org-N`) for `org_feed_expi
 
 from __future__ import annotations
 
+import functools
 import json
 from collections import deque
 from dataclasses import dataclass, field
@@ -30,11 +31,16 @@ def format_sse(name: str, event_id: str, data: dict[str, Any]) -> bytes:
     return f"event: {name}\nid: {event_id}\ndata: {sse_json(data)}\n\n".encode()
 
 
+@functools.lru_cache(maxsize=4)
+def _format_second(seconds: int) -> str:
+    # Events come thousands a second: format each whole second once.
+    return datetime.fromtimestamp(seconds, UTC).strftime("%Y-%m-%d %H:%M:%S")
+
+
 def format_micros(micros: int) -> str:
     """`YYYY-MM-DD HH:MM:SS.ffffffZ` for an integer count of microseconds since the epoch."""
     seconds, fraction = divmod(micros, 1_000_000)
-    stamp = datetime.fromtimestamp(seconds, UTC).strftime("%Y-%m-%d %H:%M:%S")
-    return f"{stamp}.{fraction:06d}Z"
+    return f"{_format_second(seconds)}.{fraction:06d}Z"
 
 
 class SseClock:
@@ -57,22 +63,32 @@ class SseClock:
 
 @dataclass(frozen=True, slots=True)
 class FeedEvent:
-    """A recorded event: its name, id, sequence number, time and SSE bytes."""
+    """A recorded event: its name, id, sequence number, time and data; `wire` its SSE bytes.
+
+    `data` must not change after recording: `wire` is formatted from it once, when first read
+    (most events of a large job are never read by any stream)."""
 
     name: str
     id: str
     seq: int
     time: float
     data: dict[str, Any] = field(repr=False)
-    wire: bytes = field(repr=False)
+    _wire: bytes | None = field(default=None, repr=False, compare=False)
+
+    @property
+    def wire(self) -> bytes:
+        wire = self._wire
+        if wire is None:
+            wire = format_sse(self.name, self.id, self.data)
+            object.__setattr__(self, "_wire", wire)
+        return wire
 
 
 def make_event(
     name: str, event_id: str, seq: int, stamp: tuple[float, str], data: dict
 ) -> FeedEvent:
     """Build an event whose data starts with `timestamp`."""
-    full = {"timestamp": stamp[1], **data}
-    return FeedEvent(name, event_id, seq, stamp[0], full, format_sse(name, event_id, full))
+    return FeedEvent(name, event_id, seq, stamp[0], {"timestamp": stamp[1], **data})
 
 
 class JobEventLog:
