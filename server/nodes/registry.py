@@ -152,11 +152,14 @@ class NodeRegistry:
         routing_id: bytes,
         version: str,
         now: float,
+        latest: bool = True,
     ) -> tuple[NodeState, bool]:
         """Bind a validated message to its node state; returns (state, created).
 
         A state of another client incarnation ends first (watchers told `down`); a missing
-        state is created and sent `abort`; a known node on a new routing id is sent `ack`.
+        state is created and sent `abort`; a known node on a new routing id is sent `ack` —
+        unless the message is not its `latest` (a replaced connection's late data): commands
+        keep going to the connection the node uses now.
         """
         key = (org, node)
         st = self._states.get(key)
@@ -184,6 +187,9 @@ class NodeRegistry:
             st.version = version
             self._tell_presence(st)
         if routing_id != st.routing_id:
+            if not latest:
+                log.debug("node %r/%r: late message on an older connection", org, node)
+                return st, False
             st.routing_id = routing_id
             log.info("node %r/%r reconnected", org, node)
             self.send_command(org, node, MessageType.ACK, {})

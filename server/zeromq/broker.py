@@ -74,6 +74,7 @@ class Nodes(Protocol):
         routing_id: bytes,
         version: str,
         now: float,
+        latest: bool = True,
     ) -> tuple[object, bool]: ...
     def heartbeat(self, org: str, node: str, now: float, *, judge: bool) -> None: ...
     def aborted(self, org: str, node: str) -> None: ...
@@ -340,7 +341,9 @@ class Broker:
         nodes = self._nodes
         jobs = self._jobs
         # Step 11: node state.
-        _, created = nodes.accept(org, node, msg.incarnation_id, msg.routing_id, msg.version, now)
+        _, created = nodes.accept(
+            org, node, msg.incarnation_id, msg.routing_id, msg.version, now, msg.latest
+        )
         # Step 12: dispatch.
         if msg.type == _HEARTBEAT:
             if not created:

@@ -87,6 +87,9 @@ class Accepted:
     job_id: str | None
     message: AgentMessage | None = None  # job messages, `aborted` naming a job, `output`
     problem: Drop | None = None  # counts for node state, but its content is dropped
+    # False for a late 3.0 message on an older connection of the node (data a lossy link
+    # delivered after the agent had reconnected): replies must not be routed back to it.
+    latest: bool = True
 
 
 @dataclass(slots=True)
@@ -207,11 +210,16 @@ class Inbound:
         version = env.version
         # Step 10: 3.0 sequences strictly increase per connection, and a new connection
         # cannot replay what another one of the same incarnation sent (`SequenceTable`).
+        latest = True
         if version == "3.0":
-            problem = self.sequences.check(key, incarnation, routing_id, fields["sequence"], ts)
+            problem, latest = self.sequences.check_route(
+                key, incarnation, routing_id, fields["sequence"], ts
+            )
             if problem is not None:
                 return _claimed(fields, problem)
-        return _content(fields, org, node, incarnation, routing_id, version)
+        accepted = _content(fields, org, node, incarnation, routing_id, version)
+        accepted.latest = latest
+        return accepted
 
 
 def _content(
@@ -324,18 +332,38 @@ class SequenceTable:
         sequence: int,
         timestamp: float,
     ) -> str | None:
+        """Why the message is not fresh, or None (then it is recorded)."""
+        return self.check_route(key, incarnation, routing_id, sequence, timestamp)[0]
+
+    def check_route(
+        self,
+        key: Key,
+        incarnation: str,
+        routing_id: bytes,
+        sequence: int,
+        timestamp: float,
+    ) -> tuple[str | None, bool]:
+        """`check`, and whether a fresh message is the incarnation's latest: False for a
+        message on a connection seen before that is older than one already accepted on
+        another (older timestamp, or the same second under a lower sequence) — data of a
+        replaced connection arriving late, to which nothing must be routed any more."""
         track = self._tracks.get(key)
         if track is None or track.incarnation != incarnation:
             track = self._tracks[key] = _Track(incarnation)
         last = track.series.get(routing_id)
+        latest = (
+            last is None
+            or timestamp > track.newest
+            or (timestamp == track.newest and sequence > track.high)
+        )
         if last is not None:
             if sequence <= last:
-                return f"sequence {sequence} not after {last}"
+                return f"sequence {sequence} not after {last}", False
         elif sequence <= track.high and not _fresh_in_time(track, sequence, timestamp):
             return (
                 f"replayed on a new connection: sequence {sequence} not after {track.high} "
                 "and not newer than the messages accepted before"
-            )
+            ), False
         elif len(track.series) >= self.series_limit:
             del track.series[next(iter(track.series))]
         track.series[routing_id] = sequence
@@ -346,7 +374,7 @@ class SequenceTable:
             track.newest_seqs = {sequence}
         elif timestamp == track.newest and len(track.newest_seqs) < NEWEST_SEQUENCES_MAX:
             track.newest_seqs.add(sequence)
-        return None
+        return None, latest
 
     def __len__(self) -> int:
         return len(self._tracks)

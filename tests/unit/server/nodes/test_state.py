@@ -181,6 +181,17 @@ def test_new_routing_id_records_it_and_sends_ack_there(world):
     assert world.sent[-1][0] == b"r2"
 
 
+def test_late_message_on_an_older_connection_keeps_the_route(world):
+    world.registry.accept("acme", "web1", "inc-1", b"r1", "3.0", 0.0)
+    world.registry.aborted("acme", "web1")
+    world.registry.accept("acme", "web1", "inc-1", b"r2", "3.0", 0.5)
+    sent = len(world.sent)
+    _, created = world.registry.accept("acme", "web1", "inc-1", b"r1", "3.0", 0.6, latest=False)
+    assert not created and len(world.sent) == sent  # no `ack` to the old connection
+    world.registry.send_command("acme", "web1", "run", {"job_id": "j"})
+    assert world.sent[-1][0] == b"r2"
+
+
 def test_rehab_timer_ticks_resend_abort(world):
     world.registry.accept("acme", "web1", "inc-1", b"r1", "3.0", 0.0)
     world.registry.tick_rehab(0.5)

@@ -432,3 +432,18 @@ def test_forgotten_connections_cannot_be_replayed_either() -> None:
     table.check(KEY, "inc", b"B", 1, T0 + 1)
     table.check(KEY, "inc", b"C", 1, T0 + 2)  # evicts A's series
     assert table.check(KEY, "inc", b"A", 3, T0) is not None
+
+
+def test_late_data_of_a_replaced_connection_is_not_the_latest() -> None:
+    """A lossy link delivers an old connection's queued messages after the agent reconnected:
+    they are fresh (never seen) but not the node's latest, so nothing is routed back there."""
+    table = SequenceTable()
+    assert table.check_route(KEY, "inc", b"old", 25, T0) == (None, True)
+    assert table.check_route(KEY, "inc", b"new", 29, T0 + 4) == (None, True)  # reconnected
+    assert table.check_route(KEY, "inc", b"old", 26, T0 + 1) == (None, False)  # sent earlier
+    assert table.check_route(KEY, "inc", b"old", 27, T0 + 4) == (None, False)  # same second
+    assert table.check_route(KEY, "inc", b"new", 30, T0 + 5) == (None, True)
+    # A newer message on a known connection leads again (timestamps of a later second).
+    assert table.check_route(KEY, "inc", b"old", 31, T0 + 6) == (None, True)
+    # A refused message is never the latest.
+    assert table.check_route(KEY, "inc", b"new", 30, T0 + 7)[1] is False
