@@ -8,12 +8,23 @@ follows, and the socket stays without a peer until the agent reconfigures.
 
 from __future__ import annotations
 
+import struct
+
 import zmq
 
 # How long a retry may take to be reported after the disconnect (libzmq does it at once).
 RETRY_GRACE = 2.0
 
 WATCHED_EVENTS = zmq.EVENT_DISCONNECTED | zmq.EVENT_CONNECT_RETRIED | zmq.EVENT_CONNECTED
+
+
+def parse_monitor_event(frames: list[bytes]) -> tuple[int, bytes]:
+    """(event id, endpoint) of one monitor message: `zmq.utils.monitor.parse_monitor_message`
+    without importing that module, which imports `zmq.asyncio` and so all of asyncio."""
+    if len(frames) != 2 or len(frames[0]) != 6:
+        raise RuntimeError(f"Invalid event message format: {frames}")
+    event_id, _value = struct.unpack("=hi", frames[0])
+    return event_id, frames[1]
 
 
 class ConnectionWatch:

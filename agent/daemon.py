@@ -22,9 +22,9 @@ from pushjobs.agent.session import (
     ReconfigureSchedule,
     ServerConfig,
     ServerRotation,
-    backoff_delay,
     config_url,
     fetch_config,
+    jittered_backoff,
     parse_config,
 )
 from pushjobs.agent.worker import JobWorker
@@ -197,7 +197,7 @@ class Agent:
         if silent <= 1:
             self.schedule.trigger_now(now, "command channel watchdog")
         else:
-            delay = backoff_delay(silent - 1, self.schedule.rng.uniform(0.9, 1.0))
+            delay = jittered_backoff(silent - 1, self.schedule.rng)
             log.warning(
                 "command channel silent %d times in a row, next try in %.1f s", silent, delay
             )

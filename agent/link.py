@@ -15,9 +15,8 @@ from typing import Any
 
 import trio
 import zmq
-from zmq.utils.monitor import parse_monitor_message
 
-from pushjobs.agent.connection_watch import WATCHED_EVENTS, ConnectionWatch
+from pushjobs.agent.connection_watch import WATCHED_EVENTS, ConnectionWatch, parse_monitor_event
 from pushjobs.agent.inbound import Drop, check_command, check_heartbeat
 from pushjobs.agent.liveness import OFFLINE, SEND, ServerLiveness
 from pushjobs.agent.runner import Send
@@ -398,16 +397,11 @@ class Link:
         while not session.closed:
             try:
                 while not session.closed:
-                    event = parse_monitor_message(monitor.recv_multipart(zmq.NOBLOCK))
-                    watch.event(int(event["event"]), trio.current_time())
-                    if event["event"] != zmq.EVENT_DISCONNECTED:
+                    kind, raw_endpoint = parse_monitor_event(monitor.recv_multipart(zmq.NOBLOCK))
+                    watch.event(kind, trio.current_time())
+                    if kind != zmq.EVENT_DISCONNECTED:
                         continue
-                    raw_endpoint: object = event.get("endpoint", b"")
-                    endpoint = (
-                        raw_endpoint.decode("utf-8", "replace")
-                        if isinstance(raw_endpoint, bytes)
-                        else raw_endpoint
-                    )
+                    endpoint = raw_endpoint.decode("utf-8", "replace")
                     self.disconnected(
                         f"{name} socket",
                         f"{endpoint}: closed by the peer, or it sent a message over {limit} bytes",

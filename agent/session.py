@@ -125,7 +125,7 @@ class ServerRotation:
     """Which servers a config fetch tries, in which order (agent.md §4). Pure; monotonic times.
 
     Each fetch starts at a random entry and goes round the list once. A server that failed is
-    left out until its own backoff (`backoff_delay` of its consecutive failures) has passed,
+    left out until its own backoff (`jittered_backoff` of its consecutive failures) has passed,
     so a dead server of a cluster costs neither time nor requests while another one answers.
     With one URL this is the plain backoff between fetches.
     """
@@ -144,7 +144,7 @@ class ServerRotation:
 
     def failed(self, url: str, now: float) -> None:
         self.failures[url] += 1
-        self.ready_at[url] = now + backoff_delay(self.failures[url], self.rng.uniform(0.9, 1.0))
+        self.ready_at[url] = now + jittered_backoff(self.failures[url], self.rng)
 
     def succeeded(self, url: str) -> None:
         self.failures[url] = 0
@@ -265,6 +265,12 @@ def backoff_delay(failures: int, u: float) -> float:
     return min(120.0, 5.0 * 2.0 ** min(n - 1, 16)) * u
 
 
+def jittered_backoff(failures: int, rng: random.Random) -> float:
+    """`backoff_delay` with full jitter, `u` uniform in [0, 1]: agents that failed together
+    retry spread evenly over the whole window instead of together at its end."""
+    return backoff_delay(failures, rng.uniform(0.0, 1.0))
+
+
 class ReconfigureSchedule:
     """When the next full reconfigure runs and why (agent.md §6.2). Pure; times are monotonic.
 
@@ -331,7 +337,7 @@ class ReconfigureSchedule:
         a server of the rotation may be tried again, else the backoff of this many failures)."""
         self.failures += 1
         if delay is None:
-            delay = backoff_delay(self.failures, self.rng.uniform(0.9, 1.0))
+            delay = jittered_backoff(self.failures, self.rng)
         self.request(now + delay, f"retry after {self.failures} failed config fetch(es)")
         # The failed run consumed the lifetime deadline; keep the periodic rule alive.
         return delay

@@ -2,7 +2,6 @@
 
 import hashlib
 
-from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa, x25519
 from cryptography.hazmat.primitives.asymmetric.padding import PKCS1v15
@@ -52,6 +51,8 @@ def load_public_key(pem: bytes | str) -> RSAPublicKey:
     key: object
     try:
         if b"-----BEGIN CERTIFICATE-----" in data:
+            from cryptography import x509  # only here: it costs the agent ~1.4 MB when idle
+
             key = x509.load_pem_x509_certificate(data).public_key()
         else:
             key = serialization.load_pem_public_key(data)

@@ -1,8 +1,11 @@
 """ConnectionWatch: a disconnect without a retry is reported once, after the grace."""
 
+import struct
+
+import pytest
 import zmq
 
-from pushjobs.agent.connection_watch import ConnectionWatch
+from pushjobs.agent.connection_watch import ConnectionWatch, parse_monitor_event
 
 
 def test_a_retried_disconnect_is_not_abandoned() -> None:
@@ -37,3 +40,10 @@ def test_repeated_disconnects_count_from_the_first() -> None:
 
 def test_nothing_happened_nothing_abandoned() -> None:
     assert not ConnectionWatch().abandoned(1e9)
+
+
+def test_monitor_events_parse_like_pyzmq() -> None:
+    frames = [struct.pack("=hi", zmq.EVENT_DISCONNECTED, 17), b"tcp://127.0.0.1:10002"]
+    assert parse_monitor_event(frames) == (zmq.EVENT_DISCONNECTED, b"tcp://127.0.0.1:10002")
+    with pytest.raises(RuntimeError):
+        parse_monitor_event([b"\x00\x02", b"x"])

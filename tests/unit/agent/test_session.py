@@ -15,6 +15,7 @@ from pushjobs.agent.session import (
     ServerRotation,
     backoff_delay,
     config_url,
+    jittered_backoff,
     parse_config,
 )
 from pushjobs.protocol.keys import (
@@ -210,9 +211,37 @@ def test_failure_backoff_and_reset() -> None:
     s.begin()
     delays = [s.on_failure(0.0) for _ in range(7)]
     for d, top in zip(delays, [5, 10, 20, 40, 80, 120, 120], strict=True):
-        assert top * 0.9 <= d <= top
+        assert 0.0 <= d <= top
     s.on_success(1.0, 100.0, "inc-1")
     assert s.failures == 0
+
+
+@pytest.mark.parametrize("failures", [1, 3, 8])
+def test_backoff_is_full_jitter_over_the_whole_window(failures: int) -> None:
+    """A fleet that failed at the same moment retries spread evenly over [0, backoff], not in a
+    narrow band at its end (agent.md §6.3)."""
+    top = backoff_delay(failures, 1.0)
+    rng = random.Random(11)
+    delays = [jittered_backoff(failures, rng) for _ in range(4000)]
+    assert all(0.0 <= d <= top for d in delays)
+    tenths = [0] * 10
+    for d in delays:
+        tenths[min(9, int(10 * d / top))] += 1
+    assert min(tenths) > 300  # every tenth of the window gets its share (400 expected)
+
+
+def test_schedule_and_rotation_back_off_with_full_jitter() -> None:
+    s = ReconfigureSchedule(random.Random(3))
+    rotation = ServerRotation(("a",), random.Random(5))
+    schedule_delays, rotation_delays = [], []
+    for _ in range(500):
+        s.failures = 0
+        schedule_delays.append(s.on_failure(0.0))
+        rotation.succeeded("a")
+        rotation.failed("a", 0.0)
+        rotation_delays.append(rotation.wait(0.0))
+    for delays in (schedule_delays, rotation_delays):
+        assert min(delays) < 0.5 and max(delays) > 4.5 and max(delays) <= 5.0
 
 
 def test_new_incarnation_beats_the_backoff() -> None:
