@@ -26,28 +26,24 @@ echo "==> mypy"
 .venv/bin/mypy
 echo "==> import cycles"
 .venv/bin/python scripts/import_cycles.py
+# apt_install PACKAGE: install a Debian package when running as root with apt-get (1 if not).
+apt_install() {
+    [ "$(id -u)" = "0" ] && command -v apt-get >/dev/null 2>&1 || return 1
+    echo "installing Debian's $1 package"
+    export DEBIAN_FRONTEND=noninteractive
+    if [ -z "${APT_UPDATED:-}" ]; then apt-get update -qq; APT_UPDATED=1; fi
+    apt-get install -y -qq "$1" >/dev/null
+}
 echo "==> PostgreSQL (the store tests start a throwaway cluster of their own)"
 if ! command -v initdb >/dev/null 2>&1 && ! compgen -G '/usr/lib/postgresql/*/bin/initdb' >/dev/null; then
-    if [ "$(id -u)" = "0" ] && command -v apt-get >/dev/null 2>&1; then
-        echo "installing Debian's postgresql package"
-        export DEBIAN_FRONTEND=noninteractive
-        apt-get update -qq
-        apt-get install -y -qq postgresql >/dev/null
-    else
+    if ! apt_install postgresql; then
         echo "test: PostgreSQL's initdb is missing; install it first: sudo apt-get install postgresql" >&2
         exit 1
     fi
 fi
 echo "==> iproute2 (the network-fault tests put server and agents in namespaces of their own)"
-if ! command -v ip >/dev/null 2>&1; then
-    if [ "$(id -u)" = "0" ] && command -v apt-get >/dev/null 2>&1; then
-        echo "installing Debian's iproute2 package"
-        export DEBIAN_FRONTEND=noninteractive
-        apt-get update -qq
-        apt-get install -y -qq iproute2 >/dev/null
-    else
-        echo "test: no \`ip\` command: the network-fault tests will be skipped (apt-get install iproute2, run as root)" >&2
-    fi
+if ! command -v ip >/dev/null 2>&1 && ! apt_install iproute2; then
+    echo "test: no \`ip\` command: the network-fault tests will be skipped (apt-get install iproute2, run as root)" >&2
 fi
 echo "==> pytest"
 .venv/bin/python -m pytest "$@"

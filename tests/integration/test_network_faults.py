@@ -20,6 +20,7 @@ from typing import Any
 
 import pytest
 
+from pushjobs.protocol.vocabulary import FINAL_NODE_STATUSES
 from tests.support.jobs import node_details, post_job
 from tests.support.netfaults import (  # noqa: F401
     FaultNet,
@@ -34,17 +35,7 @@ from tests.support.waits import wait_for
 
 pytestmark = pytest.mark.slow
 
-FINAL_NODE = {
-    "succeeded",
-    "failed",
-    "nacked",
-    "unavailable",
-    "was_ready",
-    "crashed",
-    "timed_out",
-    "aborted",
-    "skipped",
-}
+FINAL_NODE = FINAL_NODE_STATUSES
 
 RECOVERY = 120.0  # an agent cut off for long may be in its fetch backoff (agent.md §6.3)
 
