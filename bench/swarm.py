@@ -25,6 +25,7 @@ import argparse
 import datetime
 import json
 import os
+import re
 import signal
 import sys
 import time
@@ -48,6 +49,7 @@ from swarm_server import (
     sample,
     self_cpu,
 )
+from transport_limit import measure_limit
 
 from pushjobs.protocol.keys import load_private_key
 
@@ -478,6 +480,11 @@ def build_parser() -> argparse.ArgumentParser:
     add("--prefix", default="swarm-", help="node name prefix (names are PREFIX00000...)")
     add("--json", metavar="FILE", help="also write the figures as JSON to FILE")
     add("--keep", action="store_true", help="keep the local server's temp dir (logs)")
+    add(
+        "--no-limit",
+        action="store_true",
+        help="skip the transport limit (bench/transport_limit.py) measured after the jobs",
+    )
     attach = parser.add_argument_group(
         "attach to a running server (nodes PREFIX00000.. registered with --node-key's public key)"
     )
@@ -488,6 +495,38 @@ def build_parser() -> argparse.ArgumentParser:
     attach.add_argument("--node-key", help="the nodes' shared private key (PEM)")
     attach.add_argument("--server-pid", type=int, help="server pid on this machine, for CPU/RSS")
     return parser
+
+
+def add_limit_ratios(figures: Figures, nodes: int) -> None:
+    """The transport limit for `nodes` (bench/transport_limit.py), measured now that the server
+    and the swarm are stopped, and every job's wall and server CPU as ratios to it."""
+    jobs = sorted(
+        {key.split("_", 1)[0] for key in figures.values if re.fullmatch(r"job\d+_complete_s", key)},
+        key=lambda job: int(job[3:]),
+    )
+    if not jobs:
+        return
+    limit = measure_limit(nodes)
+    figures.values["limit_wall_s"] = round(limit.wall_s, 3)
+    figures.values["limit_router_cpu_s"] = round(limit.router_cpu_s, 3)
+    figures.note(
+        "transport limit (raw pyzmq, same N)",
+        f"wall {limit.wall_s:.3f} s, ROUTER CPU {limit.router_cpu_s:.3f} s",
+    )
+    for job in jobs:
+        wall = figures.values.get(f"{job}_complete_s")
+        cpu = figures.values.get(f"{job}_server_cpu_s")
+        ratios = {  # None where a figure is missing or too small to divide by
+            "wall": None if wall is None or not limit.wall_s else round(wall / limit.wall_s, 2),
+            "cpu": None
+            if cpu is None or not limit.router_cpu_s
+            else round(cpu / limit.router_cpu_s, 2),
+        }
+        figures.values[f"{job}_limit_ratios"] = ratios
+        figures.note(
+            f"job {job[3:]}: wall / limit, server CPU / limit CPU",
+            f"{ratios['wall']}×, {ratios['cpu']}×",
+        )
 
 
 def main() -> int:
@@ -545,6 +584,8 @@ def main() -> int:
             if args.keep:
                 print(f"server dir kept: {server.base}", file=sys.stderr)
             server.stop()
+    if not args.no_limit and "interrupted" not in figures.values:
+        add_limit_ratios(figures, args.nodes)
     title = (
         f"pushjobs swarm — {args.nodes} nodes ({figures.values.get('v2_nodes', 0)} on 2.0), "
         f"heartbeat interval {args.heartbeat_interval:g} s, CURVE on, {os.cpu_count()} CPUs, "

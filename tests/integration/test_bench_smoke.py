@@ -49,11 +49,16 @@ def test_swarm_runs_and_reports_every_figure(tmp_path: Path) -> None:
         "job: node counts",
         "server CPU, whole run",
         "server peak RSS",
+        "transport limit (raw pyzmq, same N)",
+        "job 1: wall / limit, server CPU / limit CPU",
     ):
         assert label in text, f"missing {label!r} in:\n{text}"
 
     figures = json.loads(out.read_text())
     assert figures["nodes"] == NODES
+    # the transport limit was measured in the same run, and the job put as ratios to it
+    assert figures["limit_wall_s"] > 0 and figures["limit_router_cpu_s"] >= 0
+    assert figures["job1_limit_ratios"]["wall"] is not None
     assert figures["v2_nodes"] == NODES // 4
     assert figures["available_s"] is not None
     assert figures["available_after_steady"] == NODES
