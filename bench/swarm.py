@@ -266,6 +266,13 @@ async def run_job(
             f"{tag}: server CPU, POST → job_complete",
             f"{cpu:.2f} s ({1e6 * cpu / len(names):.0f} µs a node)",
         )
+    if cpu1:
+        figures.add(
+            f"{key}_rss_mb",
+            round(cpu1.rss_kb / 1024, 1),
+            f"{tag}: server RSS after it",
+            f"{cpu1.rss_kb / 1024:.0f} MB",
+        )
     figures.values[f"{key}_events"] = counts
     figures.note(
         f"{tag}: feed events",
@@ -374,6 +381,15 @@ async def _measure(
         figures.values["server_us_per_heartbeat"] = round(per, 1)
         figures.values["heartbeat_capacity_per_core"] = round(1e6 / per) if per else None
     figures.add("heartbeat_rate", round(rate, 1), "steady heartbeat load", text)
+    if s_start and s1 and n:
+        per_node = (s1.rss_kb - s_start.rss_kb) / n
+        figures.values["server_rss_per_node_kb"] = round(per_node, 1)
+        figures.add(
+            "server_rss_connected_mb",
+            round(s1.rss_kb / 1024, 1),
+            "server RSS with every node connected",
+            f"{s1.rss_kb / 1024:.0f} MB; {per_node:.1f} KB a node over the RSS before they came",
+        )
     figures.values["swarm_cpu_steady_pct"] = round(100 * (self_cpu() - swarm_cpu0) / wall, 1)
     stall_text(swarm, figures, "steady")
     _, still = await wait_available(http, name_set, 0, 5, args.poll)
