@@ -47,7 +47,10 @@ from pushjobs.server.jobs.manager import JobManager
 from pushjobs.server.nodes.registry import NodeRegistry
 from pushjobs.server.nodes.revocation import KeyWatch
 from pushjobs.server.nodes.sessions import SessionKeys
+from pushjobs.server.principals.cache import PrincipalCache
+from pushjobs.server.principals.cached import CachedPrincipals
 from pushjobs.server.principals.embedded import EmbeddedPrincipals
+from pushjobs.server.principals.watch import PrincipalWatch
 from pushjobs.server.store.interfaces import AsyncStore, StoreError
 from pushjobs.server.store.opening import open_store, store_exists, store_name
 from pushjobs.server.store.postgres import PostgresDatabase
@@ -91,6 +94,9 @@ class Server:
     curve: CurveKeyPair | None  # None with `zeromq.disable_curve_encryption`
     store: AsyncStore
     principals: PrincipalBackend
+    http_principals: PrincipalBackend  # what authentication reads: `principals`, or its cache
+    fresh_principals: PrincipalBackend | None  # the cache's database view; None: no cache
+    principal_watch: PrincipalWatch | None  # keeps the cache current; None: no cache
     sessions: SessionKeys
     nodes: NodeRegistry
     jobs: JobManager
@@ -168,6 +174,21 @@ def build_principals(settings: Settings, store: AsyncStore) -> PrincipalBackend:
     return EmbeddedPrincipals(store)
 
 
+def build_principal_cache(
+    settings: Settings, principals: PrincipalBackend
+) -> tuple[PrincipalBackend, PrincipalBackend | None, PrincipalWatch | None]:
+    """Authentication's backend, the same without its cache (for refused requests) and the
+    task following the database's change log: the embedded backend over SQLite gets a cache
+    (security.md §1). Others stay as they are: chef-server caches by itself, and a cluster's
+    servers answer 503 from the first request of a PostgreSQL outage on, which answers from
+    memory would hide."""
+    if not isinstance(principals, EmbeddedPrincipals) or settings.store.backend != "sqlite":
+        return principals, None, None
+    cache = PrincipalCache()
+    cached = CachedPrincipals(principals, cache)
+    return cached, cached.fresh(), PrincipalWatch(changes=principals, cache=cache)
+
+
 def curve_key_pair(settings: Settings) -> CurveKeyPair | None:
     """A new CURVE key pair for the command socket; None when CURVE is disabled."""
     if settings.zeromq.disable_curve_encryption:
@@ -207,6 +228,7 @@ def build_server(settings: Settings) -> Server:
     # Authentication reads on a connection (and worker thread) of its own, so signed requests
     # never queue behind a job's batched writes; WAL (or PostgreSQL) lets both proceed at once.
     principals = build_principals(settings, AsyncStore(open_store(settings)))
+    http_principals, fresh_principals, principal_watch = build_principal_cache(settings, principals)
     sessions = SessionKeys(lifetime=settings.timing.config_lifetime)
     nodes = NodeRegistry(timing=settings.timing, sessions=sessions)
     cluster: ClusterService | None = None
@@ -272,6 +294,9 @@ def build_server(settings: Settings) -> Server:
         curve=curve,
         store=store,
         principals=principals,
+        http_principals=http_principals,
+        fresh_principals=fresh_principals,
+        principal_watch=principal_watch,
         sessions=sessions,
         nodes=nodes,
         jobs=jobs,
@@ -287,7 +312,8 @@ def http_deps(server: Server, ports: BoundPorts) -> HttpDeps:
     return HttpDeps(
         settings=server.settings,
         store=server.store,
-        principals=server.principals,
+        principals=server.http_principals,
+        fresh_principals=server.fresh_principals,
         sessions=server.sessions,
         nodes=server.node_view,
         jobs=server.jobs,
@@ -301,7 +327,8 @@ def http_deps(server: Server, ports: BoundPorts) -> HttpDeps:
     )
 
 
-def _hypercorn_config(settings: Settings) -> Config:
+def hypercorn_config(settings: Settings) -> Config:
+    """hypercorn's settings for the HTTP API (also used by `bench/http_load.py`'s floor)."""
     config = Config()
     host = settings.http.bind
     if ":" in host and not host.startswith("["):
@@ -352,6 +379,8 @@ async def serve(server: Server) -> None:
                 await nursery.start(server.cluster.run)
             # Before HTTP: the key-change baseline must precede the first session key.
             await nursery.start(server.key_watch.run)
+            if server.principal_watch is not None:
+                await nursery.start(server.principal_watch.run)
             app = create_app(http_deps(server, ports))
             http_stopped = trio.Event()
             binds = await _start_http(nursery, app, settings, shutdown, http_stopped)
@@ -412,7 +441,7 @@ async def _start_http(
             await hypercorn_serve(
                 # Starlette types ASGI scopes as plain mappings, hypercorn as TypedDicts.
                 cast("Framework", app),
-                _hypercorn_config(settings),
+                hypercorn_config(settings),
                 shutdown_trigger=shutdown.wait,
                 task_status=task_status,
             )

@@ -17,7 +17,8 @@ class RequestContext:
     """The request, its route parameters, body and negotiated media type.
 
     `org` and `requestor` are None only on `/pushy/_status`, which skips authentication; every
-    other handler reads them through `authorized()`.
+    other handler reads them through `authorized()`. `ccpk` is the decoded `ccpk` parameter
+    when pipeline step 6 checked it (config and connect with CURVE), else None.
     """
 
     request: Request
@@ -26,6 +27,7 @@ class RequestContext:
     requestor: Requestor | None
     body: bytes
     media_type: str
+    ccpk: bytes | None = None
 
     def authorized(self) -> tuple[Org, Requestor]:
         """The organization and the requestor that steps 7 and 8 let through."""

@@ -199,6 +199,9 @@ class HttpDeps:
     command_port: int
     stored_events: StoredEvents | None = None  # None: one server (no job runs elsewhere)
     abort_relay: AbortRelay | None = None
+    # `principals` without its cache: a refused request is checked again against it, so what
+    # an operator grants applies at once (None: `principals` has no cache).
+    fresh_principals: PrincipalBackend | None = None
 
     @property
     def curve_enabled(self) -> bool:

@@ -96,10 +96,12 @@ async def get_config(ctx: RequestContext, deps: HttpDeps) -> Response:
         public_key = requestor.public_key
         if public_key is None:
             raise RuntimeError("an authenticated requestor has the key that verified it")
-        owner = SessionOwner(org.id, key_fingerprint(public_key))
+        owner = SessionOwner(org.id, requestor.fingerprint or key_fingerprint(public_key))
         revoke_if_new_owner(deps.sessions, deps.nodes, org.name, node, owner)
         if deps.curve_enabled:
-            ccpk = decode_ccpk(ctx.request.scope.get("query_string", b""))
+            ccpk = ctx.ccpk
+            if ccpk is None:
+                ccpk = decode_ccpk(ctx.request.scope.get("query_string", b""))
             try:
                 deps.sessions.register_curve_key(org.name, node, ccpk)
             except CurveKeyConflict:

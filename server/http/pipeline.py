@@ -30,8 +30,12 @@ from pushjobs.server.store.interfaces import StoreUnavailableError
 if TYPE_CHECKING:
     from starlette.types import Message, Receive
 
+    from pushjobs.protocol.chef_auth import AuthHeaders
     from pushjobs.server.http.deps import HttpDeps
-    from pushjobs.server.http.routing import Route
+    from pushjobs.server.http.routing import Endpoint, Route
+    from pushjobs.server.principals.requestor import Requestor
+    from pushjobs.server.principals.rules import PrincipalBackend
+    from pushjobs.server.store.records import Org
 
 log = logging.getLogger("pushjobs.server.http")
 
@@ -102,6 +106,7 @@ async def _run(request: Request, deps: HttpDeps, routes: tuple[Route, ...]) -> R
     org = None
     requestor = None
     body = b""
+    ccpk = None
     # 3. /pushy/_status skips authentication and authorization
     if not route.is_status:
         # 4. authentication headers
@@ -117,24 +122,17 @@ async def _run(request: Request, deps: HttpDeps, routes: tuple[Route, ...]) -> R
         request = Request(request.scope, _replay(body, request.receive))
         # 6. ccpk (config / connect)
         if route.is_config and deps.curve_enabled:
-            decode_ccpk(request.scope.get("query_string", b""))
-        # 7. authentication
+            ccpk = decode_ccpk(request.scope.get("query_string", b""))
+        # 7. authentication, 8. authorization
+        check = (params, auth, method, path.decode("utf-8", "replace"), body, endpoint)
         try:
-            org = await deps.principals.org(params["org"])
-            if org is None:
-                raise HttpError(404, f"organization '{params['org']}' does not exist.")
-            requestor = await authenticate(
-                deps.principals,
-                org,
-                auth,
-                method=method,
-                path=path.decode("utf-8", "replace"),
-                body=body,
-            )
-            # 8. authorization
-            await authorize(
-                deps.principals, org.name, endpoint.authz, requestor, params.get("node")
-            )
+            try:
+                org, requestor = await _authenticated(deps.principals, *check)
+            except PrincipalRefusal:
+                if deps.fresh_principals is None:
+                    raise
+                # Refused from the cache: the database may grant it (a new key, a membership).
+                org, requestor = await _authenticated(deps.fresh_principals, *check)
         except PrincipalRefusal as refusal:
             raise refusal_error(refusal) from None
         except PrincipalBackendUnavailable as exc:
@@ -153,8 +151,27 @@ async def _run(request: Request, deps: HttpDeps, routes: tuple[Route, ...]) -> R
         requestor=requestor,
         body=body,
         media_type=media_type,
+        ccpk=ccpk,
     )
     return await endpoint.handler(ctx, deps)
+
+
+async def _authenticated(
+    backend: PrincipalBackend,
+    params: dict[str, str],
+    auth: AuthHeaders,
+    method: str,
+    path: str,
+    body: bytes,
+    endpoint: Endpoint,
+) -> tuple[Org, Requestor]:
+    """Steps 7 and 8 against `backend`: the organization and the authorized requestor."""
+    org = await backend.org(params["org"])
+    if org is None:
+        raise HttpError(404, f"organization '{params['org']}' does not exist.")
+    requestor = await authenticate(backend, org, auth, method=method, path=path, body=body)
+    await authorize(backend, org.name, endpoint.authz, requestor, params.get("node"))
+    return org, requestor
 
 
 def _lower_headers(request: Request) -> dict[str, str]:

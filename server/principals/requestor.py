@@ -14,9 +14,10 @@ class Requestor:
     """The authenticated principal: its name and kind (`user` or `client`).
 
     `public_key` is the key that verified the request's signature (the config endpoint encrypts
-    the session key to it); None when not known.
+    the session key to it), `fingerprint` its `key_fingerprint`; None when not known.
     """
 
     name: str
     type: str
     public_key: RSAPublicKey | None = field(default=None, repr=False, compare=False)
+    fingerprint: str | None = field(default=None, repr=False, compare=False)

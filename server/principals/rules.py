@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Protocol
 
 from pushjobs.protocol.chef_auth import verify_request
 from pushjobs.protocol.errors import ProtocolError
-from pushjobs.protocol.keys import load_public_key
+from pushjobs.protocol.keys import key_fingerprint, load_public_key
 from pushjobs.server.principals.errors import AccessDenied, AuthenticationFailed
 from pushjobs.server.principals.requestor import Requestor
 from pushjobs.server.store.records import ADMINS_GROUP, PRINCIPAL_CLIENT, PRINCIPAL_USER
@@ -78,8 +78,10 @@ async def transitive_member(
 
 
 @functools.lru_cache(maxsize=4096)
-def _public_key(pem: str) -> RSAPublicKey:
-    return load_public_key(pem)
+def _public_key(pem: str) -> tuple[RSAPublicKey, str]:
+    """The parsed key and its fingerprint (parsed once per PEM, not per request)."""
+    key = load_public_key(pem)
+    return key, key_fingerprint(key)
 
 
 async def authenticate(
@@ -108,7 +110,7 @@ async def authenticate(
     members.sort(key=lambda p: 0 if p.type == PRINCIPAL_USER else 1)
     for principal in members:
         try:
-            key = _public_key(principal.public_key)
+            key, fingerprint = _public_key(principal.public_key)
         except ProtocolError as exc:
             log.warning(
                 "unusable public key for %s '%s' in org %s: %s",
@@ -119,7 +121,7 @@ async def authenticate(
             )
             continue
         if verify_request(auth, method=method, path=path, body=body, public_key=key):
-            return Requestor(principal.name, principal.type, key)
+            return Requestor(principal.name, principal.type, key, fingerprint)
     raise AuthenticationFailed(f"Invalid signature for user or client '{name}'")
 
 
