@@ -126,6 +126,21 @@ class _Session:
         self.monitor_fds: dict[str, int] = {name: m.FD for name, m in self.monitors.items()}
         self.heard_dealer = False
         self.closed = False
+        # The server restarted: its new incarnation cannot verify this session's messages and
+        # has a new CURVE key, so the command connection is dropped until the reconfigure
+        # instead of failing a CURVE handshake every 100 ms (a retry storm across a fleet).
+        self.stale = False
+
+    def drop_command_connection(self) -> bool:
+        """Disconnect the DEALER from the server (once); True when it did."""
+        if self.stale or self.closed:
+            return False
+        self.stale = True
+        try:
+            self.dealer.disconnect(self.config.command_addr)
+        except zmq.ZMQError:
+            pass
+        return True
 
     def close(self) -> None:
         if self.closed:
@@ -272,8 +287,9 @@ class Link:
         return [header, body]
 
     def _flush_outbox(self, session: _Session) -> None:
-        """Hand queued job messages to the DEALER in order while it accepts them."""
-        while self.outbox and not session.closed:
+        """Hand queued job messages to the DEALER in order while it accepts them (not to a
+        stale session's: they wait for the next one)."""
+        while self.outbox and not session.closed and not session.stale:
             message = self.outbox[0]
             sequence = self.sequence + 1
             try:
@@ -307,6 +323,8 @@ class Link:
             self.log.debug("job %s: sent %s (sequence %d)", message.job_id, message.type, sequence)
 
     def _send_heartbeat(self, session: _Session) -> None:
+        if session.stale:
+            return
         state, job_id = self.job_state()
         sequence = self.sequence + 1
         msg = AgentHeartbeat(job_state=state, job_id=job_id, **self._common(session, sequence))
@@ -410,7 +428,11 @@ class Link:
                 pass
             except (zmq.ZMQError, ValueError, trio.ClosedResourceError):
                 return
-            if watch.abandoned(trio.current_time()) and not session.closed:
+            if (
+                watch.abandoned(trio.current_time())
+                and not session.closed
+                and not (name == "command" and session.stale)
+            ):
                 self.log.warning("%s socket: libzmq will not reconnect, reconfiguring", name)
                 self.on_abandoned(f"{name} connection abandoned", session.config.interval)
             try:
@@ -474,6 +496,13 @@ class Link:
             self._heartbeat_reset.set()
         if beat.incarnation_id != self.known_incarnation:
             self.on_new_incarnation(beat.incarnation_id, session.config.interval)
+        if beat.incarnation_id != session.config.incarnation_id and (
+            session.drop_command_connection()
+        ):
+            self.log.info(
+                "command connection to server incarnation %s closed until the reconfigure",
+                session.config.incarnation_id,
+            )
 
 
 def _remember(sequences: dict[str, int], incarnation: str, sequence: int) -> None:

@@ -139,6 +139,96 @@ async def wait_available(
     return None, available
 
 
+async def _count_available(http: SignedHttp, names: set[str]) -> int | None:
+    """Available nodes among `names`, or None while the server does not answer."""
+    try:
+        response = await http.request("GET", "node_states")
+    except httpx.HTTPError:
+        return None
+    if response.status_code != 200:
+        return None
+    return sum(
+        1 for n in response.json() if n["availability"] == "available" and n["node_name"] in names
+    )
+
+
+async def _restart_storm(
+    args: argparse.Namespace,
+    target: Target,
+    figures: Figures,
+    http: SignedHttp,
+    swarm: Swarm,
+    server: LocalServer,
+    names: set[str],
+) -> None:
+    """Restart the server (SIGTERM, start again on the same data and ports) and time the
+    fleet's way back: every simulated node sees the new incarnation in the server's
+    heartbeats, waits uniform [0, interval] like an agent, fetches its config and reconnects."""
+    expected = len(swarm.connected)
+    requests0, errors0 = swarm.stats.config_requests, sum(swarm.stats.errors.values())
+    t0, trio0 = time.monotonic(), trio.current_time()
+    await trio.to_thread.run_sync(server.restart, target)
+    t_up = time.monotonic()
+    first = sample(target.pid)
+    available: int | None = 0
+    deadline = t_up + args.available_timeout
+    t_all = None
+    while time.monotonic() < deadline:
+        available = await _count_available(http, names)
+        if available is not None and available >= expected:
+            t_all = time.monotonic()
+            break
+        await trio.sleep(args.poll)
+    # Late retries of nodes that were already back would still count: let stragglers settle.
+    await trio.sleep(min(2.0, args.heartbeat_interval))
+    end = sample(target.pid)
+    requests = swarm.stats.config_requests - requests0
+    st = swarm.stats
+    if st.restart_seen_at is not None and st.last_reconfigured_at is not None:
+        seen = st.restart_seen_at - trio0 - (t_up - t0)
+        last = st.last_reconfigured_at - st.restart_seen_at
+        figures.values.update(storm_seen_s=round(seen, 3), storm_last_config_s=round(last, 3))
+        figures.note(
+            "restart storm: timeline",
+            f"new incarnation seen {seen:.2f} s after the server was up; last reconfigure "
+            f"done {last:.2f} s after that (splay: uniform over {args.heartbeat_interval:g} s)",
+        )
+    label = f"restart storm: all {expected} available again"
+    if t_all is None:
+        figures.add(
+            "storm_available_s",
+            None,
+            label,
+            f"not within {args.available_timeout:.0f} s ({available} available)",
+        )
+    else:
+        figures.add(
+            "storm_available_s",
+            round(t_all - t_up, 3),
+            label,
+            f"{t_all - t_up:.2f} s after the new server was up "
+            f"({t_all - t0:.2f} s after the restart began; stop + start {t_up - t0:.2f} s)",
+        )
+    figures.values["storm_restart_s"] = round(t_up - t0, 3)
+    per_node = requests / expected if expected else 0.0
+    figures.add(
+        "storm_config_requests_per_node",
+        round(per_node, 3),
+        "restart storm: config requests a node",
+        f"{per_node:.2f} ({requests} requests, {swarm.stats.reconfigures} nodes reconfigured, "
+        f"{sum(swarm.stats.errors.values()) - errors0} errors)",
+    )
+    if first and end:
+        cpu = end.cpu - first.cpu  # the new process once it was up (its start-up excluded)
+        figures.add(
+            "storm_server_cpu_s",
+            round(cpu, 2),
+            "restart storm: new server's CPU from up to all available",
+            f"{cpu:.2f} s ({1e3 * cpu / max(expected, 1):.2f} ms a node; start-up before it "
+            f"{first.cpu:.2f} s), RSS {end.rss_kb / 1024:.0f} MB",
+        )
+
+
 def _limit(text: str) -> int | str:
     """A command-line limit as the API takes it: a count, or the "N%" string."""
     return int(text) if text.isdigit() else text
@@ -280,7 +370,9 @@ async def run_job(
     )
 
 
-async def run(args: argparse.Namespace, target: Target, figures: Figures) -> None:
+async def run(
+    args: argparse.Namespace, target: Target, figures: Figures, server: LocalServer | None = None
+) -> None:
     names = node_names(args.prefix, args.nodes)
     admin_key = load_private_key(target.admin_key_pem)
     limits = httpx.Limits(max_connections=args.concurrency + 8)
@@ -295,11 +387,14 @@ async def run(args: argparse.Namespace, target: Target, figures: Figures) -> Non
             output_chunks=args.output_chunks,
             chunk_bytes=args.chunk_bytes,
             concurrency=args.concurrency,
+            follow_restarts=args.restart,
         )
         try:
             async with trio.open_nursery() as nursery:
                 nursery.start_soon(_cancel_on_sigterm, nursery.cancel_scope, figures)
                 await _measure(args, target, figures, http, swarm, names, nursery)
+                if args.restart and server is not None:
+                    await _restart_storm(args, target, figures, http, swarm, server, set(names))
                 nursery.cancel_scope.cancel()
         finally:
             swarm.close()
@@ -493,6 +588,11 @@ def build_parser() -> argparse.ArgumentParser:
         default=0.2,
         help="latency probe period, s (node PREFIXprobe; 0 = no probe; default 0.2)",
     )
+    add(
+        "--restart",
+        action="store_true",
+        help="after the jobs, restart the server and time the fleet's reconnect storm",
+    )
     add("--prefix", default="swarm-", help="node name prefix (names are PREFIX00000...)")
     add("--json", metavar="FILE", help="also write the figures as JSON to FILE")
     add("--keep", action="store_true", help="keep the local server's temp dir (logs)")
@@ -561,6 +661,8 @@ def main() -> int:
     server: LocalServer | None = None
     started = time.monotonic()
     try:
+        if args.server_url and args.restart:
+            raise SystemExit("--restart needs the local server (no --server-url)")
         if args.server_url:
             missing = [o for o in ("org", "user", "user_key", "node_key") if not getattr(args, o)]
             if missing:
@@ -576,7 +678,9 @@ def main() -> int:
                 args.server_pid,
             )
         else:
-            server = LocalServer(args.heartbeat_interval, keep_dir=args.keep)
+            server = LocalServer(
+                args.heartbeat_interval, keep_dir=args.keep, fixed_ports=args.restart
+            )
             t = time.monotonic()
             target = server.prepare([*node_names(args.prefix, args.nodes), probe_name(args.prefix)])
             figures.add(
@@ -586,7 +690,7 @@ def main() -> int:
                 f"{time.monotonic() - t:.2f} s",
             )
             server.start(target)
-        trio.run(run, args, target, figures)
+        trio.run(run, args, target, figures, server)
     except (KeyboardInterrupt, BaseExceptionGroup) as exc:
         # trio nurseries wrap a Ctrl-C in an exception group; anything else is a real error.
         if isinstance(exc, BaseExceptionGroup) and (

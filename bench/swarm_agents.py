@@ -12,6 +12,7 @@ problems are counted in `SwarmStats` and printed by the caller.
 from __future__ import annotations
 
 import json
+import random
 import time
 import uuid
 from collections import Counter, deque
@@ -107,6 +108,10 @@ class SwarmStats:
     errors: Counter = field(default_factory=Counter)
     server_heartbeats: int = 0
     config_failures: int = 0
+    config_requests: int = 0  # every `GET config/NODE` sent, retries included
+    reconfigures: int = 0  # nodes that reconfigured after a server restart
+    restart_seen_at: float | None = None  # trio time the new incarnation's first heartbeat came
+    last_reconfigured_at: float | None = None
     # Stall detectors, reset per phase by the caller: how late this process's heartbeat
     # sends ran (our own event loop busy), and the longest gap between server heartbeats
     # (the server's event loop busy, or the PUB path slow).
@@ -170,7 +175,12 @@ class Swarm:
         output_chunks: int = 2,
         chunk_bytes: int = 512,
         concurrency: int = 16,
+        follow_restarts: bool = False,
     ) -> None:
+        """`follow_restarts`: when the server's heartbeats name a new incarnation (a restart),
+        every node behaves like a real agent (agent.md §6.2): it drops its command connection
+        at once and, after a delay uniform in [0, heartbeat interval], fetches its config again
+        and reconnects with a new DEALER."""
         self.http = http
         self.org = http.org
         self.node_key = load_private_key(node_key_pem)
@@ -197,6 +207,10 @@ class Swarm:
         # Inbound messages wait here for the one handler task (see `_dispatcher`).
         self._inbox: deque[tuple[SimNode, list[bytes]]] = deque()
         self._inbox_event: trio.Event | None = None
+        self.follow_restarts = follow_restarts
+        self.server_incarnation: str | None = None
+        self.heartbeat_interval = 1.0
+        self.rng = random.Random()
 
     # -- connecting ---------------------------------------------------------------------------
 
@@ -207,6 +221,7 @@ class Swarm:
         the heartbeat loop starts, so that one-off start-up work is not reported as a stall.
         """
         self._nursery = nursery
+        self.heartbeat_interval = heartbeat_interval
         nursery.start_soon(self._dispatcher)
         pending = iter(self.nodes)
 
@@ -257,6 +272,7 @@ class Swarm:
                 self.send(probe, "heartbeat", job_state="idle", job_id=f"probe-{count}")
 
     async def _connect(self, node: SimNode, heartbeats: bool = True) -> None:
+        self.stats.config_requests += 1
         response = await self.http.request(
             "GET",
             f"config/{node.name}",
@@ -288,6 +304,8 @@ class Swarm:
             dealer.setsockopt(zmq.CURVE_PUBLICKEY, node.curve_public)
             dealer.setsockopt(zmq.CURVE_SECRETKEY, node.curve_secret)
         dealer.connect(heartbeat["command_addr"])
+        if node.sock is not None:  # a reconfigure: the old connection's reader ends with it
+            node.sock.close()
         node.sock = TrioSocket(dealer)
         assert self._nursery is not None
         self._nursery.start_soon(self._reader, node)
@@ -304,6 +322,51 @@ class Swarm:
         if self._sub is not None:
             self._sub.close()
         self.ctx.destroy(linger=0)
+
+    # -- server restarts ----------------------------------------------------------------------
+
+    def _on_server_incarnation(self, incarnation: str) -> None:
+        """A verified server heartbeat named `incarnation`: on a change, schedule every node's
+        reconfigure (the first incarnation seen is the one the nodes connected to)."""
+        if incarnation == self.server_incarnation:
+            return
+        first = self.server_incarnation is None
+        self.server_incarnation = incarnation
+        if first or not self.follow_restarts or self._nursery is None:
+            return
+        now = trio.current_time()
+        self.stats.restart_seen_at = now
+        # Like the agent (agent/link.py): the old command connection is useless now (new CURVE
+        # key, session keys gone); drop it instead of failing handshakes until the reconfigure.
+        for node in self.connected:
+            if node.sock is not None:
+                node.sock.close()
+                node.sock = None
+        plan = [(now + self.rng.uniform(0.0, self.heartbeat_interval), n) for n in self.connected]
+        plan.sort(key=lambda item: item[0])
+        self._nursery.start_soon(self._reconfigure_all, plan)
+
+    async def _reconfigure_all(self, plan: list[tuple[float, SimNode]]) -> None:
+        """Start each node's reconfigure at its time; each runs on its own, as agents do."""
+        async with trio.open_nursery() as nursery:
+            for at, node in plan:
+                await trio.sleep_until(at)
+                nursery.start_soon(self._reconfigure, node)
+
+    async def _reconfigure(self, node: SimNode) -> None:
+        """Config fetch + new DEALER; a failed fetch is retried after a jittered backoff
+        (full jitter over 1, 2, 4 … s, as `agent/session.py` does)."""
+        for attempt in range(8):
+            try:
+                await self._connect(node, heartbeats=False)
+            except (httpx.HTTPError, ProtocolError, RuntimeError, zmq.ZMQError) as exc:
+                self.stats.errors[f"reconfigure: {type(exc).__name__}: {exc}"[:120]] += 1
+                await trio.sleep(self.rng.uniform(0.0, float(2**attempt)))
+                continue
+            self.stats.reconfigures += 1
+            self.stats.last_reconfigured_at = trio.current_time()
+            return
+        self.stats.config_failures += 1
 
     # -- sending ------------------------------------------------------------------------------
 
@@ -376,6 +439,9 @@ class Swarm:
                     self.stats.errors[f"server heartbeat: {exc}"[:120]] += 1
                     continue
                 self.stats.server_heartbeats += 1
+                incarnation = env.fields.get("incarnation_id")
+                if isinstance(incarnation, str):
+                    self._on_server_incarnation(incarnation)
                 now = trio.current_time()
                 if last is not None:
                     self.stats.server_gap_max = max(self.stats.server_gap_max, now - last)

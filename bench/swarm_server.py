@@ -48,6 +48,20 @@ def raise_fd_limit(wanted: int) -> int:
     return soft
 
 
+def free_ports(count: int) -> list[int]:
+    """`count` distinct TCP ports on 127.0.0.1 that were free a moment ago."""
+    import socket
+
+    socks = [socket.socket() for _ in range(count)]
+    try:
+        for sock in socks:
+            sock.bind(("127.0.0.1", 0))
+        return [sock.getsockname()[1] for sock in socks]
+    finally:
+        for sock in socks:
+            sock.close()
+
+
 def node_names(prefix: str, count: int) -> list[str]:
     return [f"{prefix}{i:05d}" for i in range(count)]
 
@@ -71,8 +85,11 @@ class LocalServer:
         *,
         extra: dict[str, dict[str, Any]] | None = None,
         prefix: str = "pushjobs-swarm-",
+        fixed_ports: bool = False,
     ) -> None:
-        """`extra`: more server.toml sections, e.g. `store` and `cluster` (merged in)."""
+        """`extra`: more server.toml sections, e.g. `store` and `cluster` (merged in).
+        `fixed_ports`: free ports picked now instead of ephemeral ones, so that a `restart`
+        listens where the agents already connect (as a production server does)."""
         self.base = Path(tempfile.mkdtemp(prefix=prefix))
         self.keep_dir = keep_dir
         self.config_path = self.base / "server.toml"
@@ -90,6 +107,10 @@ class LocalServer:
             "zeromq": {"listen": "tcp://127.0.0.1", "heartbeat_port": 0, "command_port": 0},
             "timing": {"heartbeat_interval": heartbeat_interval},
         }
+        if fixed_ports:
+            http, heartbeat, command = free_ports(3)
+            sections["http"]["port"] = http
+            sections["zeromq"].update(heartbeat_port=heartbeat, command_port=command)
         for section, values in (extra or {}).items():
             sections.setdefault(section, {}).update(values)
         lines = [f"{k} = {_toml(v)}" for k, v in sections.pop("").items()]
@@ -150,6 +171,12 @@ class LocalServer:
                     return target
             time.sleep(0.05)
         raise RuntimeError(f"server did not start within {timeout}s")
+
+    def restart(self, target: Target, timeout: float = 30.0) -> Target:
+        """Stop the server (SIGTERM) and start it again on the same data and ports."""
+        self.stop_process()
+        (self.data_dir / "server.json").unlink(missing_ok=True)
+        return self.start(target, timeout)
 
     def log_tail(self, lines: int = 20) -> str:
         text = ""

@@ -45,6 +45,8 @@ ROUTER_BACKLOG = 4096
 SWEEP_INTERVAL = 5.0
 BACKLOG_RECHECK = 0.05  # seconds between checks while a liveness scan waits for the reader
 DROP_LOG_INTERVAL = 10.0
+# Extra heartbeats this long after start (s), so restarted-server detection takes no interval.
+STARTUP_HEARTBEATS = (0.5, 1.5)
 _HEARTBEAT = MessageType.HEARTBEAT  # an enum attribute look-up costs ~0.1 µs on the hot path
 
 
@@ -231,10 +233,17 @@ class Broker:
     # -- timers ----------
 
     async def _heartbeater(self, pub: HeartbeatPublisher) -> None:
-        """Signed 2.0 heartbeats to every subscriber every `heartbeat_interval`, from 0."""
+        """Signed 2.0 heartbeats to every subscriber every `heartbeat_interval`, from 0.
+
+        Right after start, extra heartbeats at `STARTUP_HEARTBEATS`: subscribers that were
+        connected to the previous incarnation reconnect within a few hundred milliseconds and
+        would otherwise learn of the restart only a whole interval later (wire-protocol.md §7).
+        """
         interval = self.heartbeat_interval
         sequence = 0
-        deadline = trio.current_time()
+        start = trio.current_time()
+        extra = [start + offset for offset in STARTUP_HEARTBEATS if offset < interval]
+        deadline = start
         while True:
             # Chef Push Jobs' field order (as `ServerHeartbeat.to_dict`).
             fields = {
@@ -248,6 +257,9 @@ class Broker:
             pub.publish([header, body])
             self.stats.heartbeats_sent += 1
             sequence += 1
+            if extra:
+                await trio.sleep_until(extra.pop(0))
+                continue
             deadline += interval
             now = trio.current_time()
             if deadline < now:  # fell behind (suspended process): do not burst

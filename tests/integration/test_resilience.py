@@ -433,6 +433,36 @@ def test_server_sigkill_mid_job_then_recovery(server_factory: Any, tmp_path: Pat
             agent.stop()
 
 
+def test_server_restart_agents_drop_the_stale_connection_and_reconfigure_once(
+    server_factory: Any, tmp_path: Path
+) -> None:
+    # After a restart the old CURVE key and session keys are gone: an agent that kept its old
+    # command connection would fail a CURVE handshake every 100 ms until its (splayed)
+    # reconfigure. It drops that connection when the new incarnation's first heartbeat comes
+    # (sent within 0.5 s of the start), then fetches its config once.
+    srv = fixed_port_server(server_factory)
+    agents = [
+        AgentProcess(srv, tmp_path / f"r{i}", node_name("rs"), whitelist=WORK) for i in (0, 1)
+    ]
+    try:
+        for agent in agents:
+            agent.start()
+        for agent in agents:
+            agent.wait_available()
+        srv.restart()
+        for agent in agents:
+            agent.wait_available(timeout=60)
+        for agent in agents:
+            log = agent.log_text()
+            assert "closed until the reconfigure" in log, log[-2000:]
+            assert log.count("connected: heartbeat") == 2, log[-2000:]
+        job = srv.wait_job(post_job(srv, "work", [a.name for a in agents]))
+        assert job["nodes"] == {"succeeded": sorted(a.name for a in agents)}
+    finally:
+        for agent in agents:
+            agent.stop()
+
+
 # ---- real agents: a frozen agent while voting ----------------------------------------------
 
 
