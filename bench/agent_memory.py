@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import collections
+import json
 import os
 import re
 import signal
@@ -215,7 +216,9 @@ def main() -> int:
     parser.add_argument("--no-imports", action="store_true", help="skip the tracemalloc run")
     parser.add_argument("--top", type=int, default=12, help="rows in the package tables")
     parser.add_argument("--keep", action="store_true", help="keep the temp dir")
+    parser.add_argument("--json", metavar="FILE", help="also write the figures as JSON to FILE")
     args = parser.parse_args()
+    figures: dict[str, float] = {}
 
     server = LocalServer(heartbeat_interval=2.0, keep_dir=args.keep, prefix="pushjobs-agentmem-")
     try:
@@ -225,8 +228,18 @@ def main() -> int:
         if "WARNING" in log or "ERROR" in log:
             print("agent log has warnings/errors:\n" + log, file=sys.stderr)
         print_memory(f"agent, idle {args.idle:g} s after connecting", memory, mappings=8)
-        print_memory("floor: python + zmq, trio, msgpack, cryptography", run_floor(FLOOR_CODE))
-        print_memory("floor: bare python", run_floor(BARE_CODE))
+        floor = run_floor(FLOOR_CODE)
+        print_memory("floor: python + zmq, trio, msgpack, cryptography", floor)
+        bare = run_floor(BARE_CODE)
+        print_memory("floor: bare python", bare)
+        figures.update(
+            agent_rss_mib=round(memory.rss_kb / 1024, 1),
+            agent_pss_mib=round(memory.pss_kb / 1024, 1),
+            floor_rss_mib=round(floor.rss_kb / 1024, 1),
+            bare_rss_mib=round(bare.rss_kb / 1024, 1),
+        )
+        if args.json:
+            Path(args.json).write_text(json.dumps(figures, indent=2) + "\n")
         if not args.no_imports:
             _, _, dump = run_agent(server, target.node_key_pem, target.http_url, args.idle, True)
             modules = [line.split()[1] for line in dump.splitlines() if line.startswith("module ")]

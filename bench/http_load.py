@@ -25,6 +25,7 @@ Prints one row per (endpoint, concurrency); asserts nothing.
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import signal
 import subprocess
@@ -33,6 +34,7 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 from urllib.parse import urlencode
 
 import trio
@@ -105,6 +107,9 @@ async def run(args: argparse.Namespace, target, floor_url: str | None, floor_pid
                 floor[conc] = rate
 
 
+ROWS: list[dict[str, Any]] = []  # every printed row, for --json
+
+
 async def _row(
     name: str, endpoint: Endpoint, conc: int, requests: int, floor: float | None
 ) -> float:
@@ -133,6 +138,16 @@ async def _row(
         f"{1000 * percentile(latencies, 0.99):>7.1f} {cpu:>10} "
         f"{100 * client_cpu / elapsed:>9.0f}%{note}",
         flush=True,
+    )
+    ROWS.append(
+        {
+            "endpoint": name,
+            "concurrency": conc,
+            "rate": round(rate, 1),
+            "x_floor": round(rate / floor, 3) if floor else None,
+            "p50_ms": round(1000 * percentile(latencies, 0.5), 2),
+            "failures": failures[0],
+        }
     )
     return rate
 
@@ -286,6 +301,7 @@ def main() -> int:
         "--endpoints", default="floor,status,node_state,config", help="comma-separated subset"
     )
     parser.add_argument("--keep", action="store_true", help="keep the server's temp dir")
+    parser.add_argument("--json", metavar="FILE", help="also write the rows as JSON to FILE")
     args = parser.parse_args()
     server = LocalServer(heartbeat_interval=10.0, keep_dir=args.keep)
     floor: subprocess.Popen[str] | None = None
@@ -302,6 +318,8 @@ def main() -> int:
         if floor is not None:
             stop_floor(floor)
         server.stop()
+    if args.json:
+        Path(args.json).write_text(json.dumps(ROWS, indent=2) + "\n")
     return 0
 
 

@@ -408,10 +408,10 @@ class Swarm:
         steps = max(1, int(interval / 0.01))
         start = trio.current_time()
         stats = self.stats
+        nodes = self.connected  # grows while nodes connect: sliced afresh at every step
         while True:
-            nodes = list(self.connected)
-            count = len(nodes)
             for step in range(steps):
+                count = len(nodes)
                 for node in nodes[step * count // steps : (step + 1) * count // steps]:
                     self.send(node, "heartbeat")
                 start += interval / steps
