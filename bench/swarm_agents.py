@@ -408,11 +408,12 @@ class Swarm:
         steps = max(1, int(interval / 0.01))
         start = trio.current_time()
         stats = self.stats
-        nodes = self.connected  # grows while nodes connect: sliced afresh at every step
+        # Node i sends at step i % steps of every cycle: exactly once a cycle, also for the
+        # nodes that connect while a cycle runs (the list grows).
+        nodes = self.connected
         while True:
             for step in range(steps):
-                count = len(nodes)
-                for node in nodes[step * count // steps : (step + 1) * count // steps]:
+                for node in nodes[step::steps]:
                     self.send(node, "heartbeat")
                 start += interval / steps
                 # Late (this process was busy): carry on from now instead of catching up with
