@@ -14,7 +14,7 @@ import logging
 import socket
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Protocol
 
 import trio
@@ -27,7 +27,13 @@ from pushjobs.protocol.messages import AgentMessage
 from pushjobs.protocol.timestamps import format_rfc1123
 from pushjobs.protocol.vocabulary import MessageType
 from pushjobs.server.zeromq.heartbeat_pub import HeartbeatPublisher
-from pushjobs.server.zeromq.inbound import Accepted, Drop, Inbound, SessionKeyLookup
+from pushjobs.server.zeromq.inbound import (
+    INTERNAL_ERROR,
+    Accepted,
+    Drop,
+    Inbound,
+    SessionKeyLookup,
+)
 from pushjobs.server.zeromq.trio_socket import DEFAULT_BATCH, TrioSocket
 from pushjobs.server.zeromq.zap import CurveAllowList, ZapHandler
 
@@ -111,12 +117,19 @@ class BoundPorts:
 
 @dataclass(slots=True)
 class BrokerStats:
-    """Counters for `/pushy/_status`-style introspection and the benchmark."""
+    """Counters for `/pushy/_status`-style introspection, the benchmark and the metrics.
+
+    Plain ints and dicts of ints: the hot path only adds to them; the metrics collector
+    reads them at scrape time.
+    """
 
     received: int = 0
     accepted: int = 0
     dropped: int = 0
     heartbeats_sent: int = 0
+    # accepted messages with usable content, by type (only known types get here)
+    received_by_type: dict[str, int] = field(default_factory=dict)
+    dropped_by_kind: dict[str, int] = field(default_factory=dict)  # by `inbound.DROP_KINDS`
 
 
 def bound_port(sock: zmq.Socket[bytes]) -> int:
@@ -340,6 +353,9 @@ class Broker:
         org, node, job_id, parsed = msg.org, msg.node, msg.job_id, msg.message
         nodes = self._nodes
         jobs = self._jobs
+        if msg.problem is None:
+            by_type = self.stats.received_by_type
+            by_type[msg.type] = by_type.get(msg.type, 0) + 1
         # Step 11: node state.
         _, created = nodes.accept(
             org, node, msg.incarnation_id, msg.routing_id, msg.version, now, msg.latest
@@ -368,7 +384,10 @@ class Broker:
 
     def _drop(self, drop: Drop, now: float) -> None:
         """One log line per sender per `DROP_LOG_INTERVAL`, with the count of those held back."""
-        self.stats.dropped += 1
+        stats = self.stats
+        stats.dropped += 1
+        by_kind = stats.dropped_by_kind
+        by_kind[drop.kind] = by_kind.get(drop.kind, 0) + 1
         verdict = self._drop_log.hit(drop.key, now)
         if not verdict.log:
             return
@@ -384,7 +403,9 @@ class Broker:
 
     def _internal_error(self) -> None:
         """Log a bug hit by a message with its traceback, at most once per interval."""
-        self.stats.dropped += 1
+        stats = self.stats
+        stats.dropped += 1
+        stats.dropped_by_kind[INTERNAL_ERROR] = stats.dropped_by_kind.get(INTERNAL_ERROR, 0) + 1
         verdict = self._error_log.hit(None, time.monotonic())
         if verdict.log:
             log.exception(

@@ -230,7 +230,7 @@ def test_every_known_key_is_a_settings_field() -> None:
         section, _, name = dotted.rpartition(".")
         target = getattr(s, section) if section else s
         assert hasattr(target, name), dotted
-    assert len(known_keys()) == 4 + 4 + 4 + 13 + 2 + 6 + 2 + 2
+    assert len(known_keys()) == 4 + 4 + 4 + 13 + 2 + 6 + 2 + 2 + 2 + 3
 
 
 def test_store_defaults_to_sqlite_in_the_data_dir() -> None:
