@@ -314,6 +314,7 @@ def test_a_forged_signature_is_dropped(inbound: Inbound, key: bytes) -> None:
 def test_an_unparsable_timestamp_is_dropped(inbound: Inbound, key: bytes) -> None:
     drop = dropped(check(inbound, frames(key, timestamp="yesterday " * 10)))
     assert drop.reason == f"bad timestamp {('yesterday ' * 10)[:40]!r}"
+    assert drop.kind == "bad_timestamp"
 
 
 @pytest.mark.parametrize("offset", [SKEW, -SKEW, SKEW + 50])
@@ -323,6 +324,7 @@ def test_timestamps_outside_the_window_are_dropped(
     text = format_rfc1123(WALL)
     drop = dropped(check(inbound, frames(key), wall=WALL + offset))
     assert drop.reason == f"timestamp {text!r} outside the skew window"
+    assert drop.kind == "bad_timestamp"
 
 
 def test_timestamps_inside_the_window_are_accepted(inbound: Inbound, key: bytes) -> None:
