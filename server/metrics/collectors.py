@@ -43,8 +43,7 @@ class BrokerCounts(Protocol):
 
     @property
     def heartbeats_sent(self) -> int: ...
-    @property
-    def received_by_type(self) -> Mapping[str, int]: ...
+    def received_counts(self) -> Mapping[str, int]: ...
     @property
     def dropped_by_kind(self) -> Mapping[str, int]: ...
 
@@ -71,7 +70,7 @@ class LiveCollector(Collector):
             "Accepted command-socket messages from agents, by type.",
             labels=["type"],
         )
-        for msg_type, count in sorted(dict(self._broker.received_by_type).items()):
+        for msg_type, count in sorted(self._broker.received_counts().items()):
             received.add_metric([msg_type], count)
         yield received
         sent = CounterMetricFamily(

@@ -127,9 +127,19 @@ class BrokerStats:
     accepted: int = 0
     dropped: int = 0
     heartbeats_sent: int = 0
-    # accepted messages with usable content, by type (only known types get here)
+    # Accepted messages other than heartbeats: with usable content by type (only known types
+    # get here), and those whose content was dropped. Heartbeats, the bulk, are not counted
+    # again: they are `accepted` minus these (`received_counts`).
     received_by_type: dict[str, int] = field(default_factory=dict)
+    accepted_unusable: int = 0
     dropped_by_kind: dict[str, int] = field(default_factory=dict)  # by `inbound.DROP_KINDS`
+
+    def received_counts(self) -> dict[str, int]:
+        """Accepted messages with usable content by type, heartbeats included."""
+        counts = dict(self.received_by_type)
+        others = sum(counts.values()) + self.accepted_unusable
+        counts[_HEARTBEAT.value] = self.accepted - others
+        return counts
 
 
 def bound_port(sock: zmq.Socket[bytes]) -> int:
@@ -353,9 +363,6 @@ class Broker:
         org, node, job_id, parsed = msg.org, msg.node, msg.job_id, msg.message
         nodes = self._nodes
         jobs = self._jobs
-        if msg.problem is None:
-            by_type = self.stats.received_by_type
-            by_type[msg.type] = by_type.get(msg.type, 0) + 1
         # Step 11: node state.
         _, created = nodes.accept(
             org, node, msg.incarnation_id, msg.routing_id, msg.version, now, msg.latest
@@ -368,7 +375,14 @@ class Broker:
                 len(job_id) > JOB_ID_LIMIT or not jobs.is_live_member(org, node, job_id)
             ):
                 nodes.rehab(org, node, now)
-        elif msg.type == MessageType.ABORTED:
+            return
+        # Not a heartbeat (rare): counted by type here, heartbeats cost nothing extra.
+        stats = self.stats
+        if msg.problem is None:
+            stats.received_by_type[msg.type] = stats.received_by_type.get(msg.type, 0) + 1
+        else:
+            stats.accepted_unusable += 1
+        if msg.type == MessageType.ABORTED:
             nodes.aborted(org, node)
             if msg.problem is not None:
                 self._drop(msg.problem, now)

@@ -12,6 +12,7 @@ from pushjobs.server.metrics.collectors import LiveCollector
 from pushjobs.server.metrics.endpoint import metrics_app
 from pushjobs.server.metrics.instruments import ServerMetrics
 from pushjobs.server.nodes.state import NodePhase
+from pushjobs.server.zeromq.broker import BrokerStats
 from pushjobs.server.zeromq.inbound import DROP_KINDS
 
 Samples = dict[tuple[str, tuple[tuple[str, str], ...]], float]
@@ -53,8 +54,11 @@ class Jobs:
 @dataclass
 class Stats:
     heartbeats_sent: int = 0
-    received_by_type: dict[str, int] = field(default_factory=dict)
+    received: dict[str, int] = field(default_factory=dict)
     dropped_by_kind: dict[str, int] = field(default_factory=dict)
+
+    def received_counts(self) -> dict[str, int]:
+        return self.received
 
 
 def test_each_server_has_its_own_registry() -> None:
@@ -147,3 +151,9 @@ async def test_the_app_serves_metrics_only_at_its_path() -> None:
         assert 'pushjobs_jobs_finished_total{status="complete"} 1.0' in response.text
         assert (await client.get("/")).status_code == 404
         assert (await client.post("/metrics")).status_code == 405
+
+
+def test_broker_counts_heartbeats_as_the_rest_of_the_accepted() -> None:
+    stats = BrokerStats(accepted=10, received_by_type={"ack_commit": 2, "succeeded": 1})
+    stats.accepted_unusable = 3  # e.g. unknown types: counted as dropped, not by type
+    assert stats.received_counts() == {"ack_commit": 2, "succeeded": 1, "heartbeat": 4}
