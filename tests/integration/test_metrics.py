@@ -7,7 +7,6 @@ older than 1 s (keeping the jobs); a private server prunes whole jobs older than
 from __future__ import annotations
 
 import json
-import socket
 from collections.abc import Iterator
 from typing import Any
 
@@ -18,6 +17,8 @@ from prometheus_client.parser import text_string_to_metric_families
 from tests.support import api
 from tests.support.agents import AgentFactory, agent_factory_fixture  # noqa: F401
 from tests.support.jobs import output, post_job
+from tests.support.ports import free_ports
+from tests.support.postgres import PostgresCluster
 from tests.support.procs import started
 from tests.support.server import ServerProcess
 from tests.support.waits import wait_for
@@ -33,16 +34,10 @@ JOB_ROUTE = "/organizations/{org}/pushy/jobs/{id}"
 Samples = dict[tuple[str, tuple[tuple[str, str], ...]], float]
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
     overrides: dict[str, dict[str, Any]] = {
-        "metrics": {"bind": "127.0.0.1", "port": free_port()},
+        "metrics": {"bind": "127.0.0.1", "port": free_ports(1)[0]},
         "retention": {"output": "1s", "interval": "1s"},
     }
     with started(ServerProcess(tmp_path_factory.mktemp("metrics"), overrides)) as proc:
@@ -206,6 +201,34 @@ def test_old_finished_jobs_are_pruned_and_running_ones_kept(
         private.log_path.read_text()
     )
     assert private.post(f"jobs/{running}/abort", body={}).status_code in (200, 202)
+
+
+def test_on_postgresql_finished_jobs_are_pruned_and_counted(
+    agent_factory: AgentFactory, server_factory: Any, postgres: PostgresCluster
+) -> None:
+    """A server of a (one-server) cluster: its batches select with SKIP LOCKED."""
+    private: ServerProcess = server_factory(
+        store={"backend": "postgresql", "url": postgres.new_database()},
+        metrics={"port": free_ports(1)[0]},
+        retention={"jobs": "2s", "interval": "1s"},
+    )
+    agent = agent_factory(whitelist=WHITELIST, on=private)
+    job_id = post_job(private, "echo hi", [agent.name], capture_output=True)
+    assert private.wait_job(job_id)["status"] == "complete"
+    wait_for(
+        lambda: private.get(f"jobs/{job_id}").status_code == 404,
+        30,
+        interval=0.3,
+        what="the finished job pruned",
+    )
+    after = scrape(private)
+    assert value(after, "pushjobs_jobs_finished_total", status="complete") == 1
+    assert value(after, "pushjobs_jobs_live") == 0
+    key = {"org": "testorg", "status": "online", "availability": "available"}
+    assert value(after, "pushjobs_nodes", **key) == 1
+    assert (
+        total(after, "pushjobs_store_operation_duration_seconds_count", op="prune_jobs_batch") >= 1
+    )
 
 
 def test_metrics_are_off_by_default(server_factory: Any) -> None:
