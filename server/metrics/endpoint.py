@@ -16,8 +16,6 @@ if TYPE_CHECKING:
 
     from pushjobs.server.config import MetricsSettings
 
-log = logging.getLogger("pushjobs.server.metrics")
-
 
 def metrics_app(registry: CollectorRegistry) -> Any:
     """ASGI app: `GET /metrics` (and HEAD) in the Prometheus text format, 404 elsewhere."""

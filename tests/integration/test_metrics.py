@@ -25,7 +25,7 @@ from tests.support.waits import wait_for
 
 WHITELIST = """
 "echo hi" = "echo hi"
-"slow" = "sleep 2"
+"slow" = "sleep 5"
 "hang" = "sleep 300"
 """
 JOBS_ROUTE = "/organizations/{org}/pushy/jobs"
