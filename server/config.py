@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from pushjobs.protocol.limits import JOB_INT_MAX
+from pushjobs.server.durations import DurationError, parse_duration
 
 DEFAULT_CONFIG_PATH = Path("/etc/pushjobs/server.toml")
 CONFIG_ENV_VAR = "PUSHJOBS_SERVER_CONFIG"
@@ -95,6 +96,25 @@ class ClusterSettings:
 
 
 @dataclass(slots=True)
+class MetricsSettings:
+    """The Prometheus endpoint (docs/operations.md §1): its own listener; port 0 = off."""
+
+    bind: str = "127.0.0.1"
+    port: int = 0
+
+
+@dataclass(slots=True)
+class RetentionSettings:
+    """How long finished jobs and their output are kept (docs/operations.md §2); 0 = forever.
+
+    Durations are seconds here (the file says `90d`, `12h`, `90m`, `45s`)."""
+
+    jobs: float = 0.0
+    output: float = 0.0
+    interval: float = 3600.0  # seconds between pruning runs (the first runs soon after start)
+
+
+@dataclass(slots=True)
 class PrincipalsSettings:
     backend: str = "embedded"
     chef_server_url: str | None = None
@@ -119,6 +139,8 @@ class Settings:
     principals: PrincipalsSettings = field(default_factory=PrincipalsSettings)
     store: StoreSettings = field(default_factory=StoreSettings)
     cluster: ClusterSettings = field(default_factory=ClusterSettings)
+    metrics: MetricsSettings = field(default_factory=MetricsSettings)
+    retention: RetentionSettings = field(default_factory=RetentionSettings)
     config_path: Path | None = None
 
     @property
@@ -264,6 +286,21 @@ def _zmq_listen(key: str, value: Any, base: Path) -> str:
     return text
 
 
+def _duration(key: str, value: Any, base: Path) -> float:
+    """`30d`, `12h`, `90m`, `45s`, or 0 (off)."""
+    try:
+        return parse_duration(value)
+    except DurationError as exc:
+        raise ConfigError(f"setting '{key}': {exc}") from None
+
+
+def _positive_duration(key: str, value: Any, base: Path) -> float:
+    seconds = _duration(key, value, base)
+    if seconds <= 0:
+        raise ConfigError(f"setting '{key}' must be a duration > 0 like 1h or 10m (got {value!r})")
+    return seconds
+
+
 _PORT = _int_in(0, 65535)
 
 # section -> key -> check; "" is the top level.
@@ -320,6 +357,15 @@ _SCHEMA: dict[str, dict[str, Callable[[str, Any, Path], Any]]] = {
     "cluster": {
         "server_id": _nonempty_string,
         "lease": _at_least(3.0),
+    },
+    "metrics": {
+        "bind": _nonempty_string,
+        "port": _PORT,
+    },
+    "retention": {
+        "jobs": _duration,
+        "output": _duration,
+        "interval": _positive_duration,
     },
 }
 
@@ -462,6 +508,17 @@ def _check_combinations(settings: Settings) -> None:
             f"(the SQLite database is {settings.database_path})"
         )
     zmq = settings.zeromq
+    metrics_port = settings.metrics.port
+    if metrics_port:
+        for other, port in (
+            ("http.port", settings.http.port),
+            ("zeromq.heartbeat_port", zmq.heartbeat_port),
+            ("zeromq.command_port", zmq.command_port),
+        ):
+            if port == metrics_port:
+                raise ConfigError(
+                    f"settings 'metrics.port' and '{other}' must differ (both {metrics_port})"
+                )
     if zmq.heartbeat_port and zmq.heartbeat_port == zmq.command_port:
         raise ConfigError(
             "settings 'zeromq.heartbeat_port' and 'zeromq.command_port' must differ "

@@ -44,6 +44,9 @@ from pushjobs.server.errors import StartupError
 from pushjobs.server.http.app import create_app
 from pushjobs.server.http.deps import HttpDeps, NodeStates
 from pushjobs.server.jobs.manager import JobManager
+from pushjobs.server.metrics.collectors import LiveCollector
+from pushjobs.server.metrics.endpoint import serve_metrics
+from pushjobs.server.metrics.instruments import ServerMetrics
 from pushjobs.server.nodes.registry import NodeRegistry
 from pushjobs.server.nodes.revocation import KeyWatch
 from pushjobs.server.nodes.sessions import SessionKeys
@@ -51,6 +54,8 @@ from pushjobs.server.principals.cache import PrincipalCache
 from pushjobs.server.principals.cached import CachedPrincipals
 from pushjobs.server.principals.embedded import EmbeddedPrincipals
 from pushjobs.server.principals.watch import PrincipalWatch
+from pushjobs.server.retention.plan import RetentionPolicy
+from pushjobs.server.retention.service import RetentionService
 from pushjobs.server.store.interfaces import AsyncStore, StoreError
 from pushjobs.server.store.opening import open_store, store_exists, store_name
 from pushjobs.server.store.postgres import PostgresDatabase
@@ -104,6 +109,8 @@ class Server:
     key_watch: KeyWatch
     node_view: NodeStates  # every node HTTP answers for: this server's, or the cluster's
     cluster: ClusterService | None  # None with the SQLite store
+    metrics: ServerMetrics | None  # None with `[metrics] port = 0` (off)
+    retention: RetentionService
 
 
 def configure_logging(level: str, log_file: str | os.PathLike[str] | None) -> None:
@@ -224,10 +231,13 @@ def build_server(settings: Settings) -> Server:
     crashed = sync_store.mark_interrupted_crashed(time.time(), server_id if clustered else None)
     if crashed:
         log.info("marked %d interrupted job(s) crashed", crashed)
-    store = AsyncStore(sync_store)
+    # Built only when served: with metrics off nothing on a hot path records anything.
+    metrics = ServerMetrics() if settings.metrics.port else None
+    store_timer = metrics.store if metrics is not None else None
+    store = AsyncStore(sync_store, store_timer)
     # Authentication reads on a connection (and worker thread) of its own, so signed requests
     # never queue behind a job's batched writes; WAL (or PostgreSQL) lets both proceed at once.
-    principals = build_principals(settings, AsyncStore(open_store(settings)))
+    principals = build_principals(settings, AsyncStore(open_store(settings), store_timer))
     http_principals, fresh_principals, principal_watch = build_principal_cache(settings, principals)
     sessions = SessionKeys(lifetime=settings.timing.config_lifetime)
     nodes = NodeRegistry(timing=settings.timing, sessions=sessions)
@@ -246,6 +256,7 @@ def build_server(settings: Settings) -> Server:
             nodes=cluster_nodes,
             clock=StrictClock(),
             event_sink=events,
+            outcomes=metrics.jobs if metrics is not None else None,
         )
         relay = ClusterJobs(jobs, outbox)
         engine: BrokerJobs = relay
@@ -268,7 +279,13 @@ def build_server(settings: Settings) -> Server:
         )
         node_view = cluster_nodes
     else:
-        jobs = JobManager(settings=settings, store=store, nodes=nodes, clock=StrictClock())
+        jobs = JobManager(
+            settings=settings,
+            store=store,
+            nodes=nodes,
+            clock=StrictClock(),
+            outcomes=metrics.jobs if metrics is not None else None,
+        )
         engine = jobs
     curve = curve_key_pair(settings)
     broker = Broker(
@@ -288,6 +305,16 @@ def build_server(settings: Settings) -> Server:
         # Only the embedded backend's database records key changes; others are re-read.
         changes=principals if isinstance(principals, EmbeddedPrincipals) else None,
     )
+    if metrics is not None:
+        metrics.add(LiveCollector(nodes=nodes, jobs=jobs, broker=broker.stats))
+    retention = RetentionService(
+        RetentionPolicy(
+            jobs=settings.retention.jobs,
+            output=settings.retention.output,
+            interval=settings.retention.interval,
+        ),
+        store,
+    )
     return Server(
         settings=settings,
         identity=identity,
@@ -304,6 +331,8 @@ def build_server(settings: Settings) -> Server:
         key_watch=key_watch,
         node_view=node_view,
         cluster=cluster,
+        metrics=metrics,
+        retention=retention,
     )
 
 
@@ -344,14 +373,22 @@ def hypercorn_config(settings: Settings) -> Config:
     return config
 
 
-def _write_state_file(path: Path, incarnation_id: str, http_url: str, ports: BoundPorts) -> None:
-    state = {
+def _write_state_file(
+    path: Path,
+    incarnation_id: str,
+    http_url: str,
+    ports: BoundPorts,
+    metrics_url: str | None = None,
+) -> None:
+    state: dict[str, object] = {
         "pid": os.getpid(),
         "incarnation_id": incarnation_id,
         "http_url": http_url,
         "heartbeat_port": ports.heartbeat_port,
         "command_port": ports.command_port,
     }
+    if metrics_url is not None:
+        state["metrics_url"] = metrics_url
     tmp = path.with_suffix(".tmp")
     tmp.write_text(json.dumps(state) + "\n")
     os.replace(tmp, path)
@@ -381,14 +418,27 @@ async def serve(server: Server) -> None:
             await nursery.start(server.key_watch.run)
             if server.principal_watch is not None:
                 await nursery.start(server.principal_watch.run)
-            app = create_app(http_deps(server, ports))
+            app = create_app(
+                http_deps(server, ports),
+                metrics=server.metrics.http if server.metrics is not None else None,
+            )
             http_stopped = trio.Event()
             binds = await _start_http(nursery, app, settings, shutdown, http_stopped)
             http_url = _local_url(binds[0])
-            _write_state_file(
-                settings.server_info_path, server.identity.incarnation_id, http_url, ports
-            )
             log.info("http: listening on %s", ", ".join(binds))
+            metrics_url = None
+            if server.metrics is not None:
+                metrics_binds = await _start_metrics(nursery, server.metrics, settings, shutdown)
+                metrics_url = _local_url(metrics_binds[0]) + "/metrics"
+                log.info("metrics: serving /metrics on %s", ", ".join(metrics_binds))
+            await nursery.start(server.retention.run)
+            _write_state_file(
+                settings.server_info_path,
+                server.identity.incarnation_id,
+                http_url,
+                ports,
+                metrics_url,
+            )
             log.info("server ready, incarnation %s", server.identity.incarnation_id)
             await shutdown.wait()
             # HTTP stops accepting at once (shutdown trigger); live jobs are marked crashed and
@@ -455,6 +505,23 @@ async def _start_http(
         reason = getattr(exc, "strerror", None) or exc
         raise StartupError(
             f"cannot bind {settings.http.bind}:{settings.http.port}: {reason}"
+        ) from None
+    return binds
+
+
+async def _start_metrics(
+    nursery: trio.Nursery, metrics: ServerMetrics, settings: Settings, shutdown: trio.Event
+) -> list[str]:
+    """Start the `/metrics` listener; returns its binds (StartupError when it cannot bind)."""
+    try:
+        binds: list[str] = await nursery.start(
+            serve_metrics, metrics.registry, settings.metrics, shutdown
+        )
+    except* OSError as group:
+        exc = _first(group, OSError)
+        reason = getattr(exc, "strerror", None) or exc
+        raise StartupError(
+            f"cannot bind {settings.metrics.bind}:{settings.metrics.port} (metrics): {reason}"
         ) from None
     return binds
 

@@ -39,6 +39,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("pushjobs.server.http")
 
+ROUTE_SCOPE_KEY = "pushjobs.route"  # the matched `Route`, set in the ASGI scope by step 1
 BODY_TOO_LARGE = f"JSON must be no more than {HTTP_BODY_LIMIT} bytes."
 _CHALLENGE = {"WWW-Authenticate": WWW_AUTHENTICATE}
 
@@ -98,6 +99,7 @@ async def _run(request: Request, deps: HttpDeps, routes: tuple[Route, ...]) -> R
     if found is None:
         raise HttpError(404, "not found")
     route, params = found
+    request.scope[ROUTE_SCOPE_KEY] = route  # for the metrics: the template, not the raw path
     # 2. method
     method = request.method.upper()
     endpoint = route.endpoints.get(method)

@@ -7,6 +7,7 @@ method the authorization rule and the handler function.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
@@ -39,6 +40,12 @@ class Route:
     endpoints: dict[str, Endpoint]  # method -> endpoint, in `Allow` order
     offers: tuple[str, ...]
     choices: dict[str, frozenset[str]] = field(default_factory=dict)  # allowed param values
+
+    @functools.cached_property
+    def template(self) -> str:
+        """The path pattern as text (`/organizations/{org}/pushy/jobs/{job_id}`): the metrics'
+        route label."""
+        return "/" + "/".join(self.pattern)
 
     @property
     def allow(self) -> str:

@@ -133,6 +133,12 @@ class JobRecordStore(Protocol):
     async def save_outputs(self, records: Sequence[OutputRecord]) -> None: ...
 
 
+class JobOutcomes(Protocol):
+    """Told of each job reaching its final status (the metrics)."""
+
+    def finished(self, status: str, seconds: float) -> None: ...
+
+
 class JobNotFound(Exception):
     """No job with that id in the organization."""
 
@@ -164,8 +170,11 @@ class JobManager:
         nodes: JobNodes,
         clock: WallClock,
         event_sink: EventSink | None = None,
+        outcomes: JobOutcomes | None = None,
     ) -> None:
         self._store = store
+        self._clock = clock
+        self._outcomes = outcomes
         self._nodes = nodes
         self.server_name = settings.server_name
         # the server id recorded as each new job's coordinator (a cluster's start-up and
@@ -215,6 +224,10 @@ class JobManager:
         for slot in list(self._slots.values()):
             self._close_slot(slot, "server shutdown")
         await self.flush(outputs=True)
+
+    def unfinished_count(self) -> int:
+        """How many live jobs have not reached a final status (the metrics' live jobs)."""
+        return sum(1 for live in self._live.values() if not live.state.finished)
 
     def live_job_ids(self) -> list[str]:
         """Ids of the live jobs (for `/pushy/_status`)."""
@@ -682,6 +695,8 @@ class JobManager:
         for name in live.state.nodes:
             self._nodes.unwatch(live.org, name, live)
         log.info("job %s finished: %s", live.id, live.state.status)
+        if self._outcomes is not None:
+            self._outcomes.finished(str(live.state.status), self._clock.now() - live.job.created_at)
         self._timers.call_later(self.wait_complete_time, lambda: self._spawn(self._expire(live)))
 
     async def _expire(self, live: LiveJob) -> None:

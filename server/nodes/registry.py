@@ -77,6 +77,7 @@ class NodeRegistry:
         self._sequences: dict[Key, int] = {}
         self._watchers: dict[Key, dict[int, NodeWatcher]] = {}
         self._send: Sender | None = None
+        self.sent_by_type: dict[str, int] = {}  # commands sent, by type (read by the metrics)
         self._ts_second = -1
         self._ts_text = ""
         self.clock = clock  # `now` of a rehab request that names none
@@ -277,6 +278,7 @@ class NodeRegistry:
         body.update(fields)
         header, payload = seal_hmac(st.version, body, key)
         send([st.routing_id, header, payload])
+        self.sent_by_type[msg_type] = self.sent_by_type.get(msg_type, 0) + 1
 
     # -- internals ----------
 

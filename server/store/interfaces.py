@@ -22,6 +22,7 @@ with a message naming the object (`organization 'acme' already exists`).
 from __future__ import annotations
 
 import functools
+import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING, ParamSpec, Protocol, TypeVar
 
@@ -144,6 +145,18 @@ class JobStore(Protocol):
 
     def prune_jobs(self, older_than: float, org_name: str | None = None) -> int:
         """Delete finished jobs created before the epoch time `older_than`; returns the count."""
+        ...
+
+    def prune_jobs_batch(self, older_than: float, limit: int) -> int:
+        """Delete up to `limit` of the oldest finished jobs created before `older_than` (with
+        their nodes, events and output) in one transaction; returns how many. Rows another
+        transaction is deleting are skipped (PostgreSQL), so concurrent callers are harmless."""
+        ...
+
+    def prune_outputs_batch(self, older_than: float, limit: int) -> int:
+        """Delete the captured output of up to `limit` of the oldest finished jobs created
+        before `older_than` that still have some, in one transaction (the jobs and their node
+        rows stay); returns how many jobs lost their output."""
         ...
 
 
@@ -355,6 +368,13 @@ class AsyncJobStore(Protocol):
     ) -> None: ...
 
 
+class AsyncRetentionStore(Protocol):
+    """What the background pruning (`server/retention/`) calls."""
+
+    async def prune_jobs_batch(self, older_than: float, limit: int) -> int: ...
+    async def prune_outputs_batch(self, older_than: float, limit: int) -> int: ...
+
+
 class AsyncPrincipalStore(Protocol):
     """The principal side of `AsyncStore`: what the principal backends call (the Chef
     backend also mirrors organizations with `create_org`)."""
@@ -367,6 +387,12 @@ class AsyncPrincipalStore(Protocol):
     async def prune_client_key_changes(self, before: float) -> int: ...
 
 
+class StoreTimer(Protocol):
+    """Told how long each store operation took (the metrics); `op` is the method's name."""
+
+    def observe(self, op: str, seconds: float) -> None: ...
+
+
 class AsyncStore:
     """A `Store` behind coroutines: each call runs in the store's worker thread, one at a time.
 
@@ -374,20 +400,28 @@ class AsyncStore:
     Implements `AsyncJobStore` and `AsyncPrincipalStore`.
     """
 
-    def __init__(self, store: Store) -> None:
+    def __init__(self, store: Store, timer: StoreTimer | None = None) -> None:
         # trio is imported here, not at module level: the operator CLI imports this module
         # for the error classes and should start fast.
         import trio
 
         self._trio = trio
         self.store = store
+        self._timer = timer
         self._limiter: trio.CapacityLimiter = trio.CapacityLimiter(1)
 
     async def run(self, fn: Callable[_P, _T], *args: _P.args, **kwargs: _P.kwargs) -> _T:
         """Run `fn(*args, **kwargs)` (normally store calls) in the worker thread."""
-        return await self._trio.to_thread.run_sync(
-            functools.partial(fn, *args, **kwargs), limiter=self._limiter
-        )
+        call = functools.partial(fn, *args, **kwargs)
+        timer = self._timer
+        if timer is None:
+            return await self._trio.to_thread.run_sync(call, limiter=self._limiter)
+        started = time.perf_counter()
+        try:
+            return await self._trio.to_thread.run_sync(call, limiter=self._limiter)
+        finally:
+            op = getattr(fn, "__name__", "other").lstrip("_")
+            timer.observe(op, time.perf_counter() - started)
 
     async def aclose(self) -> None:
         """Close the underlying store (in the worker thread)."""
@@ -438,6 +472,13 @@ class AsyncStore:
         in one hop to the worker thread (each kind in its own transaction)."""
         await self.run(_write_batch, self.store, job_statuses, nodes, deltas)
 
+    # -- retention (AsyncRetentionStore) -------------------------------------------
+    async def prune_jobs_batch(self, older_than: float, limit: int) -> int:
+        return await self.run(self.store.prune_jobs_batch, older_than, limit)
+
+    async def prune_outputs_batch(self, older_than: float, limit: int) -> int:
+        return await self.run(self.store.prune_outputs_batch, older_than, limit)
+
     # -- principals (AsyncPrincipalStore) -----------------------------------------
     async def get_org(self, name: str) -> Org | None:
         return await self.run(self.store.get_org, name)
@@ -475,6 +516,8 @@ def _write_batch(
 
 if TYPE_CHECKING:
 
-    def _implements(store: AsyncStore) -> tuple[AsyncJobStore, AsyncPrincipalStore]:
-        """Checked by mypy only: `AsyncStore` is both async faces."""
-        return store, store
+    def _implements(
+        store: AsyncStore,
+    ) -> tuple[AsyncJobStore, AsyncPrincipalStore, AsyncRetentionStore]:
+        """Checked by mypy only: `AsyncStore` is every async face."""
+        return store, store, store

@@ -24,7 +24,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("pushjobs.server.store")
 
-POSTGRESQL = Dialect(greatest="GREATEST", no_limit=None)
+POSTGRESQL = Dialect(greatest="GREATEST", no_limit=None, skip_locked=" FOR UPDATE SKIP LOCKED")
 _PLACEHOLDER = re.compile(r"\?")
 _queries: dict[str, str] = {}
 

@@ -90,6 +90,9 @@ class Dialect:
 
     greatest: str  # the two-argument maximum: MAX (SQLite) or GREATEST (PostgreSQL)
     no_limit: int | None  # the LIMIT value meaning "all rows": -1 (SQLite) or NULL
+    # appended to a batch's row selection: PostgreSQL skips rows another server is deleting
+    # (retention in a cluster); SQLite has one writer and no row locks
+    skip_locked: str = ""
 
 
 class Database(Protocol):
@@ -873,3 +876,26 @@ class SqlStore(Store):
                 params.append(self._org_id(conn, org_name))
             # job_nodes, job_output and its job_output_chunks go by ON DELETE CASCADE.
             return conn.execute(sql, params).rowcount
+
+    def prune_jobs_batch(self, older_than: float, limit: int) -> int:
+        # Oldest first; job_nodes, job_output(_chunks) and job_events go by ON DELETE CASCADE.
+        with self._tx() as conn:
+            return conn.execute(
+                "DELETE FROM jobs WHERE id IN (SELECT id FROM jobs WHERE created_at < ? "
+                f"AND status IN ({_JOB_FINAL_SQL}) ORDER BY created_at LIMIT ?"
+                f"{self._db.dialect.skip_locked})",
+                (int(older_than), limit),
+            ).rowcount
+
+    def prune_outputs_batch(self, older_than: float, limit: int) -> int:
+        with self._tx() as conn:
+            ids = conn.execute(
+                "SELECT id FROM jobs WHERE created_at < ? "
+                f"AND status IN ({_JOB_FINAL_SQL}) "
+                "AND EXISTS (SELECT 1 FROM job_output o WHERE o.job_id = jobs.id) "
+                f"ORDER BY created_at LIMIT ?{self._db.dialect.skip_locked}",
+                (int(older_than), limit),
+            ).fetchall()
+            # job_output_chunks go by ON DELETE CASCADE.
+            conn.executemany("DELETE FROM job_output WHERE job_id = ?", [(i,) for (i,) in ids])
+            return len(ids)

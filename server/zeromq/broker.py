@@ -14,7 +14,7 @@ import logging
 import socket
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Protocol
 
 import trio
@@ -27,7 +27,13 @@ from pushjobs.protocol.messages import AgentMessage
 from pushjobs.protocol.timestamps import format_rfc1123
 from pushjobs.protocol.vocabulary import MessageType
 from pushjobs.server.zeromq.heartbeat_pub import HeartbeatPublisher
-from pushjobs.server.zeromq.inbound import Accepted, Drop, Inbound, SessionKeyLookup
+from pushjobs.server.zeromq.inbound import (
+    INTERNAL_ERROR,
+    Accepted,
+    Drop,
+    Inbound,
+    SessionKeyLookup,
+)
 from pushjobs.server.zeromq.trio_socket import DEFAULT_BATCH, TrioSocket
 from pushjobs.server.zeromq.zap import CurveAllowList, ZapHandler
 
@@ -113,12 +119,29 @@ class BoundPorts:
 
 @dataclass(slots=True)
 class BrokerStats:
-    """Counters for `/pushy/_status`-style introspection and the benchmark."""
+    """Counters for `/pushy/_status`-style introspection, the benchmark and the metrics.
+
+    Plain ints and dicts of ints: the hot path only adds to them; the metrics collector
+    reads them at scrape time.
+    """
 
     received: int = 0
     accepted: int = 0
     dropped: int = 0
     heartbeats_sent: int = 0
+    # Accepted messages other than heartbeats: with usable content by type (only known types
+    # get here), and those whose content was dropped. Heartbeats, the bulk, are not counted
+    # again: they are `accepted` minus these (`received_counts`).
+    received_by_type: dict[str, int] = field(default_factory=dict)
+    accepted_unusable: int = 0
+    dropped_by_kind: dict[str, int] = field(default_factory=dict)  # by `inbound.DROP_KINDS`
+
+    def received_counts(self) -> dict[str, int]:
+        """Accepted messages with usable content by type, heartbeats included."""
+        counts = dict(self.received_by_type)
+        others = sum(counts.values()) + self.accepted_unusable
+        counts[_HEARTBEAT.value] = self.accepted - others
+        return counts
 
 
 def bound_port(sock: zmq.Socket[bytes]) -> int:
@@ -364,7 +387,14 @@ class Broker:
                 len(job_id) > JOB_ID_LIMIT or not jobs.is_live_member(org, node, job_id)
             ):
                 nodes.rehab(org, node, now)
-        elif msg.type == MessageType.ABORTED:
+            return
+        # Not a heartbeat (rare): counted by type here, heartbeats cost nothing extra.
+        stats = self.stats
+        if msg.problem is None:
+            stats.received_by_type[msg.type] = stats.received_by_type.get(msg.type, 0) + 1
+        else:
+            stats.accepted_unusable += 1
+        if msg.type == MessageType.ABORTED:
             nodes.aborted(org, node)
             if msg.problem is not None:
                 self._drop(msg.problem, now)
@@ -380,7 +410,10 @@ class Broker:
 
     def _drop(self, drop: Drop, now: float) -> None:
         """One log line per sender per `DROP_LOG_INTERVAL`, with the count of those held back."""
-        self.stats.dropped += 1
+        stats = self.stats
+        stats.dropped += 1
+        by_kind = stats.dropped_by_kind
+        by_kind[drop.kind] = by_kind.get(drop.kind, 0) + 1
         verdict = self._drop_log.hit(drop.key, now)
         if not verdict.log:
             return
@@ -396,7 +429,9 @@ class Broker:
 
     def _internal_error(self) -> None:
         """Log a bug hit by a message with its traceback, at most once per interval."""
-        self.stats.dropped += 1
+        stats = self.stats
+        stats.dropped += 1
+        stats.dropped_by_kind[INTERNAL_ERROR] = stats.dropped_by_kind.get(INTERNAL_ERROR, 0) + 1
         verdict = self._error_log.hit(None, time.monotonic())
         if verdict.log:
             log.exception(

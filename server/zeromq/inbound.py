@@ -49,6 +49,31 @@ NEWEST_SEQUENCES_MAX = 64  # sequences remembered for the newest second; beyond,
 
 Key = tuple[str, str]
 
+# Why messages are dropped, as a small fixed set (the `reason` label of
+# `pushjobs_zeromq_dropped_messages_total`; `Drop.reason` is the free-text log line).
+MALFORMED = "malformed"  # steps 1-5: frames, header, body, common fields
+CURVE_MISMATCH = "curve_mismatch"  # step 6
+UNKNOWN_ORG = "unknown_org"  # step 7: no such organization, or its look-up failed
+ORG_LOOKUP_BUSY = "org_lookup_busy"  # step 7: too many look-ups or parked messages
+NO_SESSION_KEY = "no_session_key"  # step 8
+BAD_SIGNATURE = "bad_signature"  # step 8
+BAD_TIMESTAMP = "bad_timestamp"  # step 9: unreadable, or outside the skew window
+REPLAY = "replay"  # step 10: sequence not after the last one
+INVALID = "invalid"  # step 12: unknown type, malformed job message, output on 2.0
+INTERNAL_ERROR = "internal_error"  # a bug hit by the message (logged with a traceback)
+DROP_KINDS = (
+    MALFORMED,
+    CURVE_MISMATCH,
+    UNKNOWN_ORG,
+    ORG_LOOKUP_BUSY,
+    NO_SESSION_KEY,
+    BAD_SIGNATURE,
+    BAD_TIMESTAMP,
+    REPLAY,
+    INVALID,
+    INTERNAL_ERROR,
+)
+
 
 class SessionKeyLookup(Protocol):
     """What validation needs of the session keys: the key a node's messages are signed with."""
@@ -72,6 +97,7 @@ class Drop:
     key: Hashable
     sender: str
     reason: str
+    kind: str = "invalid"  # one of `DROP_KINDS`: the metrics label (the reason is free text)
 
 
 @dataclass(slots=True)
@@ -152,6 +178,7 @@ class Inbound:
                 ("curve", user_id),
                 f"{user_id!r} (CURVE key)",
                 f"message for {_who(fields)} does not match its CURVE key",
+                CURVE_MISMATCH,
             )
         # Step 7: the organization exists.
         org = fields["org"]
@@ -161,15 +188,15 @@ class Inbound:
         if gate is Gate.UNKNOWN:
             waiting = Waiting(routing_id, env, now)
             refused = self.orgs.park(org, waiting)
-            return waiting if refused is None else _claimed(fields, refused)
-        return _claimed(fields, gate)
+            return waiting if refused is None else _claimed(fields, refused, ORG_LOOKUP_BUSY)
+        return _claimed(fields, gate, UNKNOWN_ORG)
 
     def _anonymous(self, frames: Sequence[bytes], user_id: str | None, reason: str) -> Drop:
         """A drop before the fields name a node: from its CURVE binding, else its connection."""
         routing_id = frames[0] if frames else b""
         if self.curve and user_id:
-            return Drop(routing_id, f"{user_id!r} (CURVE key)", reason)
-        return Drop(routing_id, f"connection {routing_id.hex()}", reason)
+            return Drop(routing_id, f"{user_id!r} (CURVE key)", reason, MALFORMED)
+        return Drop(routing_id, f"connection {routing_id.hex()}", reason, MALFORMED)
 
     def resume(self, waiting: Waiting, exists: bool | None, wall_now: float) -> Accepted | Drop:
         """Go on with a parked message once its organization's look-up answered `exists`
@@ -179,8 +206,8 @@ class Inbound:
         if exists:
             return self._verify(waiting.routing_id, waiting.envelope, wall_now)
         if exists is None:
-            return _claimed(fields, f"cannot look up organization {org!r}")
-        return _claimed(fields, f"organization {org!r} does not exist")
+            return _claimed(fields, f"cannot look up organization {org!r}", UNKNOWN_ORG)
+        return _claimed(fields, f"organization {org!r} does not exist", UNKNOWN_ORG)
 
     def _verify(self, routing_id: bytes, env: Envelope, wall_now: float) -> Accepted | Drop:
         """Steps 8-10 for a message whose organization exists, then its content."""
@@ -191,9 +218,9 @@ class Inbound:
         # Step 8: session key and HMAC.
         session_key = self.sessions.existing_key(org, node)
         if session_key is None:
-            return _claimed(fields, "no session key (config not fetched)")
+            return _claimed(fields, "no session key (config not fetched)", NO_SESSION_KEY)
         if not verify_hmac(session_key, env.body, env.header.signature):
-            return _claimed(fields, "bad signature")
+            return _claimed(fields, "bad signature", BAD_SIGNATURE)
         # Step 9: timestamp within the skew window.
         text = fields["timestamp"]
         if text == self._ts_text:
@@ -202,10 +229,10 @@ class Inbound:
             try:
                 ts = parse_rfc1123(text)
             except ProtocolError:
-                return _claimed(fields, f"bad timestamp {text[:40]!r}")
+                return _claimed(fields, f"bad timestamp {text[:40]!r}", BAD_TIMESTAMP)
             self._ts_text, self._ts_value = text, ts
         if abs(wall_now - ts) >= self.max_skew:
-            return _claimed(fields, f"timestamp {text!r} outside the skew window")
+            return _claimed(fields, f"timestamp {text!r} outside the skew window", BAD_TIMESTAMP)
         incarnation = fields["incarnation_id"]
         version = env.version
         # Step 10: 3.0 sequences strictly increase per connection, and a new connection
@@ -216,7 +243,7 @@ class Inbound:
                 key, incarnation, routing_id, fields["sequence"], ts
             )
             if problem is not None:
-                return _claimed(fields, problem)
+                return _claimed(fields, problem, REPLAY)
         accepted = _content(fields, org, node, incarnation, routing_id, version)
         accepted.latest = latest
         return accepted
@@ -285,9 +312,9 @@ def _who(fields: Mapping[str, Any]) -> str:
     return f"{fields['org']!r}/{fields['node']!r}"
 
 
-def _claimed(fields: Mapping[str, Any], reason: str) -> Drop:
+def _claimed(fields: Mapping[str, Any], reason: str, kind: str = INVALID) -> Drop:
     """A drop limited per the (org, node) the message claims."""
-    return Drop((fields["org"], fields["node"]), _who(fields), reason)
+    return Drop((fields["org"], fields["node"]), _who(fields), reason, kind)
 
 
 # -- replay protection (wire-protocol.md §8, tightened) ------------------------------------------

@@ -36,3 +36,13 @@ def test_port_in_use_is_reported(tmp_path: Path, busy_port: int, section: str, k
     assert f":{busy_port}: " in last
     assert "Traceback" not in result.stderr
     assert not (proc.data_dir / "server.json").exists()
+
+
+def test_metrics_port_in_use_is_reported(tmp_path: Path, busy_port: int) -> None:
+    proc = ServerProcess(tmp_path)
+    write_server_config(proc.config_path, proc.data_dir, {"metrics": {"port": busy_port}})
+    result = _run(proc)
+    assert result.returncode == 1, result.stderr
+    last = result.stderr.strip().splitlines()[-1]
+    assert last.startswith(f"error: cannot bind 127.0.0.1:{busy_port} (metrics): "), result.stderr
+    assert "Traceback" not in result.stderr

@@ -230,7 +230,7 @@ def test_every_known_key_is_a_settings_field() -> None:
         section, _, name = dotted.rpartition(".")
         target = getattr(s, section) if section else s
         assert hasattr(target, name), dotted
-    assert len(known_keys()) == 4 + 4 + 4 + 13 + 2 + 6 + 2 + 2
+    assert len(known_keys()) == 4 + 4 + 4 + 13 + 2 + 6 + 2 + 2 + 2 + 3
 
 
 def test_store_defaults_to_sqlite_in_the_data_dir() -> None:
@@ -250,3 +250,42 @@ def test_postgresql_store_needs_a_postgresql_url(tmp_path: Path) -> None:
         load_settings(None, {"store.url": url})
     with pytest.raises(ConfigError, match=r"store\.backend"):
         load_settings(None, {"store.backend": "oracle"})
+
+
+def test_metrics_are_off_and_retention_keeps_everything_by_default() -> None:
+    s = load_settings(None, {})
+    assert (s.metrics.bind, s.metrics.port) == ("127.0.0.1", 0)
+    assert (s.retention.jobs, s.retention.output, s.retention.interval) == (0, 0, 3600)
+
+
+def test_metrics_and_retention_from_a_file(tmp_path: Path) -> None:
+    path = write(
+        tmp_path,
+        '[metrics]\nbind = "0.0.0.0"\nport = 9464\n'
+        '[retention]\njobs = "90d"\noutput = "30d"\ninterval = "15m"\n',
+    )
+    s = load_settings(path)
+    assert (s.metrics.bind, s.metrics.port) == ("0.0.0.0", 9464)
+    assert (s.retention.jobs, s.retention.output, s.retention.interval) == (
+        90 * 86400,
+        30 * 86400,
+        900,
+    )
+    assert load_settings(None, {"retention": {"jobs": 0, "output": "0"}}).retention.jobs == 0
+
+
+@pytest.mark.parametrize(
+    "overrides, message",
+    [
+        ({"retention.jobs": "90 days"}, r"setting 'retention\.jobs': expected a duration like 30d"),
+        ({"retention.output": 30}, r"setting 'retention\.output': expected a duration"),
+        ({"retention.interval": "0"}, r"'retention\.interval' must be a duration > 0"),
+        ({"metrics.port": 70000}, r"'metrics\.port' must be from 0 to 65535"),
+        ({"metrics.port": 10003}, r"'metrics\.port' and 'http\.port' must differ"),
+        ({"metrics.port": 10000}, r"'metrics\.port' and 'zeromq\.heartbeat_port' must differ"),
+        ({"metrics.bind": " "}, r"'metrics\.bind' must not be empty"),
+    ],
+)
+def test_metrics_and_retention_errors(overrides: dict, message: str) -> None:
+    with pytest.raises(ConfigError, match=message):
+        load_settings(None, overrides)

@@ -192,6 +192,16 @@ def test_late_message_on_an_older_connection_keeps_the_route(world):
     assert world.sent[-1][0] == b"r2"
 
 
+def test_commands_sent_are_counted_by_type(world):
+    world.registry.accept("acme", "web1", "inc-1", b"r1", "3.0", 0.0)
+    world.registry.aborted("acme", "web1")
+    world.registry.send_command("acme", "web1", "commit", {"job_id": "j"})
+    world.registry.send_command("acme", "web1", "run", {"job_id": "j"})
+    world.registry.send_command("acme", "web1", "run", {"job_id": "k"})
+    world.registry.send_command("acme", "offline", "run", {"job_id": "k"})  # not sent
+    assert world.registry.sent_by_type == {"abort": 1, "commit": 1, "run": 2}
+
+
 def test_rehab_timer_ticks_resend_abort(world):
     world.registry.accept("acme", "web1", "inc-1", b"r1", "3.0", 0.0)
     world.registry.tick_rehab(0.5)

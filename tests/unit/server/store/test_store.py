@@ -805,6 +805,45 @@ def test_prune_finished_old_jobs(store: SqlStore) -> None:
         store.prune_jobs(cutoff, "nope")
 
 
+def test_prune_jobs_batch_takes_the_oldest_finished_first(store: SqlStore) -> None:
+    seed(store)
+    for i in range(5):
+        status = "running" if i == 2 else "complete"
+        job = make_job(store, f"{i:02d}" * 16, status=status, created_at=T0 + i)
+        store.create_job(job, ["a"])
+        store.save_outputs([OutputRecord(job.id, "a", b"x", closed=True)])
+    cutoff = T0 + 4  # jobs 0-3 are older; 2 is running
+    assert store.prune_jobs_batch(cutoff, 2) == 2
+    assert store.get_job("acme", "00" * 16) is None and store.get_job("acme", "01" * 16) is None
+    assert raw(store, "SELECT COUNT(*) FROM job_output")[0][0] == 3
+    assert raw(store, "SELECT COUNT(*) FROM job_nodes")[0][0] == 3
+    assert store.prune_jobs_batch(cutoff, 2) == 1  # short: the step is done
+    assert store.get_job("acme", "03" * 16) is None
+    assert store.get_job("acme", "02" * 16) is not None  # running
+    assert store.get_job("acme", "04" * 16) is not None  # newer
+    assert store.prune_jobs_batch(cutoff, 2) == 0  # idempotent
+
+
+def test_prune_outputs_batch_keeps_the_jobs(store: SqlStore) -> None:
+    seed(store)
+    for i in range(4):
+        status = "running" if i == 1 else "complete"
+        job = make_job(store, f"{i:02d}" * 16, status=status, created_at=T0 + i)
+        store.create_job(job, ["a", "b"])
+        store.save_outputs([OutputRecord(job.id, node, b"x", closed=True) for node in ("a", "b")])
+    cutoff = T0 + 3  # jobs 0-2 are older; 1 is running
+    assert store.prune_outputs_batch(cutoff, 1) == 1
+    assert store.prune_outputs_batch(cutoff, 1) == 1
+    assert store.prune_outputs_batch(cutoff, 1) == 0  # nothing left to prune
+    for i in (0, 2):
+        job_id = f"{i:02d}" * 16
+        assert store.get_output(job_id, "a") is None and store.get_output(job_id, "b") is None
+        assert store.get_job("acme", job_id) is not None
+        assert [n.node_name for n in store.get_job_nodes(job_id)] == ["a", "b"]
+    assert store.get_output("01" * 16, "a") is not None  # running
+    assert store.get_output("03" * 16, "a") is not None  # newer
+
+
 def test_delete_org_removes_everything_inside(store: SqlStore) -> None:
     seed(store)
     store.create_group("acme", "ops")

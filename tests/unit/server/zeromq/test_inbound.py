@@ -173,7 +173,9 @@ def test_frames_header_and_body(inbound: Inbound, message: list[bytes], reason: 
 
 
 def test_no_frames_at_all(inbound: Inbound) -> None:
-    assert dropped(check(inbound, [])) == Drop(b"", "connection ", "0 frames instead of 3")
+    assert dropped(check(inbound, [])) == Drop(
+        b"", "connection ", "0 frames instead of 3", "malformed"
+    )
 
 
 @pytest.mark.parametrize(
@@ -193,7 +195,7 @@ def test_common_fields(
     inbound: Inbound, key: bytes, over: dict[str, Any], version: str, reason: str
 ) -> None:
     drop = dropped(check(inbound, frames(key, version=version, **over)))
-    assert drop == Drop(RID, "connection 0001", reason)
+    assert drop == Drop(RID, "connection 0001", reason, "malformed")
 
 
 # -- step 6: the CURVE binding -----------------------------------------------------------------
@@ -202,7 +204,7 @@ def test_common_fields(
 def test_over_curve_anonymous_drops_name_the_key(sessions: SessionKeys) -> None:
     inbound = make_inbound(sessions, curve=True)
     drop = dropped(check(inbound, [RID, b"x"], user_id="acme/web1"))
-    assert drop == Drop(RID, "'acme/web1' (CURVE key)", "2 frames instead of 3")
+    assert drop == Drop(RID, "'acme/web1' (CURVE key)", "2 frames instead of 3", "malformed")
 
 
 def test_without_curve_the_binding_is_not_checked(inbound: Inbound, key: bytes) -> None:
@@ -217,6 +219,7 @@ def test_over_curve_the_message_names_its_keys_node(sessions: SessionKeys, key: 
         ("curve", "acme/web1"),
         "'acme/web1' (CURVE key)",
         "message for 'acme'/'web2' does not match its CURVE key",
+        "curve_mismatch",
     )
     # No binding (the frame had none): still a mismatch, limited under the same key.
     drop = dropped(check(inbound, frames(key), user_id=None))
@@ -250,7 +253,10 @@ def test_an_unknown_org_waits_for_its_look_up(sessions: SessionKeys, key: bytes)
 
 @pytest.mark.parametrize(
     "exists, reason",
-    [(None, "cannot look up organization 'acme'"), (False, "organization 'acme' does not exist")],
+    [
+        (None, "cannot look up organization 'acme'"),
+        (False, "organization 'acme' does not exist"),
+    ],
 )
 def test_parked_messages_of_a_missing_org_are_dropped(
     sessions: SessionKeys, key: bytes, exists: bool | None, reason: str
@@ -259,14 +265,18 @@ def test_parked_messages_of_a_missing_org_are_dropped(
     waiting = check(inbound, frames(key))
     assert isinstance(waiting, Waiting)
     [back] = inbound.orgs.resolve(ORG, exists, MONO)
-    assert inbound.resume(back, exists, WALL) == Drop((ORG, NODE), "'acme'/'web1'", reason)
+    assert inbound.resume(back, exists, WALL) == Drop(
+        (ORG, NODE), "'acme'/'web1'", reason, "unknown_org"
+    )
 
 
 def test_a_known_missing_org_is_dropped_at_once(sessions: SessionKeys, key: bytes) -> None:
     inbound = make_inbound(sessions, org_known=False)
     inbound.orgs.resolve(ORG, False, MONO)
     drop = dropped(check(inbound, frames(key)))
-    assert drop == Drop((ORG, NODE), "'acme'/'web1'", "organization 'acme' does not exist")
+    assert drop == Drop(
+        (ORG, NODE), "'acme'/'web1'", "organization 'acme' does not exist", "unknown_org"
+    )
 
 
 def test_look_up_limits(sessions: SessionKeys, key: bytes) -> None:
@@ -275,7 +285,10 @@ def test_look_up_limits(sessions: SessionKeys, key: bytes) -> None:
     assert isinstance(check(inbound, frames(key)), Waiting)
     drop = dropped(check(inbound, frames(key, org="other")))
     assert drop == Drop(
-        ("other", NODE), "'other'/'web1'", "too many organization look-ups in progress"
+        ("other", NODE),
+        "'other'/'web1'",
+        "too many organization look-ups in progress",
+        "org_lookup_busy",
     )
     assert isinstance(check(inbound, frames(key, sequence=2)), Waiting)
     drop = dropped(check(inbound, frames(key, sequence=3)))
@@ -287,18 +300,21 @@ def test_look_up_limits(sessions: SessionKeys, key: bytes) -> None:
 
 def test_a_node_without_session_key_is_dropped(inbound: Inbound, key: bytes) -> None:
     drop = dropped(check(inbound, frames(key, node="web2")))
-    assert drop == Drop((ORG, "web2"), "'acme'/'web2'", "no session key (config not fetched)")
+    assert drop == Drop(
+        (ORG, "web2"), "'acme'/'web2'", "no session key (config not fetched)", "no_session_key"
+    )
 
 
 def test_a_forged_signature_is_dropped(inbound: Inbound, key: bytes) -> None:
     assert key != b"f" * 32
     drop = dropped(check(inbound, frames(b"f" * 32)))
-    assert drop == Drop((ORG, NODE), "'acme'/'web1'", "bad signature")
+    assert drop == Drop((ORG, NODE), "'acme'/'web1'", "bad signature", "bad_signature")
 
 
 def test_an_unparsable_timestamp_is_dropped(inbound: Inbound, key: bytes) -> None:
     drop = dropped(check(inbound, frames(key, timestamp="yesterday " * 10)))
     assert drop.reason == f"bad timestamp {('yesterday ' * 10)[:40]!r}"
+    assert drop.kind == "bad_timestamp"
 
 
 @pytest.mark.parametrize("offset", [SKEW, -SKEW, SKEW + 50])
@@ -308,6 +324,7 @@ def test_timestamps_outside_the_window_are_dropped(
     text = format_rfc1123(WALL)
     drop = dropped(check(inbound, frames(key), wall=WALL + offset))
     assert drop.reason == f"timestamp {text!r} outside the skew window"
+    assert drop.kind == "bad_timestamp"
 
 
 def test_timestamps_inside_the_window_are_accepted(inbound: Inbound, key: bytes) -> None:
@@ -326,7 +343,7 @@ def test_sequences_increase_per_connection(inbound: Inbound, key: bytes) -> None
     accepted(check(inbound, frames(key, sequence=1)))
     accepted(check(inbound, frames(key, sequence=2)))
     drop = dropped(check(inbound, frames(key, sequence=2)))
-    assert drop == Drop((ORG, NODE), "'acme'/'web1'", "sequence 2 not after 2")
+    assert drop == Drop((ORG, NODE), "'acme'/'web1'", "sequence 2 not after 2", "replay")
 
 
 def test_a_replay_on_a_new_connection_is_dropped(inbound: Inbound, key: bytes) -> None:
