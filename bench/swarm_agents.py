@@ -404,23 +404,28 @@ class Swarm:
             self.stats.send_failures += 1
 
     async def heartbeat_loop(self, interval: float) -> None:
-        """Every node heartbeats once per `interval`, the sends spread evenly over it."""
+        """Every node heartbeats once per `interval`, the sends spread evenly over it.
+
+        Node i sends at step i % steps of every cycle: exactly once a cycle, also the nodes
+        that connect while a cycle runs (the list grows). The steps follow the clock: when this
+        process was busy, the steps it missed are sent at once (each node still once a cycle),
+        so a busy swarm does not stretch every node's period until the server declares it down.
+        """
         steps = max(1, int(interval / 0.01))
-        start = trio.current_time()
+        step_length = interval / steps
+        origin = trio.current_time()
         stats = self.stats
-        # Node i sends at step i % steps of every cycle: exactly once a cycle, also for the
-        # nodes that connect while a cycle runs (the list grows).
         nodes = self.connected
+        done = -1  # the last step sent, counted from `origin`
         while True:
-            for step in range(steps):
-                for node in nodes[step::steps]:
+            due = int((trio.current_time() - origin) / step_length)
+            for step in range(max(done + 1, due - steps + 1), due + 1):
+                for node in nodes[step % steps :: steps]:
                     self.send(node, "heartbeat")
-                start += interval / steps
-                # Late (this process was busy): carry on from now instead of catching up with
-                # a burst — a real agent that was delayed does not send extra heartbeats.
-                start = max(start, trio.current_time())
-                await trio.sleep_until(start)
-                stats.send_lag_max = max(stats.send_lag_max, trio.current_time() - start)
+            done = due
+            wake = origin + (due + 1) * step_length
+            await trio.sleep_until(wake)
+            stats.send_lag_max = max(stats.send_lag_max, trio.current_time() - wake)
 
     # -- receiving ----------------------------------------------------------------------------
 
