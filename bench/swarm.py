@@ -356,11 +356,14 @@ async def run_job(
             f"{tag}: server CPU, POST → job_complete",
             f"{cpu:.2f} s ({1e6 * cpu / len(names):.0f} µs a node)",
         )
+    if args.settle > 0:  # let the server drop the finished job and trim its heap
+        await trio.sleep(args.settle)
+        cpu1 = sample(pid)
     if cpu1:
         figures.add(
             f"{key}_rss_mb",
             round(cpu1.rss_kb / 1024, 1),
-            f"{tag}: server RSS after it",
+            f"{tag}: server RSS after it" + (f" (+{args.settle:g} s)" if args.settle > 0 else ""),
             f"{cpu1.rss_kb / 1024:.0f} MB",
         )
     figures.values[f"{key}_events"] = counts
@@ -574,6 +577,12 @@ def build_parser() -> argparse.ArgumentParser:
         "--compare-limit",
         metavar="N|N%",
         help="run each job twice: without a limit, then with max_concurrency N (the refill cost)",
+    )
+    add(
+        "--settle",
+        type=float,
+        default=0.0,
+        help="seconds to wait after each job before reading the server's RSS (default 0)",
     )
     add("--run-time", type=float, default=0.0, help="simulated command run time, s (default 0)")
     add("--capture", action="store_true", help="capture_output jobs (3.0 agents send output)")
