@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import logging.handlers
 import os
 import stat
 import sys
@@ -82,7 +83,8 @@ def setup_logging(cfg: AgentConfig) -> None:
         old.close()
     handler: logging.Handler
     if cfg.log_file:
-        handler = logging.FileHandler(cfg.log_file)
+        # Reopens the path when logrotate moved the file away: rotation needs no signal.
+        handler = logging.handlers.WatchedFileHandler(cfg.log_file)
     else:
         handler = logging.StreamHandler(sys.stderr)
     node = cfg.node_name.replace("%", "%%")

@@ -8,6 +8,7 @@ import logging
 import random
 import ssl
 import urllib.parse
+import urllib.request
 from dataclasses import dataclass
 from typing import Any
 
@@ -15,6 +16,7 @@ import trio
 from cryptography.hazmat.primitives.asymmetric.rsa import RSAPrivateKey, RSAPublicKey
 
 from pushjobs.agent.config import AgentConfig
+from pushjobs.agent.proxy import Proxy, ProxyError, proxy_for
 from pushjobs.protocol.chef_auth import sign_request
 from pushjobs.protocol.errors import ProtocolError
 from pushjobs.protocol.keys import decrypt_session_key, load_public_key, z85_decode_key
@@ -93,18 +95,20 @@ def fetch_config_document(
             "Host": parts.netloc,
         }
     )
-    conn: http.client.HTTPConnection
-    host = parts.hostname or ""
-    if parts.scheme == "https":
-        context = ssl.create_default_context(cafile=cfg.ca_file)
-        if not cfg.verify_tls:
-            context.check_hostname = False
-            context.verify_mode = ssl.CERT_NONE
-        conn = http.client.HTTPSConnection(host, parts.port, timeout=FETCH_TIMEOUT, context=context)
-    else:
-        conn = http.client.HTTPConnection(host, parts.port, timeout=FETCH_TIMEOUT)
     try:
-        conn.request("GET", f"{parts.path}?{parts.query}", headers=headers)
+        proxy = proxy_for(url, urllib.request.getproxies_environment())
+    except ProxyError as exc:
+        raise FetchError(str(exc), transient=False) from None
+    conn = _connection(cfg, parts, proxy)
+    target = f"{parts.path}?{parts.query}"
+    if proxy is not None:
+        log.debug("config fetch through the proxy %s", proxy.shown)
+        if parts.scheme == "http":  # a forwarding proxy takes the absolute URI
+            target = f"http://{parts.netloc}{target}"
+            if proxy.authorization is not None:
+                headers["Proxy-Authorization"] = proxy.authorization
+    try:
+        conn.request("GET", target, headers=headers)
         response = conn.getresponse()
         body = response.read()
         status = response.status
@@ -119,6 +123,30 @@ def fetch_config_document(
         return json.loads(body)
     except ValueError:
         raise FetchError(f"config from {shown} is not JSON", transient=False) from None
+
+
+def _connection(
+    cfg: AgentConfig, parts: urllib.parse.SplitResult, proxy: Proxy | None
+) -> http.client.HTTPConnection:
+    """A connection to the server, or to the proxy (HTTPS: a CONNECT tunnel through it)."""
+    host = parts.hostname or ""
+    if parts.scheme != "https":
+        if proxy is not None:
+            return http.client.HTTPConnection(proxy.host, proxy.port, timeout=FETCH_TIMEOUT)
+        return http.client.HTTPConnection(host, parts.port, timeout=FETCH_TIMEOUT)
+    context = ssl.create_default_context(cafile=cfg.ca_file)
+    if not cfg.verify_tls:
+        context.check_hostname = False
+        context.verify_mode = ssl.CERT_NONE
+    if proxy is None:
+        return http.client.HTTPSConnection(host, parts.port, timeout=FETCH_TIMEOUT, context=context)
+    # TLS (and its host name check) is with the server, inside the tunnel
+    conn = http.client.HTTPSConnection(
+        proxy.host, proxy.port, timeout=FETCH_TIMEOUT, context=context
+    )
+    tunnel_headers = {"Proxy-Authorization": proxy.authorization} if proxy.authorization else None
+    conn.set_tunnel(host, parts.port or 443, headers=tunnel_headers)
+    return conn
 
 
 class ServerRotation:

@@ -58,18 +58,21 @@ class App:
     def settings(self) -> Settings:
         """The settings of cli.md §1, loaded on first use (UsageError when incomplete)."""
         if self._settings is None:
-            a = self.args
-            flags = {
-                "server_url": getattr(a, "server_url", None),
-                "user": getattr(a, "user", None),
-                "key": getattr(a, "key", None),
-                "profile": getattr(a, "profile", None),
-                "config": getattr(a, "config", None),
-                "ca_file": getattr(a, "ca_file", None),
-                "insecure": getattr(a, "insecure", False),
-            }
-            self._settings = load_settings(flags, self.environ)
+            self._settings = load_settings(self.setting_flags(), self.environ)
         return self._settings
+
+    def setting_flags(self) -> dict[str, Any]:
+        """The command-line options that take part in the settings (None = not given)."""
+        a = self.args
+        return {
+            "server_url": getattr(a, "server_url", None),
+            "user": getattr(a, "user", None),
+            "key": getattr(a, "key", None),
+            "profile": getattr(a, "profile", None),
+            "config": getattr(a, "config", None),
+            "ca_file": getattr(a, "ca_file", None),
+            "insecure": getattr(a, "insecure", False),
+        }
 
     def client(self) -> SignedClient:
         """The signed HTTP client, created on first use."""

@@ -70,13 +70,20 @@ def _add_follow_options(p: argparse.ArgumentParser) -> None:
 
 EPILOG = """\
 settings (later ones win): knife's ~/.chef/credentials; a profile ([default]) of
-~/.config/pushjobs/config.toml (or $PUSHJOBS_CONFIG) with server_url, user and
-key; $PUSHJOBS_SERVER_URL, $PUSHJOBS_USER, $PUSHJOBS_KEY; the options above.
+$XDG_CONFIG_HOME/pushjobs/config.toml (default ~/.config/pushjobs/config.toml;
+or $PUSHJOBS_CONFIG) with server_url, user and key; $PUSHJOBS_SERVER_URL,
+$PUSHJOBS_USER, $PUSHJOBS_KEY; the options above. `pushjobs config show` tells
+which ones apply.
 server_url is the organization URL: https://push.example.com/organizations/ORG.
 
 exit status of job start/watch: 0 every node succeeded, 1 the job ended but not
 every node succeeded (or stopped: the error budget ran out), 2 quorum failed,
 3 usage, HTTP or network error, 130 interrupted (the job goes on)."""
+
+
+def _examples(*lines: str) -> str:
+    """An epilog of `example:` lines (shown as written: RawDescriptionHelpFormatter)."""
+    return "\n".join(f"example: {line}" for line in lines)
 
 
 def build_parser() -> Parser:
@@ -88,21 +95,36 @@ def build_parser() -> Parser:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     _add_globals(parser, top=True)
-    groups = parser.add_subparsers(dest="group", metavar="{job,node}")
+    groups = parser.add_subparsers(dest="group", metavar="{job,node,config,completion}")
 
-    def sub(sp: argparse._SubParsersAction, name: str, **kw: str) -> Parser:
-        p: Parser = sp.add_parser(name, **kw)
+    def sub(sp: argparse._SubParsersAction, name: str, help: str, *examples: str) -> Parser:
+        p: Parser = sp.add_parser(
+            name,
+            help=help,
+            description=help[0].upper() + help[1:] + ".",
+            epilog=_examples(*examples) if examples else None,
+            formatter_class=argparse.RawDescriptionHelpFormatter,
+        )
         _add_globals(p, top=False)
         return p
 
-    job = sub(groups, "job", help="start, follow and inspect jobs")
+    job = sub(groups, "job", "start, follow and inspect jobs", "pushjobs job list --since 1d")
     jobs = job.add_subparsers(dest="action", metavar="{start,watch,list,status,output,abort}")
 
-    p = sub(jobs, "start", help="run a command on nodes")
-    p.add_argument("command", nargs="?", metavar="COMMAND")
-    p.add_argument("nodes", nargs="*", metavar="NODE")
+    p = sub(
+        jobs,
+        "start",
+        "run a command on nodes",
+        "pushjobs job start chef-client web1 web2",
+        "pushjobs job start 'systemctl restart nginx' --nodes-file web.txt -q 95% "
+        "--max-concurrency 10 --max-errors 3 --stream",
+    )
+    p.add_argument("command", nargs="?", metavar="COMMAND", help="a command of the whitelist")
+    p.add_argument("nodes", nargs="*", metavar="NODE", help="node names (or --nodes-file)")
     p.add_argument("--timeout", type=int, metavar="SECONDS", help="run timeout (integer)")
-    p.add_argument("-q", "--quorum", default="100%", metavar="N|P%", help="default 100%%")
+    p.add_argument(
+        "-q", "--quorum", default="100%", metavar="N|P%", help="nodes that must commit (100%%)"
+    )
     p.add_argument("-s", "--search", metavar="QUERY", help="nodes from a Chef Server search")
     p.add_argument(
         "--nodes-file", action="append", metavar="FILE", help="node names, one a line (- = stdin)"
@@ -128,12 +150,23 @@ def build_parser() -> Parser:
     _add_follow_options(p)
     p.set_defaults(handler="start")
 
-    p = sub(jobs, "watch", help="follow an existing job")
-    p.add_argument("job_id", metavar="JOB_ID")
+    p = sub(
+        jobs,
+        "watch",
+        "follow an existing job",
+        "pushjobs job watch 0123456789abcdef0123456789abcdef --show-output failed",
+    )
+    p.add_argument("job_id", metavar="JOB_ID", help="the job's id (as `job start` printed it)")
     _add_follow_options(p)
     p.set_defaults(handler="watch")
 
-    p = sub(jobs, "list", help="list jobs, newest first")
+    p = sub(
+        jobs,
+        "list",
+        "list jobs, newest first",
+        "pushjobs job list --status failed,crashed --since 7d",
+        "pushjobs job list --node web1 --limit 10 --json",
+    )
     p.add_argument("--status", metavar="S[,S...]", help="only jobs with these statuses")
     p.add_argument(
         "--node", action="append", metavar="NODE", help="only jobs with this node (repeatable)"
@@ -150,15 +183,23 @@ def build_parser() -> Parser:
     p.add_argument("--offset", type=int, metavar="N", help="skip the newest N jobs")
     p.set_defaults(handler="list")
 
-    p = sub(jobs, "status", help="show a job")
-    p.add_argument("job_id", metavar="JOB_ID")
+    p = sub(
+        jobs, "status", "show a job", "pushjobs job status 0123456789abcdef0123456789abcdef --nodes"
+    )
+    p.add_argument("job_id", metavar="JOB_ID", help="the job's id")
     p.add_argument("--nodes", action="store_true", help="add the per-node table")
     p.add_argument("--include-file", action="store_true", help="show the job file")
     p.set_defaults(handler="status")
 
-    p = sub(jobs, "output", help="captured output of nodes")
-    p.add_argument("job_id", metavar="JOB_ID")
-    p.add_argument("nodes", nargs="*", metavar="NODE")
+    p = sub(
+        jobs,
+        "output",
+        "captured output of nodes",
+        "pushjobs job output 0123456789abcdef0123456789abcdef web1",
+        "pushjobs job output 0123456789abcdef0123456789abcdef --all --follow",
+    )
+    p.add_argument("job_id", metavar="JOB_ID", help="the job's id")
+    p.add_argument("nodes", nargs="*", metavar="NODE", help="nodes whose output to print")
     p.add_argument("--all", action="store_true", help="every node of the job")
     p.add_argument(
         "--channel", metavar="stdout|stderr|both", help="default stdout (both with --all)"
@@ -166,23 +207,49 @@ def build_parser() -> Parser:
     p.add_argument("--follow", action="store_true", help="stream live output until the end")
     p.set_defaults(handler="output")
 
-    p = sub(jobs, "abort", help="abort a running job")
-    p.add_argument("job_id", metavar="JOB_ID")
+    p = sub(
+        jobs, "abort", "abort a running job", "pushjobs job abort 0123456789abcdef0123456789abcdef"
+    )
+    p.add_argument("job_id", metavar="JOB_ID", help="the job's id")
     p.set_defaults(handler="abort")
 
-    node = sub(groups, "node", help="node availability")
+    node = sub(groups, "node", "node availability", "pushjobs node status -l")
     nodes = node.add_subparsers(dest="action", metavar="{status}")
-    p = sub(nodes, "status", help="availability of nodes")
-    p.add_argument("nodes", nargs="*", metavar="NODE")
+    p = sub(nodes, "status", "availability of nodes", "pushjobs node status web1 web2 --json")
+    p.add_argument("nodes", nargs="*", metavar="NODE", help="only these nodes (default: all)")
     p.add_argument("-l", "--long", action="store_true", help="add online/offline")
     p.set_defaults(handler="node_status")
+
+    config = sub(groups, "config", "the CLI's own settings", "pushjobs config show")
+    configs = config.add_subparsers(dest="action", metavar="{show}")
+    p = sub(
+        configs,
+        "show",
+        "effective settings and where each came from (key path only, never its contents)",
+        "pushjobs config show",
+        "pushjobs --profile prod config show --json",
+    )
+    p.set_defaults(handler="config_show")
+
+    p = sub(
+        groups,
+        "completion",
+        "print a shell completion script",
+        "pushjobs completion bash > ~/.local/share/bash-completion/completions/pushjobs",
+        "pushjobs completion zsh > ~/.zfunc/_pushjobs",
+        "pushjobs completion fish > ~/.config/fish/completions/pushjobs.fish",
+    )
+    p.add_argument("shell", choices=("bash", "zsh", "fish"), help="the shell to complete for")
+    p.set_defaults(handler="completion")
     return parser
 
 
 def _handlers() -> dict[str, Callable[[App], int]]:
-    from pushjobs.cli.commands import jobs, nodes, output
+    from pushjobs.cli.commands import config, jobs, nodes, output
 
     return {
+        "config_show": config.cmd_config_show,
+        "completion": config.cmd_completion,
         "start": jobs.cmd_job_start,
         "watch": jobs.cmd_job_watch,
         "list": jobs.cmd_job_list,

@@ -168,40 +168,76 @@ def _from_config(path: Path, profile: str) -> tuple[dict[str, Any], bool]:
 
 
 def config_path(flag: str | None, environ: Mapping[str, str], home: Path) -> tuple[Path, bool]:
-    """The pushjobs config file and whether it was named explicitly (then it must exist)."""
+    """The pushjobs config file and whether it was named explicitly (then it must exist).
+
+    Default: `$XDG_CONFIG_HOME/pushjobs/config.toml` when that variable holds an absolute path
+    (the XDG base directory rule), else `~/.config/pushjobs/config.toml`.
+    """
     if flag:
         return Path(flag).expanduser(), True
     if environ.get("PUSHJOBS_CONFIG"):
         return Path(environ["PUSHJOBS_CONFIG"]).expanduser(), True
-    return home / ".config" / "pushjobs" / "config.toml", False
+    xdg = environ.get("XDG_CONFIG_HOME", "")
+    base = Path(xdg) if xdg and Path(xdg).is_absolute() else home / ".config"
+    return base / "pushjobs" / "config.toml", False
 
 
-def load_settings(
+@dataclass(frozen=True)
+class Resolution:
+    """Every setting found, where each came from, before the required ones are checked."""
+
+    values: dict[str, Any]
+    origins: dict[str, str]  # setting -> "flag --user", "env $PUSHJOBS_USER", "<file> [profile]"
+    profile: str
+    profile_origin: str
+    config_file: Path
+    config_origin: str
+    files_read: tuple[str, ...]
+
+
+def resolve_settings(
     flags: Mapping[str, Any], environ: Mapping[str, str], home: Path | None = None
-) -> Settings:
-    """Merge every source in precedence order and check the required settings.
-
-    `flags` keys: server_url, user, key, profile, config, ca_file, insecure (None = not given).
-    Raises UsageError naming a missing setting or a bad file.
-    """
+) -> Resolution:
+    """Merge every source in precedence order (cli.md §1); UsageError for a bad file."""
     if home is None:
         home = Path(environ.get("HOME") or Path.home())
     profile, explicit = choose_profile(flags.get("profile"), environ)
+    if flags.get("profile"):
+        profile_origin = "flag --profile"
+    elif environ.get("PUSHJOBS_PROFILE"):
+        profile_origin = "env $PUSHJOBS_PROFILE"
+    elif environ.get("CHEF_PROFILE"):
+        profile_origin = "env $CHEF_PROFILE"
+    else:
+        profile_origin = "default"
     merged: dict[str, Any] = {}
+    origins: dict[str, str] = {}
     found_profile = False
     files_seen: list[str] = []
+
+    def take(values: dict[str, Any], origin: str) -> None:
+        merged.update(values)
+        origins.update(dict.fromkeys(values, origin))
 
     creds = home / ".chef" / "credentials"
     if creds.is_file():
         values, present = _from_credentials(creds, profile)
-        merged.update(values)
+        take(values, f"{creds} [{profile}]")
         found_profile |= present
         files_seen.append(str(creds))
 
     cfg, cfg_explicit = config_path(flags.get("config"), environ, home)
+    if flags.get("config"):
+        config_origin = "flag --config"
+    elif environ.get("PUSHJOBS_CONFIG"):
+        config_origin = "env $PUSHJOBS_CONFIG"
+    elif environ.get("XDG_CONFIG_HOME") and Path(environ["XDG_CONFIG_HOME"]).is_absolute():
+        config_origin = "env $XDG_CONFIG_HOME"
+    else:
+        config_origin = "default"
     if cfg.is_file():
         values, present = _from_config(cfg, profile)
-        merged.update(values)
+        take(values, f"{cfg} [{profile}]")
         found_profile |= present
         files_seen.append(str(cfg))
     elif cfg_explicit:
@@ -212,17 +248,31 @@ def load_settings(
 
     for env_name, key in ENV_MAP.items():
         if environ.get(env_name):
-            merged[key] = (
-                _resolve_path(environ[env_name], None) if key == "key" else environ[env_name]
-            )
+            value = environ[env_name]
+            take({key: _resolve_path(value, None) if key == "key" else value}, f"env ${env_name}")
 
     for key in ("server_url", "user", "key", "ca_file"):
         value = flags.get(key)
         if value:
-            merged[key] = _resolve_path(value, None) if key in ("key", "ca_file") else value
+            resolved = _resolve_path(value, None) if key in ("key", "ca_file") else value
+            take({key: resolved}, f"flag --{key.replace('_', '-')}")
     if flags.get("insecure"):
-        merged["verify_tls"] = False
+        take({"verify_tls": False}, "flag --insecure")
+    return Resolution(
+        merged, origins, profile, profile_origin, cfg, config_origin, tuple(files_seen)
+    )
 
+
+def load_settings(
+    flags: Mapping[str, Any], environ: Mapping[str, str], home: Path | None = None
+) -> Settings:
+    """Merge every source in precedence order and check the required settings.
+
+    `flags` keys: server_url, user, key, profile, config, ca_file, insecure (None = not given).
+    Raises UsageError naming a missing setting or a bad file.
+    """
+    found = resolve_settings(flags, environ, home)
+    merged, profile, cfg = found.values, found.profile, found.config_file
     for key in ("server_url", "user", "key"):
         if not merged.get(key):
             raise UsageError(

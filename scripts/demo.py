@@ -31,6 +31,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import tomli_w
+
 ORG = "demo"
 ADMIN = "alice"
 NODES = ("web1", "web2", "web3")
@@ -58,20 +60,15 @@ FLAKY = (
 )
 
 
-def demo_whitelist(uptime: str) -> str:
-    """The `[whitelist]` table body; `uptime` is the command line for the `uptime` entry."""
-    return (
-        "\n".join(
-            [
-                '"hostname" = "hostname"',
-                f'"uptime"   = "{uptime}"',
-                f"\"greet\"    = {{ run = '{GREET}', shell = true }}",
-                f"\"flaky\"    = {{ run = '{FLAKY.format(node=FLAKY_NODE)}', shell = true }}",
-                "\"sleep\"    = { pattern = '^sleep ([0-9]{1,2})$', run = 'sleep \\1' }",
-            ]
-        )
-        + "\n"
-    )
+def demo_whitelist(uptime: str) -> dict[str, Any]:
+    """The `[whitelist]` table; `uptime` is the command line for the `uptime` entry."""
+    return {
+        "hostname": "hostname",
+        "uptime": uptime,
+        "greet": {"run": GREET, "shell": True},
+        "flaky": {"run": FLAKY.format(node=FLAKY_NODE), "shell": True},
+        "sleep": {"pattern": "^sleep ([0-9]{1,2})$", "run": "sleep \\1"},
+    }
 
 
 class Interrupted(Exception):
@@ -254,8 +251,9 @@ AGENT_CMD = program("pushjobs-agent", "pushjobs.agent.main")
 CLI_CMD = program("pushjobs", "pushjobs.cli")
 
 
-def toml_str(value: str) -> str:
-    return json.dumps(value)  # JSON string escapes are valid TOML basic-string escapes
+def write_toml(path: Path, values: dict[str, Any], header: str = "") -> None:
+    """Write `values` as TOML (tomli-w quotes every string TOML accepts, e.g. DEL or emoji)."""
+    path.write_text(header + tomli_w.dumps(values), encoding="utf-8")
 
 
 # ---------------------------------------------------------------- the demo
@@ -356,24 +354,20 @@ class Demo:
             folder.mkdir(parents=True, exist_ok=True)
         # private keys go here: `client import --key-dir` refuses a folder others can write
         self.keys.chmod(0o700)
-        lines = [
-            'server_name = "127.0.0.1"',
-            f"data_dir = {toml_str(str(self.data_dir))}",
-            'log_level = "info"',
-            "",
-            "[http]",
-            'bind = "127.0.0.1"',
-            "port = 0            # 0 = a free port, written to data/server.json",
-            "",
-            "[zeromq]",
-            'listen = "tcp://127.0.0.1"',
-            "heartbeat_port = 0",
-            "command_port = 0",
-            "",
-            "[timing]           # fast, for a demo on one machine",
-            *(f"{k} = {v!r}" for k, v in SERVER_TIMING.items()),
-        ]
-        self.server_config.write_text("\n".join(lines) + "\n")
+        server_config = {
+            "server_name": "127.0.0.1",
+            "data_dir": str(self.data_dir),
+            "log_level": "info",
+            # port 0 = a free port, written to data/server.json
+            "http": {"bind": "127.0.0.1", "port": 0},
+            "zeromq": {"listen": "tcp://127.0.0.1", "heartbeat_port": 0, "command_port": 0},
+            "timing": SERVER_TIMING,  # fast, for a demo on one machine
+        }
+        write_toml(
+            self.server_config,
+            server_config,
+            "# pushjobs demo server; ports 0 = free ports, written to data/server.json\n",
+        )
         self.admin("init", "--org", ORG, "--admin", ADMIN, "--admin-key-out", str(self.admin_key))
 
     def register_nodes(self) -> None:
@@ -412,11 +406,9 @@ class Demo:
             f"commands :{self.state['command_port']} (CurveZMQ)"
         )
         org_url = f"{self.state['http_url']}/organizations/{ORG}"
-        self.cli_config.write_text(
-            "[default]\n"
-            f"server_url = {toml_str(org_url)}\n"
-            f"user = {toml_str(ADMIN)}\n"
-            f"key = {toml_str(str(self.admin_key))}\n"
+        write_toml(
+            self.cli_config,
+            {"default": {"server_url": org_url, "user": ADMIN, "key": str(self.admin_key)}},
         )
 
     def start_agents(self) -> None:
@@ -427,17 +419,18 @@ class Demo:
             folder = self.agents_dir / node
             folder.mkdir(parents=True, exist_ok=True)
             config = folder / "agent.toml"
-            config.write_text(
-                f"server_url = {toml_str(org_url)}\n"
-                f"node_name = {toml_str(node)}\n"
-                f"client_key = {toml_str(str(self.keys / f'{node}.pem'))}\n"
-                f"file_dir = {toml_str(str(folder / 'files'))}\n"
-                f"lock_file = {toml_str(str(folder / 'chef-client.pid'))}\n"
-                'log_level = "info"\n'
-                "kill_grace = 2.0\n"
-                "allowed_overwritable_env_vars = []\n"
-                "\n[whitelist]\n" + whitelist
-            )
+            agent_config = {
+                "server_url": org_url,
+                "node_name": node,
+                "client_key": str(self.keys / f"{node}.pem"),
+                "file_dir": str(folder / "files"),
+                "lock_file": str(folder / "chef-client.pid"),
+                "log_level": "info",
+                "kill_grace": 2.0,
+                "allowed_overwritable_env_vars": [],
+                "whitelist": whitelist,
+            }
+            write_toml(config, agent_config)
             self.procs.start(
                 f"pushjobs-agent {node}",
                 [*AGENT_CMD, "-c", str(config)],
@@ -445,7 +438,7 @@ class Demo:
                 folder,
             )
         self.out.note("whitelist of every node:")
-        for line in whitelist.splitlines():
+        for line in tomli_w.dumps({"whitelist": whitelist}).splitlines():
             self.out.note("  " + line)
 
     def wait_available(self) -> None:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import logging
+import logging.handlers
 import os
 import re
 import signal
@@ -114,9 +115,16 @@ class Server:
 
 
 def configure_logging(level: str, log_file: str | os.PathLike[str] | None) -> None:
-    """One line per event, UTC timestamps, to the log file or stderr."""
+    """One line per event, UTC timestamps, to the log file or stderr.
+
+    The file handler reopens the path when logrotate has moved the file away (and on SIGHUP),
+    so rotation needs no `copytruncate`.
+    """
     handler: logging.Handler
-    handler = logging.FileHandler(log_file) if log_file else logging.StreamHandler(sys.stderr)
+    if log_file:
+        handler = logging.handlers.WatchedFileHandler(log_file)
+    else:
+        handler = logging.StreamHandler(sys.stderr)
     formatter = logging.Formatter(
         "%(asctime)s %(levelname)s %(name)s %(message)s", "%Y-%m-%dT%H:%M:%SZ"
     )
@@ -127,6 +135,13 @@ def configure_logging(level: str, log_file: str | os.PathLike[str] | None) -> No
     root.setLevel(level.upper())
     # hypercorn logs every request at info through its own loggers; keep them quieter.
     logging.getLogger("hypercorn.access").setLevel(logging.WARNING)
+
+
+def reopen_log_files() -> None:
+    """SIGHUP after log rotation: reopen the log file if its path now names another file."""
+    for handler in logging.getLogger().handlers:
+        if isinstance(handler, logging.handlers.WatchedFileHandler):
+            handler.reopenIfNeeded()
 
 
 def warn_if_exposed(path: Path, what: str) -> bool:
@@ -407,7 +422,7 @@ async def serve(server: Server) -> None:
     """Run every part until SIGTERM/SIGINT, then shut down gracefully."""
     settings = server.settings
     shutdown = trio.Event()
-    with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
+    with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT, signal.SIGHUP) as signals:
         async with trio.open_nursery() as nursery:
             nursery.start_soon(_watch_signals, signals, shutdown)
             ports = await _start_broker(nursery, server)
@@ -457,6 +472,10 @@ async def serve(server: Server) -> None:
 
 async def _watch_signals(signals: AsyncIterator[int], shutdown: trio.Event) -> None:
     async for signum in signals:
+        if signum == signal.SIGHUP:
+            reopen_log_files()
+            log.info("received SIGHUP, log file reopened")
+            continue
         log.info("received %s, shutting down", signal.Signals(signum).name)
         shutdown.set()
         return

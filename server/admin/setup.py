@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-import json
 import os
 import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
+
+import tomli_w
 
 from pushjobs.server.admin.context import (
     EXIT_OK,
@@ -29,19 +30,15 @@ if TYPE_CHECKING:
     from pushjobs.server.store.interfaces import AccountStore
 
 
-def _toml_string(text: str) -> str:
-    # A JSON string is a valid TOML basic string for everything json.dumps emits.
-    return json.dumps(text, ensure_ascii=False)
-
-
 def _config_text(server_name: str, data_dir: Path | None) -> str:
+    values: dict[str, str] = {"server_name": server_name}
+    if data_dir is not None:
+        values["data_dir"] = str(data_dir)
     lines = [
         "# pushjobs server configuration (TOML). Every setting has a default;",
         "# unknown keys are an error. See `pushjobs-server --help` and docs/.",
-        f"server_name = {_toml_string(server_name)}",
+        tomli_w.dumps(values).rstrip("\n"),
     ]
-    if data_dir is not None:
-        lines.append(f"data_dir = {_toml_string(str(data_dir))}")
     lines += [
         "",
         "# [http]",

@@ -102,6 +102,17 @@ def test_agent_unit_essentials() -> None:
     assert "multi-user.target" in one(unit, "Install", "WantedBy")
 
 
+@pytest.mark.parametrize("unit_path", [SERVER_UNIT, AGENT_UNIT], ids=lambda p: p.name)
+def test_documentation_points_at_nothing_missing(unit_path: Path) -> None:
+    """`Documentation=` must not name a local file (nothing installs the docs) that is absent."""
+    unit = parse_unit(unit_path.read_text())
+    for value in values(unit, "Unit", "Documentation"):
+        for uri in value.split():
+            assert uri.startswith(("https://", "http://", "man:", "file:")), uri
+            if uri.startswith("file:"):
+                assert Path(uri.removeprefix("file://")).exists(), f"{uri}: not installed"
+
+
 def _installed_script(name: str) -> Path:
     return Path(sys.executable).parent / name
 

@@ -186,3 +186,16 @@ def test_key_file_warning(tmp_path: Path) -> None:
             assert f"(mode {bits:04o})" in warning and "\n" not in warning
     assert key_file_warning("-----BEGIN RSA PRIVATE KEY-----\n...") is None
     assert key_file_warning(str(tmp_path / "missing.pem")) is None
+
+
+def test_xdg_config_home_moves_the_config_file(home: Path, tmp_path: Path) -> None:
+    xdg = tmp_path / "xdg"
+    write(
+        xdg / "pushjobs" / "config.toml",
+        '[default]\nserver_url = "https://x/organizations/o"\nuser = "u"\nkey = "/k.pem"\n',
+    )
+    config(home, '[default]\nuser = "from-home"\n')  # no longer read
+    s = load_settings({}, {"XDG_CONFIG_HOME": str(xdg)}, home)
+    assert s.user == "u"
+    with pytest.raises(UsageError, match=r"\.config/pushjobs/config\.toml"):
+        load_settings({}, {"XDG_CONFIG_HOME": ""}, home)  # unset/empty: ~/.config again
