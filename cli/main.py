@@ -88,7 +88,7 @@ def build_parser() -> Parser:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     _add_globals(parser, top=True)
-    groups = parser.add_subparsers(dest="group", metavar="{job,node}")
+    groups = parser.add_subparsers(dest="group", metavar="{job,node,ui}")
 
     def sub(sp: argparse._SubParsersAction, name: str, **kw: str) -> Parser:
         p: Parser = sp.add_parser(name, **kw)
@@ -176,11 +176,17 @@ def build_parser() -> Parser:
     p.add_argument("nodes", nargs="*", metavar="NODE")
     p.add_argument("-l", "--long", action="store_true", help="add online/offline")
     p.set_defaults(handler="node_status")
+
+    p = sub(groups, "ui", help="a live web dashboard on 127.0.0.1 (needs the ui extra)")
+    p.add_argument("--port", type=int, default=0, metavar="N", help="local port (default: free)")
+    p.add_argument("--no-browser", action="store_true", help="only print the URL")
+    p.set_defaults(handler="ui")
     return parser
 
 
 def _handlers() -> dict[str, Callable[[App], int]]:
     from pushjobs.cli.commands import jobs, nodes, output
+    from pushjobs.cli.ui.command import cmd_ui
 
     return {
         "start": jobs.cmd_job_start,
@@ -190,6 +196,7 @@ def _handlers() -> dict[str, Callable[[App], int]]:
         "output": output.cmd_job_output,
         "abort": jobs.cmd_job_abort,
         "node_status": nodes.cmd_node_status,
+        "ui": cmd_ui,
     }
 
 
