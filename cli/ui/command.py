@@ -73,10 +73,7 @@ def cmd_ui(app: App) -> int:
     )
     if not getattr(app.args, "no_browser", False):
         threading.Thread(target=_open_browser, args=(url,), daemon=True).start()
-    try:
-        _serve(sock, token, port, org, settings, key)
-    finally:
-        sock.close()
+    _serve(sock, token, port, org, settings, key)
     return 0
 
 
@@ -87,19 +84,26 @@ def _open_browser(url: str) -> None:
         pass
 
 
+def hypercorn_config(sock: socket.socket) -> Any:
+    """hypercorn's settings serving on `sock`, which hypercorn then owns (and closes)."""
+    from hypercorn.config import Config
+
+    config = Config()
+    config.bind = [f"fd://{sock.detach()}"]
+    config.accesslog = None
+    config.graceful_timeout = 1.0
+    config.keep_alive_timeout = 75.0
+    return config
+
+
 def _serve(sock: socket.socket, token: str, port: int, org: str, settings: Any, key: Any) -> None:
     import trio
-    from hypercorn.config import Config
     from hypercorn.trio import serve
 
     from pushjobs.cli.ui.app import Session, create_app
     from pushjobs.cli.ui.proxy import Upstream
 
-    config = Config()
-    config.bind = [f"fd://{sock.fileno()}"]
-    config.accesslog = None
-    config.graceful_timeout = 1.0
-    config.keep_alive_timeout = 75.0
+    config = hypercorn_config(sock)
 
     async def main() -> None:
         upstream = Upstream(settings, key)

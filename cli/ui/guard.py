@@ -77,16 +77,14 @@ def allowed_hosts(port: int) -> frozenset[str]:
     return frozenset({f"127.0.0.1:{port}", f"localhost:{port}"})
 
 
-def api_prefix(org: str) -> str:
-    return f"/organizations/{org}/pushy/"
-
-
 def upstream_rel(path: str, org: str) -> str | None:
     """The part after `/organizations/<org>/pushy/` when `path` is an allowed API path."""
-    prefix = api_prefix(org)
-    if not path.startswith(prefix):
+    parts = path.split("/", 4)
+    if len(parts) < 5 or parts[:2] != ["", "organizations"] or parts[3] != "pushy":
         return None
-    rel = path[len(prefix) :]
+    if unquote(parts[2]) != org:
+        return None
+    rel = parts[4]
     segments = rel.split("/")
     if not rel or any(not s for s in segments) or segments[0] not in API_ROOTS:
         return None
