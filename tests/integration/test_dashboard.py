@@ -205,7 +205,6 @@ def test_greet_started_from_the_form_turns_the_grid_green_with_each_output_line(
     sync_api.expect(first).to_have_attribute("data-job", job_id)
     sync_api.expect(first).to_contain_text("3 succeeded")
     sync_api.expect(first).to_contain_text(server.admin_user)
-    shots(page, "jobs")
 
 
 def test_a_failing_job_shows_red_cells_and_the_exit_code(page: Any, fleet: list[str]) -> None:
@@ -223,8 +222,9 @@ def test_a_failing_job_shows_red_cells_and_the_exit_code(page: Any, fleet: list[
 def test_a_running_sleep_job_is_aborted_from_the_page(
     page: Any, fleet: list[str], server: ServerProcess
 ) -> None:
-    job_id = start_from_form(page, "sleep 60", fleet)
+    job_id = start_from_form(page, "sleep 60", fleet, quorum="2")
     sync_api.expect(cells(page, "running")).to_have_count(3)
+    sync_api.expect(page.locator("#job-quorum")).to_have_text("2 of 3 nodes")
     dialogs: list[str] = []
 
     def accept(dialog: Any) -> None:
@@ -253,6 +253,39 @@ def test_a_server_error_is_shown_as_the_servers_text(page: Any, fleet: list[str]
     sync_api.expect(page.locator("#error")).to_contain_text(
         f"404 Not Found: job '{'0' * 32}' not found"
     )
+
+
+def test_the_jobs_page_lists_jobs_newest_first_with_filters_and_pages(
+    page: Any, fleet: list[str], shots: Any
+) -> None:
+    """By now this module's server ran greet, fail and an aborted sleep, in that order."""
+    page.goto(page.url.split("#")[0] + "#/jobs?limit=2")
+    rows = page.locator("#jobs tr[data-job]")
+    sync_api.expect(rows).to_have_count(2)
+    sync_api.expect(rows.nth(0)).to_contain_text("sleep 60")
+    sync_api.expect(rows.nth(0)).to_contain_text("3 aborted")
+    sync_api.expect(rows.nth(1)).to_contain_text("fail")
+    sync_api.expect(rows.nth(1)).to_contain_text("3 failed")
+    sync_api.expect(page.locator("#prev")).to_be_disabled()
+    page.click("#next")
+    sync_api.expect(rows).to_have_count(1)
+    sync_api.expect(rows.nth(0)).to_contain_text("greet")
+    sync_api.expect(page.locator("#next")).to_be_disabled()
+    page.click("#prev")
+    sync_api.expect(rows.nth(0)).to_contain_text("sleep 60")
+    page.fill("#f-status", "aborted")
+    page.click("#job-filters button[type=submit]")
+    sync_api.expect(rows).to_have_count(1)
+    sync_api.expect(rows.nth(0)).to_contain_text("sleep 60")
+    page.fill("#f-status", "")
+    page.fill("#f-command", "greet")
+    page.click("#job-filters button[type=submit]")
+    sync_api.expect(rows).to_have_count(1)
+    sync_api.expect(rows.nth(0)).to_contain_text("3 succeeded")
+    page.goto(page.url.split("#")[0] + "#/jobs")
+    sync_api.expect(rows).to_have_count(3)
+    sync_api.expect(rows.nth(2)).to_contain_text("3 succeeded")
+    shots(page, "jobs")
 
 
 def test_the_local_server_refuses_what_the_page_would_not_send(

@@ -217,8 +217,9 @@ async function nodesPage() {
 
 async function jobsPage(params) {
   const offset = Math.max(0, parseInt(params.get("offset") || "0", 10) || 0);
+  const limit = Math.min(1000, Math.max(1, parseInt(params.get("limit") || "", 10) || PAGE_SIZE));
   const fields = {
-    status: h("input", { type: "text", id: "f-status", placeholder: "status (e.g. running,failed)", value: params.get("status") || "" }),
+    status: h("input", { type: "text", id: "f-status", placeholder: "status (e.g. running,aborted)", size: 26, value: params.get("status") || "" }),
     command: h("input", { type: "text", id: "f-command", placeholder: "exact command", value: params.get("command") || "" }),
     requested_by: h("input", { type: "text", id: "f-requested-by", placeholder: "requested by", value: params.get("requested_by") || "" }),
     node: h("input", { type: "text", id: "f-node", placeholder: "node", value: params.get("node") || "" }),
@@ -231,6 +232,7 @@ async function jobsPage(params) {
     const q = new URLSearchParams();
     for (const [k, el] of Object.entries(fields)) if (el.value.trim()) q.set(k, el.value.trim());
     if (newOffset) q.set("offset", String(newOffset));
+    if (limit !== PAGE_SIZE) q.set("limit", String(limit));
     location.hash = `#/jobs?${q}`;
   }
   const form = h("form", { class: "toolbar", id: "job-filters", onsubmit: (e) => { e.preventDefault(); go(0); } },
@@ -238,7 +240,7 @@ async function jobsPage(params) {
     h("button", { type: "button", onclick: () => { for (const el of Object.values(fields)) el.value = ""; go(0); } }, "Clear"));
 
   async function refresh() {
-    const q = new URLSearchParams({ limit: String(PAGE_SIZE), offset: String(offset) });
+    const q = new URLSearchParams({ limit: String(limit), offset: String(offset) });
     for (const [k, el] of Object.entries(fields)) if (params.get(k)) q.set(k, params.get(k));
     let result;
     try { result = await api(`jobs?${q}`); } catch (_) { return; }
@@ -257,9 +259,9 @@ async function jobsPage(params) {
       h("td", { class: "mono muted" }, h("a", { href: `#/job/${j.id}` }, j.id.slice(0, 12))))));
     if (!jobs.length) tbody.append(h("tr", {}, h("td", { colspan: 6, class: "muted" }, "no jobs")));
     pager.replaceChildren(
-      h("button", { id: "prev", disabled: offset === 0, onclick: () => go(Math.max(0, offset - PAGE_SIZE)) }, "← Newer"),
+      h("button", { id: "prev", disabled: offset === 0, onclick: () => go(Math.max(0, offset - limit)) }, "← Newer"),
       h("span", { class: "muted" }, jobs.length ? `jobs ${offset + 1}–${offset + jobs.length}` : ""),
-      h("button", { id: "next", disabled: !hasNext, onclick: () => go(offset + PAGE_SIZE) }, "Older →"));
+      h("button", { id: "next", disabled: !hasNext, onclick: () => go(offset + limit) }, "Older →"));
   }
   render(
     h("h1", {}, live.dot, "Jobs"),
@@ -328,6 +330,7 @@ async function jobPage(id) {
   const abort = h("button", { class: "danger", id: "abort", hidden: true, onclick: doAbort }, "Abort job");
   const log = new OutputLog();
   let job = null, nodeRows = null, selected = null, outputStarted = false;
+  let quorum; // not in the job object; the job feed's `start` event carries it
 
   async function doAbort() {
     if (!confirm(`Abort job ${id} (${job ? job.command : ""})? Running commands are stopped.`)) return;
@@ -335,6 +338,10 @@ async function jobPage(id) {
     try { await api(`jobs/${id}/abort`, { method: "POST" }); showError(null); } catch (_) { /* shown */ }
     abort.disabled = false;
     refresh();
+  }
+
+  function countNodes() {
+    return Object.values(job.nodes || {}).reduce((n, list) => n + list.length, 0);
   }
 
   function nodeStatuses() {
@@ -351,7 +358,7 @@ async function jobPage(id) {
       ["Created", formatDate(job.created_at)],
       ["Updated", formatDate(job.updated_at)],
       ["Run timeout", `${job.run_timeout}s`]];
-    if (job.quorum !== undefined) facts.push(["Quorum", job.quorum]);
+    if (quorum !== undefined) facts.push(["Quorum", h("span", { id: "job-quorum" }, `${quorum} of ${countNodes()} nodes`)]);
     if (job.max_concurrency !== undefined) facts.push(["Max concurrency", String(job.max_concurrency)]);
     if (job.max_errors !== undefined) facts.push(["Max errors", String(job.max_errors)]);
     if (job.user !== undefined) facts.push(["Run as", job.user]);
@@ -448,6 +455,7 @@ async function jobPage(id) {
   const events = ["start", "quorum_vote", "quorum_succeeded", "run_start", "run_complete", "rehab",
     "budget_exhausted", "run_skipped"];
   const handlers = Object.fromEntries(events.map((e) => [e, refreshSoon]));
+  handlers.start = (d) => { if (typeof d.quorum === "number") quorum = d.quorum; refreshSoon(); };
   // After the last event the server ends the stream; an EventSource would reconnect.
   const finished = (_d, _ev, source) => { source.close(); live.set(false); refresh(); };
   handlers.job_complete = finished;
@@ -496,8 +504,8 @@ async function startPage() {
     quorum: h("input", { type: "text", id: "quorum", placeholder: "100%", size: 8 }),
     timeout: h("input", { type: "number", id: "run-timeout", min: 0, placeholder: "3600", size: 8 }),
     capture: h("input", { type: "checkbox", id: "capture", checked: true }),
-    maxConcurrency: h("input", { type: "text", id: "max-concurrency", placeholder: "e.g. 1 or 25%", size: 8 }),
-    maxErrors: h("input", { type: "text", id: "max-errors", placeholder: "e.g. 0 or 10%", size: 8 }),
+    maxConcurrency: h("input", { type: "text", id: "max-concurrency", placeholder: "e.g. 1 or 25%", size: 14 }),
+    maxErrors: h("input", { type: "text", id: "max-errors", placeholder: "e.g. 0 or 10%", size: 14 }),
     user: h("input", { type: "text", id: "run-as", size: 20 }),
     dir: h("input", { type: "text", id: "dir", size: 30 }),
     env: h("textarea", { id: "env", rows: 3, cols: 50, placeholder: "NAME=value, one a line" }),
