@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import logging
 import signal
 import socket
+import sys
 import threading
 import webbrowser
+from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any, cast
 from urllib.parse import unquote, urlsplit
 
@@ -71,10 +74,18 @@ def cmd_ui(app: App) -> int:
         f"serving organization '{org}' of {settings.server_url} as {settings.user}; "
         "press Ctrl-C to stop"
     )
-    if not getattr(app.args, "no_browser", False):
+    if not getattr(app.args, "no_browser", False) and has_desktop(app.environ, sys.platform):
         threading.Thread(target=_open_browser, args=(url,), daemon=True).start()
     _serve(sock, token, port, org, settings, key)
     return 0
+
+
+def has_desktop(environ: Mapping[str, str], platform: str) -> bool:
+    """Whether a graphical browser can open: always on macOS and Windows, with a display on
+    other systems (without one, `webbrowser` would start a text browser on this terminal)."""
+    if platform == "darwin" or platform.startswith("win"):
+        return True
+    return bool(environ.get("DISPLAY") or environ.get("WAYLAND_DISPLAY"))
 
 
 def _open_browser(url: str) -> None:
@@ -91,6 +102,9 @@ def hypercorn_config(sock: socket.socket) -> Any:
     config = Config()
     config.bind = [f"fd://{sock.detach()}"]
     config.accesslog = None
+    quiet = logging.getLogger("pushjobs.ui.http")  # not hypercorn's "Running on …" line
+    quiet.setLevel(logging.WARNING)
+    config.errorlog = quiet
     config.graceful_timeout = 1.0
     config.keep_alive_timeout = 75.0
     return config

@@ -8,7 +8,7 @@ import pytest
 
 from pushjobs.cli.errors import UsageError
 from pushjobs.cli.main import build_parser, run
-from pushjobs.cli.ui.command import NEEDS_EXTRA, bind, org_of
+from pushjobs.cli.ui.command import NEEDS_EXTRA, bind, has_desktop, org_of
 
 
 def test_without_starlette_it_names_the_ui_extra(
@@ -52,3 +52,19 @@ def test_it_listens_on_127_0_0_1_only_and_names_a_busy_port() -> None:
             bind(port)
     finally:
         sock.close()
+
+
+@pytest.mark.parametrize(
+    ("environ", "platform", "opens"),
+    [
+        ({}, "linux", False),  # a server over SSH: only the printed URL
+        ({"DISPLAY": ":0"}, "linux", True),
+        ({"WAYLAND_DISPLAY": "wayland-0"}, "linux", True),
+        ({}, "darwin", True),
+        ({}, "win32", True),
+    ],
+)
+def test_the_browser_is_opened_only_where_a_desktop_can_show_it(
+    environ: dict[str, str], platform: str, opens: bool
+) -> None:
+    assert has_desktop(environ, platform) is opens
