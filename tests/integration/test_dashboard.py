@@ -295,13 +295,12 @@ def test_the_local_server_refuses_what_the_page_would_not_send(
     api = f"{dashboard.base}/organizations/{org}/pushy/node_states"
     assert httpx.get(api).status_code == 403  # no cookie
     cookies = {f"pushjobs_ui_{dashboard.port}": dashboard.token}
-    assert httpx.get(api, cookies=cookies).status_code == 200
-    rebound = httpx.get(api, cookies=cookies, headers={"Host": f"evil.example:{dashboard.port}"})
-    assert rebound.status_code == 403 and "Host" in rebound.text
-    post = httpx.post(f"{dashboard.base}/organizations/{org}/pushy/jobs", cookies=cookies, json={})
-    assert post.status_code == 403 and "X-Pushjobs-Token" in post.text
-    outside = httpx.get(f"{dashboard.base}/organizations/{org}/pushy/config/x", cookies=cookies)
-    assert outside.status_code == 404
-    other = httpx.get(f"{dashboard.base}/organizations/other/pushy/jobs", cookies=cookies)
-    assert other.status_code == 404
+    with httpx.Client(cookies=cookies) as http:
+        assert http.get(api).status_code == 200
+        rebound = http.get(api, headers={"Host": f"evil.example:{dashboard.port}"})
+        assert rebound.status_code == 403 and "Host" in rebound.text
+        post = http.post(f"{dashboard.base}/organizations/{org}/pushy/jobs", json={})
+        assert post.status_code == 403 and "X-Pushjobs-Token" in post.text
+        assert http.get(f"{dashboard.base}/organizations/{org}/pushy/config/x").status_code == 404
+        assert http.get(f"{dashboard.base}/organizations/other/pushy/jobs").status_code == 404
     wait_for(lambda: dashboard.proc.poll() is None, 1, what="the dashboard to keep running")
