@@ -249,6 +249,13 @@ def test_a_server_error_is_shown_as_the_servers_text(page: Any, fleet: list[str]
     page.fill("#max-errors", "101%")
     page.click("#submit")
     sync_api.expect(page.locator("#error")).to_contain_text("max errors must be")
+    page.fill("#max-errors", "")
+    page.fill("#run-timeout", "99999999999")  # above the server's integer range
+    page.click("#submit")
+    sync_api.expect(page.locator("#error")).to_have_text(
+        "400 Bad Request: invalid type supplied for run_timeout (expected a number)"
+    )
+    assert "#/start" in page.url  # the form stays, with what was typed
     page.goto(page.url.split("#")[0] + "#/job/" + "0" * 32)
     sync_api.expect(page.locator("#error")).to_contain_text(
         f"404 Not Found: job '{'0' * 32}' not found"
