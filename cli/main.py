@@ -95,7 +95,7 @@ def build_parser() -> Parser:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     _add_globals(parser, top=True)
-    groups = parser.add_subparsers(dest="group", metavar="{job,node,config,completion}")
+    groups = parser.add_subparsers(dest="group", metavar="{job,node,ui,config,completion}")
 
     def sub(sp: argparse._SubParsersAction, name: str, help: str, *examples: str) -> Parser:
         p: Parser = sp.add_parser(
@@ -241,11 +241,23 @@ def build_parser() -> Parser:
     )
     p.add_argument("shell", choices=("bash", "zsh", "fish"), help="the shell to complete for")
     p.set_defaults(handler="completion")
+
+    p = sub(
+        groups,
+        "ui",
+        "a live web dashboard on 127.0.0.1 (needs the ui extra)",
+        "pushjobs ui",
+        "pushjobs --profile prod ui --port 8765 --no-browser",
+    )
+    p.add_argument("--port", type=int, default=0, metavar="N", help="local port (default: free)")
+    p.add_argument("--no-browser", action="store_true", help="only print the URL")
+    p.set_defaults(handler="ui")
     return parser
 
 
 def _handlers() -> dict[str, Callable[[App], int]]:
     from pushjobs.cli.commands import config, jobs, nodes, output
+    from pushjobs.cli.ui.command import cmd_ui
 
     return {
         "config_show": config.cmd_config_show,
@@ -257,6 +269,7 @@ def _handlers() -> dict[str, Callable[[App], int]]:
         "output": output.cmd_job_output,
         "abort": jobs.cmd_job_abort,
         "node_status": nodes.cmd_node_status,
+        "ui": cmd_ui,
     }
 
 

@@ -8,7 +8,9 @@ pushjobs installed with the `[server]` extra:
 Everything runs on 127.0.0.1 with ports the kernel picks; data and logs go to a fresh temporary
 directory (or `--dir` / `$PUSHJOBS_DEMO_DIR`) that is left in place for inspection. Every
 process the demo starts is recorded by pid and stopped by that pid when the demo ends, fails or
-is interrupted (Ctrl-C, SIGTERM, SIGHUP).
+is interrupted (Ctrl-C, SIGTERM, SIGHUP) — unless `--keep-running` is given: then, once the
+jobs have run, the server and the agents stay up for `pushjobs ui` (the web dashboard); the
+demo prints that command with the demo's settings and the `kill` command that stops them.
 """
 
 from __future__ import annotations
@@ -132,10 +134,15 @@ def signals_deferred() -> Iterator[None]:
         signal.pthread_sigmask(signal.SIG_SETMASK, previous)
 
 
+def _child_setup_outliving() -> None:
+    """In a child that may outlive the demo (`--keep-running`): unblock the stop signals."""
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, STOP_SIGNALS)
+
+
 def _child_setup() -> None:
     """In the child before exec: unblock the stop signals (the mask is inherited) and, on
     Linux, get SIGTERM if the demo itself dies without cleaning up."""
-    signal.pthread_sigmask(signal.SIG_UNBLOCK, STOP_SIGNALS)
+    _child_setup_outliving()
     if sys.platform == "linux":
         with contextlib.suppress(Exception):
             import ctypes
@@ -156,6 +163,7 @@ class Processes:
     """Every long-running process the demo started, stopped by pid in reverse order."""
 
     out: Out
+    outlive: bool = False  # `--keep-running`: the processes survive the demo's exit
     started: list[Started] = field(default_factory=list)
 
     def start(self, name: str, argv: Sequence[str], log: Path, cwd: Path) -> Started:
@@ -167,7 +175,7 @@ class Processes:
                 stderr=subprocess.STDOUT,
                 cwd=cwd,
                 start_new_session=True,  # Ctrl-C reaches the demo only; it stops them in order
-                preexec_fn=_child_setup,
+                preexec_fn=_child_setup_outliving if self.outlive else _child_setup,
             )
             entry = Started(name, proc, log)
             self.started.append(entry)
@@ -260,11 +268,12 @@ def write_toml(path: Path, values: dict[str, Any], header: str = "") -> None:
 
 
 class Demo:
-    def __init__(self, base: Path, out: Out, temporary: bool) -> None:
+    def __init__(self, base: Path, out: Out, temporary: bool, keep_running: bool = False) -> None:
         self.base = base
         self.temporary = temporary  # the demo made the directory (so it may suggest removing it)
         self.out = out
-        self.procs = Processes(out)
+        self.keep_running = keep_running
+        self.procs = Processes(out, outlive=keep_running)
         self.data_dir = base / "data"
         self.logs = base / "logs"
         self.keys = base / "keys"
@@ -539,6 +548,26 @@ class Demo:
             self.out.step("Stopping every process the demo started")
             self.procs.stop_all()
 
+    def keep(self) -> None:
+        """`--keep-running`: leave the server and agents up; say how to use and stop them."""
+        self.out.step("The server and the agents keep running (--keep-running)")
+        org_url = f"{self.state['http_url']}/organizations/{ORG}"
+        ui = [
+            *CLI_CMD,
+            "ui",
+            "--server-url",
+            org_url,
+            "--user",
+            ADMIN,
+            "--key",
+            str(self.admin_key),
+        ]
+        self.out.note("open the web dashboard (it prints its URL and opens your browser):")
+        self.out.line(f"    ui command: {shlex.join(ui)}")
+        pids = [str(entry.proc.pid) for entry in reversed(self.procs.started)]
+        self.out.note("stop the server and the agents when you are done:")
+        self.out.line(f"    stop command: kill {' '.join(pids)}")
+
     def where(self) -> None:
         self.out.step("Data and logs are kept for you to look at")
         self.out.note(f"directory      {self.base}")
@@ -577,6 +606,11 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
         help="new or empty directory for data and logs (default: a new temporary directory)",
     )
     parser.add_argument("--no-color", action="store_true", help="plain output")
+    parser.add_argument(
+        "--keep-running",
+        action="store_true",
+        help="leave the server and agents running after the jobs (for `pushjobs ui`)",
+    )
     return parser.parse_args(argv)
 
 
@@ -592,12 +626,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         base = Path(tempfile.mkdtemp(prefix="pushjobs-demo."))
     color = not args.no_color and "NO_COLOR" not in os.environ and sys.stdout.isatty()
     out = Out(color)
-    demo = Demo(base, out, temporary=args.dir is None)
+    demo = Demo(base, out, temporary=args.dir is None, keep_running=args.keep_running)
     status = 1
     started = time.monotonic()
+    completed = False
     with signals_raise():
         try:
             status = demo.run()
+            completed = True
         except Interrupted as exc:
             out.line("")
             out.line(f"demo interrupted ({exc}); cleaning up")
@@ -610,13 +646,16 @@ def main(argv: Sequence[str] | None = None) -> int:
             # A second Ctrl-C must not cut the clean-up short.
             for sig in STOP_SIGNALS:
                 signal.signal(sig, signal.SIG_IGN)
-            demo.stop()
+            if not (completed and args.keep_running):
+                demo.stop()
     demo.where()
     elapsed = time.monotonic() - started
     if status == 0:
         out.line(f"\ndemo finished in {elapsed:.1f}s: every job ended as expected")
     elif status == 1 and demo.failures:
         out.line(f"\ndemo finished in {elapsed:.1f}s with surprises: {'; '.join(demo.failures)}")
+    if completed and args.keep_running:
+        demo.keep()
     return status
 
 

@@ -2,9 +2,10 @@
 # The pushjobs demo: a server and three agents on this machine (127.0.0.1), running real jobs
 # through the `pushjobs` CLI. Creates ./.venv and installs pushjobs into it on first use.
 #
-# Usage: scripts/demo.sh [--no-install] [--dir DIR] [--no-color]
+# Usage: scripts/demo.sh [--no-install] [--dir DIR] [--no-color] [--keep-running]
 #   --no-install             use .venv as it is (no pip); also PUSHJOBS_DEMO_NO_INSTALL=1
 #   --dir DIR                keep data and logs in DIR, new or empty (default: a temporary one)
+#   --keep-running           leave the server and agents up afterwards, for `pushjobs ui`
 #   PUSHJOBS_DEMO_PYTHON=PY  use interpreter PY, which already has pushjobs[server]; no venv
 #   PYTHON=python3.11        the interpreter that creates .venv (default: python3)
 #
@@ -18,7 +19,7 @@ args=()
 for arg in "$@"; do
     case "$arg" in
         --no-install) install=0 ;;
-        -h|--help) sed -n '2,11p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+        -h|--help) sed -n '2,12p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
         *) args+=("$arg") ;;
     esac
 done

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# Install pushjobs with its test extras into ./.venv (and Debian's postgresql package when it is
-# missing), then run the linter and the whole test suite.
+# Install pushjobs with its test extras into ./.venv (and Debian's postgresql, iproute2 and chromium
+# packages when they are missing), then run the linter and the whole test suite.
 # Usage: scripts/test.sh [pytest args...]     PYTHON=python3.11 picks the interpreter (default python3)
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -44,6 +44,10 @@ fi
 echo "==> iproute2 (the network-fault tests put server and agents in namespaces of their own)"
 if ! command -v ip >/dev/null 2>&1 && ! apt_install iproute2; then
     echo "test: no \`ip\` command: the network-fault tests will be skipped (apt-get install iproute2, run as root)" >&2
+fi
+echo "==> chromium (the dashboard's browser tests drive Debian's chromium with Playwright)"
+if [ ! -x /usr/bin/chromium ] && ! apt_install chromium; then
+    echo "test: /usr/bin/chromium is missing: the browser tests will be skipped (apt-get install chromium, run as root)" >&2
 fi
 echo "==> pytest"
 .venv/bin/python -m pytest "$@"

@@ -167,3 +167,66 @@ def test_demo_interrupted_leaves_nothing_running(tmp_path: Path) -> None:
     assert "demo interrupted (SIGINT); cleaning up" in output
     assert_all_gone(output, base)
     assert f"directory      {base}" in output
+
+
+UI_COMMAND = re.compile(r"^    ui command: (.+)$", re.M)
+STOP_COMMAND = re.compile(r"^    stop command: kill ((?:\d+ ?)+)$", re.M)
+UI_URL = re.compile(r"^pushjobs ui: (http://127\.0\.0\.1:\d+/\?token=\S+)$")
+
+
+def test_demo_keep_running_leaves_server_and_agents_for_the_printed_ui_command(
+    tmp_path: Path,
+) -> None:
+    """--keep-running: the demo exits, its processes stay; the printed `pushjobs ui` command
+    works as pasted (clean environment, another HOME) and the printed pids stop everything."""
+    import shlex
+
+    import httpx
+
+    base = tmp_path / "demo"
+    result = subprocess.run(
+        ["bash", str(DEMO), "--dir", str(base), "--no-color", "--keep-running"],
+        cwd=REPO,
+        env=demo_env(),
+        capture_output=True,
+        text=True,
+        timeout=180,
+    )
+    output = result.stdout
+    pids = started_pids(output)
+    try:
+        assert result.returncode == 0, f"demo failed ({result.returncode}):\n{output}"
+        assert "every job ended as expected" in output
+        assert not STOPPED.findall(output), "nothing is stopped with --keep-running"
+        assert len(pids) == 4 and all(pid_alive(pid) for pid in pids), (pids, output)
+        stop = STOP_COMMAND.search(output)
+        assert stop, output
+        assert {int(pid) for pid in stop.group(1).split()} == set(pids)
+        ui_match = UI_COMMAND.search(output)
+        assert ui_match, output
+
+        env = {k: v for k, v in os.environ.items() if not k.startswith(("PUSHJOBS_", "CHEF_"))}
+        env["HOME"] = str(tmp_path / "elsewhere")
+        argv = [*shlex.split(ui_match.group(1)), "--no-browser", "--port", "0"]
+        ui = subprocess.Popen(
+            argv, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+        )
+        try:
+            assert ui.stdout is not None
+            line = ui.stdout.readline().strip()
+            url = UI_URL.match(line)
+            assert url, (line, ui.poll())
+            with httpx.Client(follow_redirects=True, timeout=30) as http:
+                assert http.get(url.group(1)).status_code == 200  # the cookie is set
+                base_url = url.group(1).split("/?", 1)[0]
+                nodes = http.get(f"{base_url}/organizations/demo/pushy/node_states").json()
+            assert {n["node_name"]: n["availability"] for n in nodes} == dict.fromkeys(
+                ("web1", "web2", "web3"), "available"
+            )
+        finally:
+            kill_if_running(ui)
+    finally:
+        for pid in pids:  # what a user does with the printed command: kill PID ...
+            if pid_alive(pid):
+                os.kill(pid, signal.SIGTERM)
+    assert_all_gone(output, base)
