@@ -8,7 +8,6 @@ import logging
 import random
 import ssl
 import urllib.parse
-from dataclasses import dataclass
 from typing import Any
 
 import trio
@@ -16,6 +15,7 @@ from cryptography.hazmat.primitives.asymmetric.rsa import RSAPrivateKey, RSAPubl
 
 from pushjobs.agent.config import AgentConfig
 from pushjobs.protocol.chef_auth import sign_request
+from pushjobs.protocol.compat import dataclass
 from pushjobs.protocol.errors import ProtocolError
 from pushjobs.protocol.keys import decrypt_session_key, load_public_key, z85_decode_key
 from pushjobs.protocol.vocabulary import MediaType
