@@ -83,7 +83,12 @@ run_agent_tests() {
     fi
     echo "==> the agent on Python $1 ($python)"
     if [ ! -x "$venv/bin/python" ]; then "$python" -m venv "$venv"; fi
-    "$venv/bin/python" -m pip install --quiet --disable-pip-version-check -e . pytest pytest-trio hypothesis
+    # an editable install follows the sources; it is redone only when pyproject.toml changes
+    if ! cmp -s pyproject.toml "$venv/installed-pyproject.toml"; then
+        "$venv/bin/python" -m pip install --quiet --disable-pip-version-check -e . \
+            pytest pytest-trio hypothesis
+        cp pyproject.toml "$venv/installed-pyproject.toml"
+    fi
     # no conftest: the shared one imports the server's test helpers, which need 3.11
     "$venv/bin/python" -m pytest -q -p no:cacheprovider --noconftest \
         tests/unit/agent tests/unit/protocol tests/unit/test_python_guard.py \

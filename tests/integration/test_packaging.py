@@ -1,15 +1,17 @@
 """`python -m build` makes an sdist and a wheel that install and run (docs/deploy.md uses it).
 
-The wheel is built from the sdist (what `build` does by default), installed with the `[server]`
-extra into a fresh venv (pip fetches the dependencies from the package index), and run from a
-folder outside the source tree: the three commands print their version, and every module of
-the source tree is in the wheel and imports (an editable install would hide a missing package).
+The sdist is built from a copy of the source tree as a fresh clone has it, the wheel from the
+sdist (what `build` does by default); the wheel is installed with the `[server]` extra into a
+fresh venv (pip fetches the dependencies from the package index) and run from a folder outside
+the source tree: the three commands print their version, and every module of the source tree
+is in the wheel and imports (an editable install would hide a missing package).
 """
 
 from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 import tomllib
@@ -43,11 +45,19 @@ def source_modules() -> set[str]:
     return names
 
 
+# What a fresh clone lacks: a stale `pushjobs.egg-info` (its SOURCES.txt) would put files in the
+# sdist, and so in the wheel, that pyproject.toml does not list.
+NOT_IN_A_CLONE = shutil.ignore_patterns(
+    ".git", ".venv*", "*.egg-info", "__pycache__", "*_cache", ".hypothesis", ".mypy-root", "dist"
+)
+
+
 @pytest.fixture(scope="module")
 def dist(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    out = tmp_path_factory.mktemp("dist")
-    run([sys.executable, "-m", "build", "--outdir", str(out), str(ROOT)], cwd=out)
-    return out
+    base = tmp_path_factory.mktemp("build")
+    shutil.copytree(ROOT, base / "src", ignore=NOT_IN_A_CLONE, symlinks=True)
+    run([sys.executable, "-m", "build", "--outdir", str(base / "dist"), str(base / "src")], base)
+    return base / "dist"
 
 
 @pytest.fixture(scope="module")
