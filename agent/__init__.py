@@ -1,1 +1,3 @@
 """pushjobs.agent"""
+
+from __future__ import annotations

@@ -7,8 +7,7 @@ of the last `C//4` bytes and sent when the process has ended. A head chunk is re
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
+from pushjobs.protocol.compat import dataclass
 from pushjobs.protocol.limits import OUTPUT_CHUNK_LIMIT
 
 FLUSH_DELAY = 0.1

@@ -3,13 +3,19 @@
 from __future__ import annotations
 
 import socket
-import tomllib
+import sys
 import urllib.parse
-from dataclasses import dataclass, field
+from dataclasses import field
 from pathlib import Path
 from typing import Any
 
 from pushjobs.agent.whitelist import DEFAULT_WHITELIST, Whitelist, WhitelistError
+from pushjobs.protocol.compat import dataclass
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # the agent runs on 3.9+: tomli is the package tomllib was made from
+    import tomli as tomllib
 
 DEFAULT_CONFIG_PATH = "/etc/pushjobs/agent.toml"
 LOG_LEVELS = ("debug", "info", "warning", "error")

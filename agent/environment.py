@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import field
+
+from pushjobs.protocol.compat import dataclass
 
 # Job variables that change how programs load code or find files, or that the agent sets itself
 # (security.md): a job variable on this list is renamed CHEF_PUSH_ENV_<name> unless the operator

@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
 from typing import Any
 
 from cryptography.hazmat.primitives.asymmetric.rsa import RSAPublicKey
 
+from pushjobs.protocol.compat import dataclass
 from pushjobs.protocol.envelope import (
     Envelope,
     open_envelope,

@@ -10,7 +10,7 @@ import logging
 import socket
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import field
 from typing import Any
 
 import trio
@@ -21,6 +21,7 @@ from pushjobs.agent.inbound import Drop, check_command, check_heartbeat
 from pushjobs.agent.liveness import OFFLINE, SEND, ServerLiveness
 from pushjobs.agent.runner import Send
 from pushjobs.agent.session import ServerConfig
+from pushjobs.protocol.compat import dataclass
 from pushjobs.protocol.envelope import seal_hmac
 from pushjobs.protocol.errors import ProtocolError
 from pushjobs.protocol.limits import AGENT_DEALER_MESSAGE_LIMIT, AGENT_SUB_MESSAGE_LIMIT

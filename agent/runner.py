@@ -13,12 +13,13 @@ import logging
 import re
 import signal
 from collections.abc import Mapping
-from dataclasses import dataclass, field
-from typing import Any, Protocol
+from dataclasses import field
+from typing import Any, Protocol, Union
 
 from pushjobs.agent.capture import ChannelCapture, Chunk
 from pushjobs.agent.environment import UserInfo, build_environment, env_problem
 from pushjobs.agent.whitelist import Refusal, Resolution, Whitelist, has_control_char
+from pushjobs.protocol.compat import dataclass
 from pushjobs.protocol.limits import JOB_FILE_LIMIT, JOB_ID_LIMIT
 from pushjobs.protocol.vocabulary import AgentJobState, MessageType, OutputChannel
 
@@ -78,7 +79,7 @@ class Terminate:
     reason: str
 
 
-Action = Send | StartProcess | Terminate
+Action = Union[Send, StartProcess, Terminate]
 
 
 @dataclass

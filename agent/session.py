@@ -9,7 +9,6 @@ import random
 import ssl
 import urllib.parse
 import urllib.request
-from dataclasses import dataclass
 from typing import Any
 
 import trio
@@ -18,6 +17,7 @@ from cryptography.hazmat.primitives.asymmetric.rsa import RSAPrivateKey, RSAPubl
 from pushjobs.agent.config import AgentConfig
 from pushjobs.agent.proxy import Proxy, ProxyError, proxy_for
 from pushjobs.protocol.chef_auth import sign_request
+from pushjobs.protocol.compat import dataclass
 from pushjobs.protocol.errors import ProtocolError
 from pushjobs.protocol.keys import decrypt_session_key, load_public_key, z85_decode_key
 from pushjobs.protocol.vocabulary import MediaType

@@ -6,8 +6,9 @@ import re
 import shlex
 import unicodedata
 from collections.abc import Mapping
-from dataclasses import dataclass
 from typing import Any
+
+from pushjobs.protocol.compat import dataclass
 
 DEFAULT_WHITELIST: dict[str, Any] = {"chef-client": "chef-client"}
 
@@ -78,7 +79,7 @@ def _entry_from_value(key: str, value: Any) -> Entry:
     if not isinstance(shell, bool):
         raise WhitelistError(f"whitelist entry {key!r}: 'shell' must be a boolean")
     lock = value.get("lock", False)
-    if not isinstance(lock, bool | str) or lock == "":
+    if not isinstance(lock, (bool, str)) or lock == "":
         raise WhitelistError(f"whitelist entry {key!r}: 'lock' must be a boolean or a path")
     hold_lock = value.get("hold_lock", False)
     if not isinstance(hold_lock, bool):

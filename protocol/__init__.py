@@ -4,4 +4,6 @@ No I/O lives here: message model, codecs, header, signing, timestamps, Chef requ
 authentication and key handling. Everything is deterministic and covered by test vectors.
 """
 
+from __future__ import annotations
+
 __version__ = "0.1.0"

@@ -1,5 +1,7 @@
 """Strict standard base64: padded, standard alphabet, no whitespace, canonical encoding only."""
 
+from __future__ import annotations
+
 import base64
 import binascii
 

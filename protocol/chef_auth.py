@@ -1,11 +1,12 @@
 """Chef `X-Ops-*` request signing and verification, versions 1.0, 1.1 and 1.3 (http-api.md §4)."""
 
+from __future__ import annotations
+
 import hashlib
 import hmac
 import re
 import time
 from collections.abc import Mapping
-from dataclasses import dataclass
 
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.padding import PKCS1v15
@@ -13,6 +14,7 @@ from cryptography.hazmat.primitives.asymmetric.rsa import RSAPrivateKey, RSAPubl
 from cryptography.hazmat.primitives.hashes import SHA256
 
 from .b64 import b64decode_strict, b64encode
+from .compat import dataclass
 from .errors import ChefAuthError, TimestampError
 from .limits import HTTP_MAX_SKEW
 from .signing import rsa_private_encrypt, rsa_public_recover

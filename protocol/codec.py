@@ -1,5 +1,7 @@
 """Body codecs: protocol 2.0 (compact JSON) and 3.0 (msgpack) (wire-protocol.md §5)."""
 
+from __future__ import annotations
+
 import json
 from collections.abc import Mapping
 from typing import Any
@@ -79,7 +81,7 @@ def decode_body(version: str, raw: bytes, max_size: int) -> dict[str, Any]:
     """Decode a body to a map; BodyError when too large, malformed or not an object/map."""
     if version not in VERSIONS:
         raise BodyError(f"unsupported protocol version {version!r}")
-    if not isinstance(raw, bytes | bytearray | memoryview):
+    if not isinstance(raw, (bytes, bytearray, memoryview)):
         raise BodyError("body must be bytes")
     raw = bytes(raw)
     if len(raw) > max_size:

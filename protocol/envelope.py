@@ -1,12 +1,14 @@
 """A whole ZeroMQ message (header frame + body frame): seal and open (wire-protocol.md §3–§6)."""
 
+from __future__ import annotations
+
 from collections.abc import Mapping
-from dataclasses import dataclass
 from typing import Any
 
 from cryptography.hazmat.primitives.asymmetric.rsa import RSAPrivateKey, RSAPublicKey
 
 from .codec import decode_body, encode_body
+from .compat import dataclass
 from .errors import HeaderError
 from .header import Header, format_header, parse_header
 from .limits import HEADER_LIMIT
@@ -45,7 +47,7 @@ def open_envelope(header: bytes, body: bytes, max_body: int, signing_method: str
 
     The signature is not checked here: the key depends on the decoded fields.
     """
-    if not isinstance(header, bytes | bytearray | memoryview):
+    if not isinstance(header, (bytes, bytearray, memoryview)):
         raise HeaderError("header must be bytes")
     if len(header) > HEADER_LIMIT:
         raise HeaderError(f"header longer than {HEADER_LIMIT} bytes")

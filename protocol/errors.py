@@ -1,5 +1,7 @@
 """Typed errors of the protocol library: bad input raises one of these, never anything else."""
 
+from __future__ import annotations
+
 
 class ProtocolError(ValueError):
     """Base of every error raised for bad protocol input."""

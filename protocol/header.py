@@ -1,7 +1,8 @@
 """The ZeroMQ header frame `Version:<v>;SigningMethod:<m>;Signature:<b64>` (wire-protocol.md §4)."""
 
-from dataclasses import dataclass
+from __future__ import annotations
 
+from .compat import dataclass
 from .errors import HeaderError
 from .limits import HEADER_LIMIT
 
@@ -25,7 +26,7 @@ def parse_header(raw: bytes) -> Header:
     Parts are recognised by their exact prefix; unknown parts are ignored and nothing is
     trimmed. When a part occurs more than once, the last occurrence wins.
     """
-    if not isinstance(raw, bytes | bytearray | memoryview):
+    if not isinstance(raw, (bytes, bytearray, memoryview)):
         raise HeaderError("header must be bytes")
     raw = bytes(raw)
     if len(raw) > HEADER_LIMIT:

@@ -1,5 +1,7 @@
 """Keys: RSA PEM load/generate, session-key encryption, CURVE key pairs and Z85."""
 
+from __future__ import annotations
+
 import hashlib
 
 from cryptography.hazmat.primitives import serialization
@@ -27,7 +29,7 @@ def _as_bytes(pem: bytes | str) -> bytes:
             return pem.encode("ascii")
         except UnicodeEncodeError:
             raise KeyFormatError("PEM text is not ASCII") from None
-    if isinstance(pem, bytes | bytearray | memoryview):
+    if isinstance(pem, (bytes, bytearray, memoryview)):
         return bytes(pem)
     raise KeyFormatError("PEM must be bytes or str")
 
@@ -99,7 +101,7 @@ def encrypt_session_key(public_key: RSAPublicKey, session_key: bytes) -> str:
 
 def decrypt_session_key(private_key: RSAPrivateKey, encoded: str) -> bytes:
     """Decrypt a base64 RSAES-PKCS1-v1_5 session key; KeyFormatError when it cannot be."""
-    raw = b64decode_strict(encoded) if isinstance(encoded, str | bytes) else None
+    raw = b64decode_strict(encoded) if isinstance(encoded, (str, bytes)) else None
     if not raw:
         raise KeyFormatError("encoded session key is not valid base64")
     try:

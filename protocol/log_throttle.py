@@ -11,8 +11,9 @@ reports how many were held back in the one that ended.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Generic, TypeVar
+
+from .compat import dataclass
 
 K = TypeVar("K")
 

@@ -4,13 +4,18 @@
 for server messages); `from_dict` validates types and raises `MessageError` naming the problem.
 """
 
-from collections.abc import Mapping
-from dataclasses import KW_ONLY, dataclass
-from typing import Any, ClassVar, Self
+from __future__ import annotations
 
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any, ClassVar, Union
+
+from .compat import KW_ONLY, dataclass
 from .errors import MessageError
 from .limits import OUTPUT_CHUNK_LIMIT
 from .vocabulary import MessageType, OutputChannel
+
+if TYPE_CHECKING:
+    from typing_extensions import Self  # typing.Self is 3.11+; only the type checker reads it
 
 _CHANNELS = frozenset(OutputChannel)
 _MISSING = object()
@@ -214,7 +219,7 @@ class Run(_ServerMessage):
         return cls(f.text("job_id"), **cls._common(f))
 
 
-ServerMessage = ServerHeartbeat | Abort | Ack | Commit | Run
+ServerMessage = Union[ServerHeartbeat, Abort, Ack, Commit, Run]
 
 _SERVER_TYPES: dict[str, type[_ServerMessage]] = {
     cls.TYPE: cls for cls in (ServerHeartbeat, Abort, Ack, Commit, Run)
@@ -416,17 +421,17 @@ class Output(_AgentMessage):
         )
 
 
-AgentMessage = (
-    AgentHeartbeat
-    | AckCommit
-    | NackCommit
-    | AckRun
-    | NackRun
-    | Succeeded
-    | Failed
-    | Aborted
-    | Output
-)
+AgentMessage = Union[
+    AgentHeartbeat,
+    AckCommit,
+    NackCommit,
+    AckRun,
+    NackRun,
+    Succeeded,
+    Failed,
+    Aborted,
+    Output,
+]
 
 _AGENT_TYPES: dict[str, type[_AgentMessage]] = {
     cls.TYPE: cls

@@ -5,6 +5,8 @@ block type 1 around the raw data, no DigestInfo. `cryptography` cannot produce i
 private-key operation is computed here from the key's numbers (CRT, with blinding).
 """
 
+from __future__ import annotations
+
 import hashlib
 import hmac
 import secrets

@@ -1,9 +1,11 @@
 """Timestamps: RFC 1123 (message bodies, JSON dates), X-Ops ISO 8601, SSE times, a strict clock."""
 
+from __future__ import annotations
+
 import calendar
 import re
 import time
-from datetime import UTC, datetime
+from datetime import datetime, timezone
 
 from .errors import TimestampError
 
@@ -19,7 +21,7 @@ _XOPS = re.compile(r"(\d+)-(\d+)-(\d+)T(\d+):(\d+):(\d+)Z", re.ASCII)
 
 def _epoch(year: int, month: int, day: int, hour: int, minute: int, second: int) -> datetime:
     try:
-        return datetime(year, month, day, hour, minute, second, tzinfo=UTC)
+        return datetime(year, month, day, hour, minute, second, tzinfo=timezone.utc)
     except (ValueError, OverflowError):
         raise TimestampError("not a valid date and time") from None
 
@@ -74,7 +76,7 @@ def parse_xops_timestamp(text: str) -> float:
 
 def format_sse_time(t: float) -> str:
     """Format epoch seconds as `YYYY-MM-DD HH:MM:SS.ffffffZ` (UTC)."""
-    return datetime.fromtimestamp(t, UTC).strftime("%Y-%m-%d %H:%M:%S.%fZ")
+    return datetime.fromtimestamp(t, timezone.utc).strftime("%Y-%m-%d %H:%M:%S.%fZ")
 
 
 class StrictClock:

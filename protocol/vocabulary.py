@@ -6,7 +6,7 @@ compares equal to that string, so code may mix members and plain strings (e.g. d
 
 from __future__ import annotations
 
-from enum import StrEnum
+from .compat import StrEnum
 
 
 class JobStatus(StrEnum):

@@ -60,6 +60,7 @@ from pushjobs.server.admin.setup import cmd_init, cmd_run
 from pushjobs.server.admin.store_copy import cmd_store_copy
 from pushjobs.server.config import LOG_LEVELS, ConfigError
 from pushjobs.server.store.interfaces import StoreError
+from pushjobs.server.version import server_version
 
 
 class _Parser(argparse.ArgumentParser):
@@ -123,6 +124,9 @@ def build_parser() -> argparse.ArgumentParser:
         "server runs. Exit status: 0 success, 1 operation failed, 2 usage or configuration error.",
     )
     _global_options(parser, suppress=False)
+    parser.add_argument(
+        "--version", action="version", version=f"pushjobs-server {server_version()}"
+    )
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
     commands.required = True
 

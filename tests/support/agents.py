@@ -1,9 +1,10 @@
 """Run real `pushjobs-agent` processes against a test server.
 
 `AgentProcess` writes an agent TOML config (temp file_dir and lock file, short kill_grace) and
-starts `python -m pushjobs.agent.main`; it is stopped by its own pid. Fixture `agent_factory`
-(needs the `server` fixture of `tests.support.server`; import `agent_factory_fixture` into a
-test module or conftest to make it available) makes and registers agents:
+starts `python -m pushjobs.agent.main` (`$PUSHJOBS_AGENT_PYTHON` picks another interpreter,
+see `agent_python`); it is stopped by its own pid. Fixture `agent_factory` (needs the `server`
+fixture of `tests.support.server`; import `agent_factory_fixture` into a test module or
+conftest to make it available) makes and registers agents:
 
     agent = agent_factory("node-1", whitelist='"hi" = "echo hi"')   # started, connected
 
@@ -35,9 +36,18 @@ DEFAULT_WHITELIST = """
 """
 
 
+def agent_python() -> str:
+    """The interpreter agents run on: `$PUSHJOBS_AGENT_PYTHON` when set, else this one.
+
+    scripts/test.sh points it at a Python 3.9 or 3.13 venv with pushjobs installed, so the
+    agent integration tests run real agents on that version against this (3.11+) server.
+    """
+    return os.environ.get("PUSHJOBS_AGENT_PYTHON") or sys.executable
+
+
 def agent_command(config_path: Path, *args: str) -> list[str]:
-    """`pushjobs-agent -c <config> ARGS...` with this interpreter."""
-    return [sys.executable, "-m", "pushjobs.agent.main", "-c", str(config_path), *args]
+    """`pushjobs-agent -c <config> ARGS...` with `agent_python()`."""
+    return [agent_python(), "-m", "pushjobs.agent.main", "-c", str(config_path), *args]
 
 
 def write_agent_config(

@@ -1,5 +1,7 @@
 """ConnectionWatch: a disconnect without a retry is reported once, after the grace."""
 
+from __future__ import annotations
+
 import struct
 
 import pytest

@@ -1,5 +1,7 @@
 """Chef X-Ops request authentication: header validation, signing, verification (http-api.md §4)."""
 
+from __future__ import annotations
+
 import base64
 import functools
 

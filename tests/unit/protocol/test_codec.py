@@ -1,5 +1,7 @@
 """Body codecs (wire-protocol.md §5) and message round trips through both of them."""
 
+from __future__ import annotations
+
 import json
 from typing import Any
 

@@ -1,5 +1,7 @@
 """Whole ZeroMQ messages: seal, open, verify (wire-protocol.md §3–§6, §16 steps 2–4, 8)."""
 
+from __future__ import annotations
+
 import functools
 
 import pytest

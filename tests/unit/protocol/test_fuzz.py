@@ -1,5 +1,7 @@
 """Fuzzing: random input to any parser raises only ProtocolError subclasses, nothing else."""
 
+from __future__ import annotations
+
 import functools
 from typing import Any
 

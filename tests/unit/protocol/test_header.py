@@ -1,5 +1,7 @@
 """Header frame parsing and formatting (wire-protocol.md §4)."""
 
+from __future__ import annotations
+
 import pytest
 
 from pushjobs.protocol.errors import HeaderError, ProtocolError

@@ -1,5 +1,7 @@
 """Keys: RSA PEM forms, session-key exchange, CURVE key pairs, Z85 (wire-protocol.md §10–11)."""
 
+from __future__ import annotations
+
 import datetime
 import functools
 import os
@@ -76,7 +78,7 @@ def test_rsa_public_key_pkcs1_form_loads() -> None:
 
 def test_certificate_form_loads() -> None:
     name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "node1")])
-    now = datetime.datetime.now(datetime.UTC)
+    now = datetime.datetime.now(datetime.timezone.utc)
     cert = (
         x509.CertificateBuilder()
         .subject_name(name)

@@ -1,5 +1,7 @@
 """LogThrottle: the one rate limit of warnings about bad input, shared by server and agent."""
 
+from __future__ import annotations
+
 import logging
 
 import pytest

@@ -1,5 +1,7 @@
 """Message model: field order, optional fields, validation errors (wire-protocol.md §13–§15)."""
 
+from __future__ import annotations
+
 from typing import Any
 
 import pytest

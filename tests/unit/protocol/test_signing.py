@@ -1,5 +1,7 @@
 """hmac_sha256 and rsa2048_sha1 signatures (wire-protocol.md §6)."""
 
+from __future__ import annotations
+
 import base64
 import functools
 import hashlib

@@ -5,6 +5,8 @@
 (b) The published fixed examples of mixlib-authentication (vectors_chef_auth.py).
 """
 
+from __future__ import annotations
+
 import base64
 import hashlib
 

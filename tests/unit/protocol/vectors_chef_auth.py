@@ -12,6 +12,8 @@ repository `chef/mixlib-authentication`, file
 The key is that suite's published throwaway test key.
 """
 
+from __future__ import annotations
+
 METHOD = "POST"
 PATH = "/organizations/clownco"
 BODY = b"Spec Body"

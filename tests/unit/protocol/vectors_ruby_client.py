@@ -7,6 +7,8 @@ Every value is copied verbatim from the project's vector file
 (signing protocols 1.0, 1.1, 1.3), §2 server heartbeat, §3 the 27 command-channel frames.
 """
 
+from __future__ import annotations
+
 CLIENT_PUBLIC_KEY_PEM = b"""-----BEGIN PUBLIC KEY-----
 MIIBIjANBgkqhkiG9w0BAQEFAAOCAQ8AMIIBCgKCAQEAwR84N9iPOEFP+OSoAwCY
 Ip9DxFNV6LuTdvJVUmjarDw6LufFD2I1hnX0bX0XdtXg++fPFkDpYveRrMWGe1Rw
