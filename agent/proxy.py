@@ -10,7 +10,8 @@ import base64
 import urllib.parse
 import urllib.request
 from collections.abc import Mapping
-from dataclasses import dataclass
+
+from pushjobs.protocol.compat import dataclass
 
 DEFAULT_PROXY_PORT = 80  # as urllib and http.client: a proxy URL without a port means port 80
 
