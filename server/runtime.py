@@ -44,6 +44,7 @@ from pushjobs.server.errors import StartupError
 from pushjobs.server.http.app import create_app
 from pushjobs.server.http.deps import HttpDeps, NodeStates
 from pushjobs.server.jobs.manager import JobManager
+from pushjobs.server.nodes.inventory import InventoryRecorder
 from pushjobs.server.nodes.registry import NodeRegistry
 from pushjobs.server.nodes.revocation import KeyWatch
 from pushjobs.server.nodes.sessions import SessionKeys
@@ -99,6 +100,7 @@ class Server:
     principal_watch: PrincipalWatch | None  # keeps the cache current; None: no cache
     sessions: SessionKeys
     nodes: NodeRegistry
+    inventory: InventoryRecorder
     jobs: JobManager
     broker: Broker
     key_watch: KeyWatch
@@ -231,6 +233,8 @@ def build_server(settings: Settings) -> Server:
     http_principals, fresh_principals, principal_watch = build_principal_cache(settings, principals)
     sessions = SessionKeys(lifetime=settings.timing.config_lifetime)
     nodes = NodeRegistry(timing=settings.timing, sessions=sessions)
+    inventory = InventoryRecorder(store)
+    nodes.record(inventory)
     cluster: ClusterService | None = None
     node_view: NodeStates = nodes
     if clustered:
@@ -299,6 +303,7 @@ def build_server(settings: Settings) -> Server:
         principal_watch=principal_watch,
         sessions=sessions,
         nodes=nodes,
+        inventory=inventory,
         jobs=jobs,
         broker=broker,
         key_watch=key_watch,
@@ -323,6 +328,7 @@ def http_deps(server: Server, ports: BoundPorts) -> HttpDeps:
         heartbeat_port=ports.heartbeat_port,
         command_port=ports.command_port,
         stored_events=server.cluster,
+        inventory=server.store,
         abort_relay=server.cluster,
     )
 
@@ -375,6 +381,7 @@ async def serve(server: Server) -> None:
             nursery.start_soon(_watch_signals, signals, shutdown)
             ports = await _start_broker(nursery, server)
             await nursery.start(server.jobs.run)
+            await nursery.start(server.inventory.run)
             if server.cluster is not None:
                 await nursery.start(server.cluster.run)
             # Before HTTP: the key-change baseline must precede the first session key.
