@@ -195,7 +195,7 @@ class Link:
         self._heartbeat_reset = trio.Event()
         self._head_blocked_since: float | None = None
         self._nursery: trio.Nursery | None = None
-        # The node's labels (wire-protocol.md §13.1): sent with the first heartbeat a session
+        # The node's labels (wire-protocol.md §15.1): sent with the first heartbeat a session
         # sends and again after they change; `_labels_sent` is the session that has them.
         self.labels: dict[str, str] = {}
         self._labels_sent: _Session | None = None

@@ -1,4 +1,4 @@
-"""Node labels: the rules a label set must follow (agent.md §2.1, wire-protocol.md §13.1).
+"""Node labels: the rules a label set must follow (agent.md §2.1, wire-protocol.md §15.1).
 
 Pure and shared by the agent (its `[labels]` table) and the server (the `labels` field of a
 3.0 heartbeat). `label_problem` answers why a label set is unusable, or None.

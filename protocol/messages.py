@@ -289,7 +289,7 @@ class _AgentMessage:
 @dataclass(frozen=True, slots=True)
 class AgentHeartbeat(_AgentMessage):
     job_state: str
-    # 3.0 Extension (wire-protocol.md §13.1): the node's labels, on the first heartbeat of a
+    # 3.0 Extension (wire-protocol.md §15.1): the node's labels, on the first heartbeat of a
     # connection and when they change; absent otherwise.
     labels: dict[str, str] | None = None
 

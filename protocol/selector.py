@@ -1,4 +1,4 @@
-"""Kubernetes-style label selectors (http-api.md §7.9): parse once, match many.
+"""Kubernetes-style label selectors (http-api.md §7.14): parse once, match many.
 
 Grammar: requirements separated by commas, each one of
 

@@ -1,5 +1,5 @@
 """The node inventory writer: nodes seen connecting and the labels they report, batched into
-the store in the background (http-api.md §7.8), so `node_states?all=true` knows who ever
+the store in the background (http-api.md §7.7), so `node_states?all=true` knows who ever
 connected and labels survive a restart and are shared by a cluster's servers."""
 
 from __future__ import annotations

@@ -316,7 +316,7 @@ class AccountStore(Protocol):
 
 
 class InventoryStore(Protocol):
-    """Nodes that ever connected and their last labels (http-api.md §7.8)."""
+    """Nodes that ever connected and their last labels (http-api.md §7.7)."""
 
     def record_inventory(self, updates: Sequence[InventoryUpdate]) -> None:
         """Upsert nodes seen / labels reported; labels stay when an update has none."""

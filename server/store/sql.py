@@ -497,7 +497,7 @@ class SqlStore(Store):
         cursor = int(rows[-1][0]) if rows else after
         return cursor, [(r[1], r[2]) for r in rows]
 
-    # -- node inventory (http-api.md §7.8) ----------------------------------------
+    # -- node inventory (http-api.md §7.7) ----------------------------------------
     def record_inventory(self, updates: Sequence[InventoryUpdate]) -> None:
         """Upsert what was seen: `last_seen` moves on; labels change only when reported."""
         if not updates:

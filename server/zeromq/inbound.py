@@ -91,7 +91,7 @@ class Accepted:
     # False for a late 3.0 message on an older connection of the node (data a lossy link
     # delivered after the agent had reconnected): replies must not be routed back to it.
     latest: bool = True
-    # The validated `labels` of a 3.0 heartbeat that carries them (wire-protocol.md §13.1).
+    # The validated `labels` of a 3.0 heartbeat that carries them (wire-protocol.md §15.1).
     labels: dict[str, str] | None = None
 
 

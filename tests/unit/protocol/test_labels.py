@@ -1,4 +1,4 @@
-"""Label sets (protocol/labels.py) and the heartbeat's `labels` field (wire-protocol.md §13.1)."""
+"""Label sets (protocol/labels.py) and the heartbeat's `labels` field (wire-protocol.md §15.1)."""
 
 from __future__ import annotations
 

@@ -449,7 +449,7 @@ def test_late_data_of_a_replaced_connection_is_not_the_latest() -> None:
     assert table.check_route(KEY, "inc", b"new", 30, T0 + 7)[1] is False
 
 
-# -- labels (wire-protocol.md §13.1) ------------------------------------------------------------
+# -- labels (wire-protocol.md §15.1) ------------------------------------------------------------
 
 
 def test_a_3_0_heartbeat_carries_validated_labels(inbound: Inbound, key: bytes) -> None:
