@@ -9,6 +9,7 @@ from dataclasses import field
 from pathlib import Path
 from typing import Any
 
+from pushjobs.agent.labels import LabelConfigError, check_user_labels
 from pushjobs.agent.whitelist import DEFAULT_WHITELIST, Whitelist, WhitelistError
 from pushjobs.protocol.compat import dataclass
 
@@ -54,6 +55,7 @@ class AgentConfig:
     source: str | None = None  # the file it was read from
     # every server of a cluster (docs/cluster.md); `server_url` is the first. Empty: just it.
     server_urls: tuple[str, ...] = ()
+    labels: dict[str, str] = field(default_factory=dict)  # `[labels]`, without the built-ins
 
     def __post_init__(self) -> None:
         self.whitelist = Whitelist(self.whitelist_table, self.lock_file)
@@ -77,6 +79,7 @@ class AgentConfig:
             ("allowed_overwritable_env_vars", self.allowed_overwritable_env_vars),
             ("log_level", self.log_level),
             ("log_file", self.log_file),
+            ("labels", self.labels or None),
         ]
 
 
@@ -121,6 +124,7 @@ _KNOWN_KEYS = {
     "allowed_overwritable_env_vars",
     "whitelist",
     "server_urls",
+    "labels",
 }
 
 
@@ -180,6 +184,11 @@ def build_config(data: dict[str, Any], source: str | None = None) -> AgentConfig
     values["log_level"] = level
     if "node_name" not in values:
         values["node_name"] = default_node_name()
+    if "labels" in data:
+        try:
+            values["labels"] = check_user_labels(data["labels"])
+        except LabelConfigError as exc:
+            raise ConfigError(str(exc)) from None
     table = data.get("whitelist", DEFAULT_WHITELIST)
     if not isinstance(table, dict):
         raise ConfigError("[whitelist] must be a table")

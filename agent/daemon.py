@@ -14,6 +14,7 @@ from cryptography.hazmat.primitives.asymmetric.rsa import RSAPrivateKey
 
 from pushjobs.agent.cgroup import JobCgroups
 from pushjobs.agent.config import AgentConfig, ConfigError, load_config
+from pushjobs.agent.labels import node_labels
 from pushjobs.agent.link import Identity, Link
 from pushjobs.agent.process import FileDirError, SystemHost, prepare_file_dir
 from pushjobs.agent.runner import JobRunner
@@ -95,6 +96,7 @@ class Agent:
             job_state=lambda: (self.runner.state, self.runner.job_id),
             log=log,
         )
+        self.link.set_labels(node_labels(cfg.labels))
         self.cgroups = JobCgroups.detect(log)
         self.worker = JobWorker(
             self.runner, self.link.send, kill_grace=cfg.kill_grace, log=log, cgroups=self.cgroups
@@ -302,6 +304,7 @@ class Agent:
         self.runner.max_run_time = new.max_run_time
         self.runner.file_dir = new.file_dir
         self.worker.kill_grace = new.kill_grace
+        self.link.set_labels(node_labels(new.labels))
         if self.apply_logging is not None:
             self.apply_logging(new)
         log.info("config reloaded (%d whitelist entries)", len(new.whitelist.entries()))

@@ -211,6 +211,10 @@ class Link:
         self._heartbeat_reset = trio.Event()
         self._head_blocked_since: float | None = None
         self._nursery: trio.Nursery | None = None
+        # The node's labels (wire-protocol.md §15.1): sent with the first heartbeat a session
+        # sends and again after they change; `_labels_sent` is the session that has them.
+        self.labels: dict[str, str] = {}
+        self._labels_sent: _Session | None = None
 
     # ---- lifecycle ---------------------------------------------------------------------
 
@@ -265,6 +269,12 @@ class Link:
         """Queue a job message in the ordered outbox."""
         self.outbox.append(message)
         self._wake_dealer()
+
+    def set_labels(self, labels: Mapping[str, str]) -> None:
+        """New labels: the next heartbeat carries them (when they differ from the last ones)."""
+        if dict(labels) != self.labels:
+            self.labels = dict(labels)
+            self._labels_sent = None
 
     def _wake_dealer(self) -> None:
         if self._dealer_wake is not None:
@@ -328,7 +338,10 @@ class Link:
             return
         state, job_id = self.job_state()
         sequence = self.sequence + 1
-        msg = AgentHeartbeat(job_state=state, job_id=job_id, **self._common(session, sequence))
+        labels = self.labels if self._labels_sent is not session else None
+        msg = AgentHeartbeat(
+            job_state=state, job_id=job_id, labels=labels, **self._common(session, sequence)
+        )
         header, body = seal_hmac("3.0", msg.to_dict(), session.config.session_key)
         try:
             session.dealer.send_multipart([header, body], zmq.NOBLOCK)
@@ -340,6 +353,8 @@ class Link:
             self.log.warning("heartbeat not sent: %s", exc)
             return
         self.sequence = sequence
+        if labels is not None:
+            self._labels_sent = session
         self._wake_dealer()  # a send can swallow the FD's readable edge
 
     # ---- loops -------------------------------------------------------------------------

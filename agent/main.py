@@ -13,6 +13,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from pushjobs.agent.config import DEFAULT_CONFIG_PATH, AgentConfig, ConfigError, load_config
+from pushjobs.agent.labels import agent_version
 from pushjobs.agent.whitelist import Refusal
 
 LOG_LEVELS = {
@@ -21,17 +22,6 @@ LOG_LEVELS = {
     "warning": logging.WARNING,
     "error": logging.ERROR,
 }
-
-
-def agent_version() -> str:
-    try:
-        from importlib.metadata import version
-
-        return version("pushjobs")
-    except Exception:
-        from pushjobs.protocol import __version__
-
-        return __version__
 
 
 def build_parser() -> argparse.ArgumentParser:

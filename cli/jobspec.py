@@ -18,10 +18,12 @@ from typing import Any, TextIO
 
 from pushjobs.cli.errors import UsageError
 from pushjobs.protocol.limits import JOB_FILE_LIMIT
+from pushjobs.protocol.selector import SelectorError, parse_selector
 
 QUORUM_ERROR = "Invalid Format please enter integer or percent"
 ENV_ERROR = "--with-env must be a JSON object of strings"
 NO_NODES = "No nodes to run job on. Specify nodes as arguments or use -s to specify a search query."
+WHERE_QUORUM = "with --where, --quorum must be a count or 100%"
 _QUORUM_COUNT = re.compile(r"[0-9]+")
 _QUORUM_PERCENT = re.compile(r"([0-9]+(?:\.[0-9]*)?|\.[0-9]+)%")
 _LIMIT_COUNT = re.compile(r"[0-9]+")
@@ -165,7 +167,7 @@ def build_job_body(
     *,
     command: str,
     nodes: list[str],
-    quorum: int,
+    quorum: int | None,
     capture: bool,
     env: dict[str, str],
     run_timeout: int | None = None,
@@ -174,15 +176,15 @@ def build_job_body(
     dir: str | None = None,
     max_concurrency: int | str | None = None,
     max_errors: int | str | None = None,
+    selector: str | None = None,
 ) -> dict[str, Any]:
-    """The request body of cli.md §3.4 step 2: five keys always, the options only when given."""
-    body: dict[str, Any] = {
-        "command": command,
-        "nodes": nodes,
-        "quorum": quorum,
-        "capture_output": capture,
-        "env": env,
-    }
+    """The request body of cli.md §3.4 step 2: five keys always (`quorum` not when None: the
+    server's default, every node), the options only when given."""
+    body: dict[str, Any] = {"command": command, "nodes": nodes}
+    if quorum is not None:
+        body["quorum"] = quorum
+    body["capture_output"] = capture
+    body["env"] = env
     if run_timeout is not None:
         body["run_timeout"] = run_timeout
     if file is not None:
@@ -195,4 +197,29 @@ def build_job_body(
         body["max_concurrency"] = max_concurrency
     if max_errors is not None:
         body["max_errors"] = max_errors
+    if selector is not None:
+        body["selector"] = selector
     return body
+
+
+def where_selector(where: list[str] | None) -> str | None:
+    """`--where` options joined with commas into one label selector, checked; None without."""
+    if not where:
+        return None
+    text = ",".join(where)
+    try:
+        parse_selector(text)
+    except SelectorError as exc:
+        raise UsageError(str(exc)) from None
+    return text
+
+
+def selector_quorum(text: str) -> int | None:
+    """`--quorum` with `--where` (the node count is known only to the server): a count as
+    given, `100%` → None (the server's default, every node); another percentage is refused."""
+    text = text.strip()
+    if _QUORUM_COUNT.fullmatch(text):
+        return int(text)
+    if _QUORUM_PERCENT.fullmatch(text) and Fraction(text[:-1]) == 100:
+        return None
+    raise UsageError(WHERE_QUORUM)

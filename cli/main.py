@@ -146,6 +146,12 @@ def build_parser() -> Parser:
         metavar="N|N%",
         help="stop starting nodes once more than this many failed (N%% of the nodes, rounded down)",
     )
+    p.add_argument(
+        "--where",
+        action="append",
+        metavar="SELECTOR",
+        help="also the nodes whose labels match, e.g. role=web (repeatable: all must hold)",
+    )
     p.add_argument("-b", "--nowait", action="store_true", help="print the job id and exit")
     _add_follow_options(p)
     p.set_defaults(handler="start")
@@ -218,6 +224,18 @@ def build_parser() -> Parser:
     p = sub(nodes, "status", "availability of nodes", "pushjobs node status web1 web2 --json")
     p.add_argument("nodes", nargs="*", metavar="NODE", help="only these nodes (default: all)")
     p.add_argument("-l", "--long", action="store_true", help="add online/offline")
+    p.add_argument(
+        "--where",
+        action="append",
+        metavar="SELECTOR",
+        help="only nodes whose labels match, e.g. dc!=fra2 (repeatable: all must hold)",
+    )
+    p.add_argument("--labels", action="store_true", help="add each node's labels")
+    p.add_argument(
+        "--all",
+        action="store_true",
+        help="also offline and never-connected nodes (adds status and last seen)",
+    )
     p.set_defaults(handler="node_status")
 
     config = sub(groups, "config", "the CLI's own settings", "pushjobs config show")

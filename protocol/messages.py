@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Any, ClassVar, Union
 
 from .compat import KW_ONLY, dataclass
 from .errors import MessageError
+from .labels import label_problem
 from .limits import OUTPUT_CHUNK_LIMIT
 from .vocabulary import MessageType, OutputChannel
 
@@ -293,6 +294,9 @@ class _AgentMessage:
 @dataclass(frozen=True, slots=True)
 class AgentHeartbeat(_AgentMessage):
     job_state: str
+    # 3.0 Extension (wire-protocol.md §15.1): the node's labels, on the first heartbeat of a
+    # connection and when they change; absent otherwise.
+    labels: dict[str, str] | None = None
 
     TYPE: ClassVar[MessageType] = MessageType.HEARTBEAT
 
@@ -300,13 +304,20 @@ class AgentHeartbeat(_AgentMessage):
         out = self._head()
         out["job_state"] = self.job_state
         out["job_id"] = self.job_id
+        _put(out, "labels", self.labels)
         return out
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> Self:
         f = _Fields(d)
         f.check_type(cls.TYPE)
-        return cls(f.text("job_state"), **cls._common(f))
+        labels = d.get("labels")
+        if labels is not None:
+            problem = label_problem(labels)
+            if problem is not None:
+                raise MessageError(f"field 'labels': {problem}")
+            labels = dict(labels)
+        return cls(f.text("job_state"), labels=labels, **cls._common(f))
 
 
 @dataclass(frozen=True, slots=True)

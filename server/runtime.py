@@ -48,6 +48,7 @@ from pushjobs.server.jobs.manager import JobManager
 from pushjobs.server.metrics.collectors import LiveCollector
 from pushjobs.server.metrics.endpoint import serve_metrics
 from pushjobs.server.metrics.instruments import ServerMetrics
+from pushjobs.server.nodes.inventory import InventoryRecorder
 from pushjobs.server.nodes.registry import NodeRegistry
 from pushjobs.server.nodes.revocation import KeyWatch
 from pushjobs.server.nodes.sessions import SessionKeys
@@ -105,6 +106,7 @@ class Server:
     principal_watch: PrincipalWatch | None  # keeps the cache current; None: no cache
     sessions: SessionKeys
     nodes: NodeRegistry
+    inventory: InventoryRecorder
     jobs: JobManager
     broker: Broker
     key_watch: KeyWatch
@@ -256,6 +258,8 @@ def build_server(settings: Settings) -> Server:
     http_principals, fresh_principals, principal_watch = build_principal_cache(settings, principals)
     sessions = SessionKeys(lifetime=settings.timing.config_lifetime)
     nodes = NodeRegistry(timing=settings.timing, sessions=sessions)
+    inventory = InventoryRecorder(store)
+    nodes.record(inventory)
     cluster: ClusterService | None = None
     node_view: NodeStates = nodes
     if clustered:
@@ -341,6 +345,7 @@ def build_server(settings: Settings) -> Server:
         principal_watch=principal_watch,
         sessions=sessions,
         nodes=nodes,
+        inventory=inventory,
         jobs=jobs,
         broker=broker,
         key_watch=key_watch,
@@ -367,6 +372,7 @@ def http_deps(server: Server, ports: BoundPorts) -> HttpDeps:
         heartbeat_port=ports.heartbeat_port,
         command_port=ports.command_port,
         stored_events=server.cluster,
+        inventory=server.store,
         abort_relay=server.cluster,
     )
 
@@ -427,6 +433,7 @@ async def serve(server: Server) -> None:
             nursery.start_soon(_watch_signals, signals, shutdown)
             ports = await _start_broker(nursery, server)
             await nursery.start(server.jobs.run)
+            await nursery.start(server.inventory.run)
             if server.cluster is not None:
                 await nursery.start(server.cluster.run)
             # Before HTTP: the key-change baseline must precede the first session key.

@@ -24,7 +24,9 @@ from pushjobs.cli.jobspec import (
     parse_quorum,
     read_job_file,
     read_nodes_file,
+    selector_quorum,
     unique,
+    where_selector,
 )
 from pushjobs.cli.render import (
     format_job,
@@ -161,13 +163,16 @@ def cmd_job_start(app: App) -> int:
     max_errors = None if a.max_errors is None else parse_limit(a.max_errors, "--max-errors")
     env = parse_env(a.with_env) if a.with_env is not None else {}
     file = read_job_file(a.file) if a.file is not None else None
+    selector = where_selector(a.where)
     nodes = collect_nodes(app)
-    if not nodes:
+    if not nodes and selector is None:
         raise UsageError(NO_NODES)
     body = build_job_body(
         command=a.command,
         nodes=nodes,
-        quorum=parse_quorum(a.quorum, len(nodes)),
+        quorum=parse_quorum(a.quorum, len(nodes))
+        if selector is None
+        else selector_quorum(a.quorum),
         capture=bool(a.capture or a.show_output or a.stream),
         env=env,
         run_timeout=a.timeout,
@@ -176,6 +181,7 @@ def cmd_job_start(app: App) -> int:
         dir=a.in_dir,
         max_concurrency=max_concurrency,
         max_errors=max_errors,
+        selector=selector,
     )
     client = app.client()
     response, doc = client.post_json("jobs", body)
@@ -200,6 +206,8 @@ def cmd_job_start(app: App) -> int:
                 app.print(f"Started.  Job ID: {job_id}")
             if a.nowait:
                 return exitcodes.OK
+        if selector is not None:  # the server resolved the selector: its job has the nodes
+            nodes = job_node_names(get_job(client, job_id))
         progress = JobProgress(job_id, nodes)
         progress.max_concurrency, progress.max_errors = max_concurrency, max_errors
         return follow_and_finish(app, client, progress)
@@ -381,6 +389,14 @@ def print_outputs(app: App, outputs: dict[str, dict[str, Any]]) -> None:
 
 
 # ---------------------------------------------------------------- job watch
+
+
+def job_node_names(job: dict[str, Any]) -> list[str]:
+    """Every node of a job object (`nodes` maps statuses to names), sorted."""
+    groups = job.get("nodes")
+    if not isinstance(groups, dict):
+        return []
+    return sorted({n for names in groups.values() if isinstance(names, list) for n in names})
 
 
 def get_job(client: SignedClient, job_id: str, include_file: bool = False) -> dict[str, Any]:

@@ -145,3 +145,7 @@ class ClusterNodes:
 
     def end(self, org: str, node: str, reason: str) -> bool:
         return self.local.end(org, node, reason)
+
+    def labels(self, org: str) -> dict[str, dict[str, str]]:
+        """This server's nodes' labels (the others' come from the store's inventory)."""
+        return self.local.labels(org)

@@ -19,6 +19,7 @@ if TYPE_CHECKING:
     from pushjobs.server.principals.rules import PrincipalBackend
     from pushjobs.server.store.interfaces import JobFilters
     from pushjobs.server.store.records import (
+        InventoryNode,
         Job,
         JobNode,
         JobSpec,
@@ -74,6 +75,15 @@ class NodeStates(Protocol):
     def online_nodes(self, org: str) -> list[tuple[str, str]]: ...
     def state(self, org: str, node: str) -> str | None: ...
     def end(self, org: str, node: str, reason: str) -> bool: ...
+    def labels(self, org: str) -> dict[str, dict[str, str]]: ...
+
+
+class NodeInventory(Protocol):
+    """Nodes that ever connected with their stored labels, and the registered clients
+    (`node_states?labels|selector|all`, `POST jobs` with a selector, http-api.md §7.7)."""
+
+    async def node_inventory(self, org_name: str) -> list[InventoryNode]: ...
+    async def list_clients(self, org_name: str) -> list[str]: ...
 
 
 # ---- the job engine ----------------------------------------------------------------------
@@ -198,6 +208,7 @@ class HttpDeps:
     heartbeat_port: int
     command_port: int
     stored_events: StoredEvents | None = None  # None: one server (no job runs elsewhere)
+    inventory: NodeInventory | None = None  # None: nothing stored (labels of online nodes only)
     abort_relay: AbortRelay | None = None
     # `principals` without its cache: a refused request is checked again against it, so what
     # an operator grants applies at once (None: `principals` has no cache).

@@ -9,9 +9,11 @@ from urllib.parse import quote
 import trio
 from starlette.responses import Response
 
+from pushjobs.protocol.selector import parse_selector
 from pushjobs.protocol.vocabulary import FINAL_JOB_STATUSES, MediaType, OutputChannel
 from pushjobs.server.http import node_output
 from pushjobs.server.http.errors import HttpError
+from pushjobs.server.http.inventory import known_nodes
 from pushjobs.server.http.job_filters import next_page_query, parse_list_query
 from pushjobs.server.http.job_views import (
     format_date,
@@ -23,7 +25,7 @@ from pushjobs.server.http.job_views import (
 from pushjobs.server.http.responses import json_response
 from pushjobs.server.jobs.manager import JobAlreadyFinished, JobElsewhere, JobNotFound
 from pushjobs.server.jobs.validation import JobValidationError, validate_job_body
-from pushjobs.server.store.records import JobNode, OutputTotals
+from pushjobs.server.store.records import JobNode, JobSpec, OutputTotals
 
 if TYPE_CHECKING:
     from pushjobs.server.http.context import RequestContext
@@ -129,9 +131,25 @@ async def create_job(ctx: RequestContext, deps: HttpDeps) -> Response:
         spec = validate_job_body(ctx.body, int(deps.settings.timing.default_run_timeout))
     except JobValidationError as exc:
         raise HttpError(400, exc.message, string_shape=True) from None
+    if spec.selector is not None:
+        spec = await _resolve_selector(deps, org.name, spec)
     job_id = await deps.jobs.start_job(org, requestor, spec)
     uri = _job_uri(ctx, deps, org.name, job_id)
     return json_response({"uri": uri}, status=201, headers={"Location": uri})
+
+
+async def _resolve_selector(deps: HttpDeps, org_name: str, spec: JobSpec) -> JobSpec:
+    """The spec with the nodes its selector matches now (online or ever connected, §7.4)."""
+    assert spec.selector is not None
+    selector = parse_selector(spec.selector)
+    matches = [
+        node.name
+        for node in await known_nodes(deps, org_name, registered=False)
+        if selector.matches(node.labels)
+    ]
+    if not matches:
+        raise HttpError(400, f"no node matches selector '{spec.selector}'", string_shape=True)
+    return spec.with_matches(matches)
 
 
 async def get_job(ctx: RequestContext, deps: HttpDeps) -> Response:

@@ -8,9 +8,12 @@ from typing import TYPE_CHECKING, Any
 
 from pushjobs.protocol.keys import encrypt_session_key, key_fingerprint
 from pushjobs.protocol.limits import OFFLINE_THRESHOLD, ONLINE_THRESHOLD
+from pushjobs.protocol.selector import SelectorError, parse_selector
+from pushjobs.protocol.timestamps import format_rfc1123
 from pushjobs.protocol.vocabulary import Availability, NodePresence
 from pushjobs.server.http.ccpk import decode_ccpk
 from pushjobs.server.http.errors import HttpError
+from pushjobs.server.http.inventory import known_nodes
 from pushjobs.server.http.responses import json_response
 from pushjobs.server.nodes.revocation import revoke_if_new_owner
 from pushjobs.server.nodes.sessions import CurveKeyConflict, SessionOwner
@@ -18,6 +21,7 @@ from pushjobs.server.nodes.state import NodePhase
 from pushjobs.server.store.records import PRINCIPAL_CLIENT
 
 if TYPE_CHECKING:
+    from starlette.datastructures import QueryParams
     from starlette.responses import Response
 
     from pushjobs.server.http.context import RequestContext
@@ -125,14 +129,49 @@ async def get_config(ctx: RequestContext, deps: HttpDeps) -> Response:
 
 
 async def get_node_states(ctx: RequestContext, deps: HttpDeps) -> Response:
-    """`GET org/node_states`: every online node of the organization, sorted by name."""
+    """`GET org/node_states`: every online node of the organization, sorted by name; the
+    Extensions `labels=true`, `selector=...` and `all=true` (§7.7) add labels, filter, and list
+    offline and never-connected nodes too."""
     org, _ = ctx.authorized()
-    return json_response(
-        [
-            {"node_name": name, "availability": _availability(state)}
-            for name, state in sorted(deps.nodes.online_nodes(org.name))
-        ]
-    )
+    query = ctx.request.query_params
+    with_labels, every = _flag(query, "labels"), _flag(query, "all")
+    selector = None
+    if "selector" in query:
+        try:
+            selector = parse_selector(query["selector"])
+        except SelectorError as exc:
+            raise HttpError(400, str(exc)) from None
+    if not (with_labels or every or selector is not None):
+        return json_response(
+            [
+                {"node_name": name, "availability": _availability(state)}
+                for name, state in sorted(deps.nodes.online_nodes(org.name))
+            ]
+        )
+    listing = []
+    for node in await known_nodes(deps, org.name, registered=every):
+        if node.phase is None and not every:
+            continue
+        if selector is not None and not selector.matches(node.labels):
+            continue
+        item: dict[str, Any] = {"node_name": node.name, "availability": _availability(node.phase)}
+        if every:
+            item["status"] = NodePresence.OFFLINE if node.phase is None else NodePresence.ONLINE
+            item["last_seen"] = None if node.last_seen is None else format_rfc1123(node.last_seen)
+        if with_labels:
+            item["labels"] = node.labels
+        listing.append(item)
+    return json_response(listing)
+
+
+def _flag(query: QueryParams, name: str) -> bool:
+    """A `true`/`false` query parameter (absent: false); 400 for anything else."""
+    value = query.get(name)
+    if value is None or value == "false":
+        return False
+    if value == "true":
+        return True
+    raise HttpError(400, f"invalid {name} parameter '{value}' (expected true or false)")
 
 
 async def get_node_state(ctx: RequestContext, deps: HttpDeps) -> Response:

@@ -10,6 +10,7 @@ from decimal import Decimal
 from typing import Any
 
 from pushjobs.protocol.limits import JOB_FILE_LIMIT, JOB_INT_MAX
+from pushjobs.protocol.selector import SelectorError, parse_selector
 from pushjobs.server.store.records import JobSpec
 
 UNKNOWN = "an unknown validation error has occurred"
@@ -25,6 +26,7 @@ BAD_FILE_BASE64 = "invalid file contents (couldn't decode base64 string)"
 BAD_FILE_SIZE = f"invalid file size (must be <= {JOB_FILE_LIMIT} bytes)"
 BAD_MAX_CONCURRENCY = "invalid max_concurrency (expected an integer >= 1 or a percentage)"
 BAD_MAX_ERRORS = "invalid max_errors (expected an integer >= 0 or a percentage)"
+BAD_SELECTOR_TYPE = "invalid selector (expected a string)"
 
 KEYS = (
     "command",
@@ -38,6 +40,7 @@ KEYS = (
     "capture_output",
     "max_concurrency",  # extension (lifecycle.md §12)
     "max_errors",  # extension (lifecycle.md §12)
+    "selector",  # extension (http-api.md §7.4)
 )
 _PERCENT = re.compile(r"([0-9]{1,3})%")
 
@@ -151,7 +154,8 @@ def validate_job_body(body: bytes, default_run_timeout: int) -> JobSpec:
     command = data.get("command")
     if not isinstance(command, str):
         raise JobValidationError(INVALID_COMMAND)
-    nodes = data.get("nodes")
+    selector = data.get("selector")
+    nodes = data.get("nodes", [] if "selector" in data else None)
     if not isinstance(nodes, list) or not all(isinstance(n, str) for n in nodes):
         raise JobValidationError(NO_NODES)
     run_timeout: int | None = default_run_timeout
@@ -187,15 +191,22 @@ def validate_job_body(body: bytes, default_run_timeout: int) -> JobSpec:
         max_errors = _limit(data["max_errors"], 0)
         if max_errors is None:
             raise JobValidationError(BAD_MAX_ERRORS)
+    if "selector" in data and not isinstance(selector, str):
+        raise JobValidationError(BAD_SELECTOR_TYPE)
 
     if any(key not in KEYS for key in data):
         raise JobValidationError(INVALID_KEY)
-    if not nodes:
+    if not nodes and selector is None:
         raise JobValidationError(NO_NODES)
     if isinstance(env, _Pairs) and env.duplicate:
         raise JobValidationError(DUPLICATE_ENV)
     if file is not None and _file_size(file) > JOB_FILE_LIMIT:
         raise JobValidationError(BAD_FILE_SIZE)
+    if selector is not None:
+        try:
+            parse_selector(selector)
+        except SelectorError as exc:
+            raise JobValidationError(str(exc)) from None
 
     distinct = list(dict.fromkeys(nodes))
     return JobSpec(
@@ -210,4 +221,6 @@ def validate_job_body(body: bytes, default_run_timeout: int) -> JobSpec:
         capture=capture,
         max_concurrency=max_concurrency,
         max_errors=max_errors,
+        selector=selector,
+        quorum_given=quorum is not None,
     )

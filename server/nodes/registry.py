@@ -40,6 +40,13 @@ class PresenceSink(Protocol):
     def changed(self, org: str, node: str, state: NodeState | None) -> None: ...
 
 
+class InventorySink(Protocol):
+    """Told when a node connects and when it reports labels (the store records them)."""
+
+    def seen(self, org: str, node: str) -> None: ...
+    def labels(self, org: str, node: str, labels: dict[str, str]) -> None: ...
+
+
 class SessionKeyLookup(Protocol):
     """What the registry needs of the session keys: the key that seals a node's commands."""
 
@@ -82,6 +89,7 @@ class NodeRegistry:
         self._ts_text = ""
         self.clock = clock  # `now` of a rehab request that names none
         self.presence: PresenceSink | None = None
+        self.inventory: InventorySink | None = None
 
     # -- wiring ----------
 
@@ -95,6 +103,10 @@ class NodeRegistry:
     def observe(self, presence: PresenceSink) -> None:
         """Tell `presence` of every node that comes online, changes phase or goes offline."""
         self.presence = presence
+
+    def record(self, inventory: InventorySink) -> None:
+        """Tell `inventory` of every node that connects and every labels change."""
+        self.inventory = inventory
 
     # -- queries (lifecycle.md §2.1) --------------------------------------------------------------
 
@@ -115,6 +127,13 @@ class NodeRegistry:
 
     def online_count(self) -> int:
         return len(self._states)
+
+    def labels(self, org: str) -> dict[str, dict[str, str]]:
+        """The labels each of the org's online nodes last reported (nodes without: absent)."""
+        nodes = self._by_org.get(org)
+        if not nodes:
+            return {}
+        return {name: st.labels for name, st in nodes.items() if st.labels is not None}
 
     def states(self) -> list[NodeState]:
         """Every node state of this server."""
@@ -181,6 +200,8 @@ class NodeRegistry:
             self._states[key] = st
             self._by_org.setdefault(org, {})[node] = st
             log.info("node %r/%r online (incarnation %r)", org, node, incarnation_id)
+            if self.inventory is not None:
+                self.inventory.seen(org, node)
             self._perform(st, st.start(now))
             self._tell_presence(st)
             return st, True
@@ -210,6 +231,18 @@ class NodeRegistry:
                 log.debug("node %r/%r: low liveness ignored while the broker catches up", org, node)
                 return
             self._perform(st, outputs, reason="liveness (heartbeat)")
+
+    def set_labels(self, org: str, node: str, labels: dict[str, str]) -> None:
+        """Validated labels from the node's heartbeat: kept, and recorded when they changed."""
+        st = self._states.get((org, node))
+        if st is None or st.labels == labels:
+            return
+        st.labels = labels
+        log.info(
+            "node %r/%r labels: %s", org, node, ",".join(f"{k}={v}" for k, v in labels.items())
+        )
+        if self.inventory is not None:
+            self.inventory.labels(org, node, labels)
 
     def aborted(self, org: str, node: str) -> None:
         """`aborted` from the node: rehab → idle."""

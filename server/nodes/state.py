@@ -30,6 +30,7 @@ class NodeState:
 
     __slots__ = (
         "incarnation_id",
+        "labels",
         "liveness",
         "next_abort",
         "node",
@@ -61,6 +62,7 @@ class NodeState:
         self.rehab_interval = rehab_interval
         self.phase = NodePhase.REHAB
         self.next_abort = now + rehab_interval
+        self.labels: dict[str, str] | None = None  # as last reported (wire-protocol.md §15.1)
 
     def start(self, now: float) -> list[NodeAction]:
         """Creation: enter rehab, send `abort`, start the rehab timer."""

@@ -25,6 +25,7 @@ TABLES = (
     "job_output",
     "job_output_chunks",
     "client_key_changes",
+    "node_inventory",
 )
 # Tables whose id the database generates, and that column: its counter must pass the copy.
 _IDENTITIES = {"users": "id", "clients": "id", "groups": "id", "client_key_changes": "seq"}

@@ -32,6 +32,8 @@ if TYPE_CHECKING:
     from pushjobs.server.store.records import (
         Client,
         Group,
+        InventoryNode,
+        InventoryUpdate,
         Job,
         JobFilters,
         JobNode,
@@ -326,7 +328,19 @@ class AccountStore(Protocol):
         ...
 
 
-class Store(JobStore, PrincipalStore, AccountStore, Protocol):
+class InventoryStore(Protocol):
+    """Nodes that ever connected and their last labels (http-api.md §7.7)."""
+
+    def record_inventory(self, updates: Sequence[InventoryUpdate]) -> None:
+        """Upsert nodes seen / labels reported; labels stay when an update has none."""
+        ...
+
+    def node_inventory(self, org_name: str) -> list[InventoryNode]:
+        """Every node of the organization that ever connected, sorted by name."""
+        ...
+
+
+class Store(JobStore, PrincipalStore, AccountStore, InventoryStore, Protocol):
     """The whole store: the three interfaces and its lifecycle."""
 
     def close(self) -> None:
@@ -478,6 +492,20 @@ class AsyncStore:
 
     async def prune_outputs_batch(self, older_than: float, limit: int) -> int:
         return await self.run(self.store.prune_outputs_batch, older_than, limit)
+
+    # -- inventory (AsyncInventory) ----------------------------------------------
+    async def record_inventory(self, updates: Sequence[InventoryUpdate]) -> None:
+        await self.run(self.store.record_inventory, updates)
+
+    async def node_inventory(self, org_name: str) -> list[InventoryNode]:
+        return await self.run(self.store.node_inventory, org_name)
+
+    async def list_clients(self, org_name: str) -> list[str]:
+        """The organization's client names (none for an unknown organization)."""
+        try:
+            return await self.run(self.store.list_clients, org_name)
+        except NotFoundError:
+            return []
 
     # -- principals (AsyncPrincipalStore) -----------------------------------------
     async def get_org(self, name: str) -> Org | None:

@@ -173,8 +173,22 @@ _V5 = """
 ALTER TABLE jobs ADD COLUMN coordinator TEXT;
 """
 
+# Inventory (issue 13): every node that ever connected, with the labels it last reported
+# (JSON object text; NULL when it never sent any, as 2.0 nodes), so `node_states?all=true`
+# tells never-connected clients apart and labels survive a restart.
+_V6 = """
+CREATE TABLE node_inventory (
+    org_name    TEXT NOT NULL,
+    node_name   TEXT NOT NULL,
+    labels      TEXT,
+    first_seen  REAL NOT NULL,
+    last_seen   REAL NOT NULL,
+    PRIMARY KEY (org_name, node_name)
+);
+"""
+
 # MIGRATIONS[i] brings the schema from version i to version i + 1.
-MIGRATIONS: list[str] = [_V1, _V2, _V3, _V4, _V5]
+MIGRATIONS: list[str] = [_V1, _V2, _V3, _V4, _V5, _V6]
 LATEST_VERSION = len(MIGRATIONS)
 
 

@@ -210,8 +210,20 @@ CREATE TABLE job_events (
 CREATE INDEX job_events_org_feed ON job_events(id) WHERE name IN ('start', 'job_complete');
 """
 
+# Inventory (issue 13): as SQLite's version 6 (`migrations.py`).
+_V4 = r"""
+CREATE TABLE node_inventory (
+    org_name    TEXT NOT NULL,
+    node_name   TEXT NOT NULL,
+    labels      TEXT,
+    first_seen  DOUBLE PRECISION NOT NULL,
+    last_seen   DOUBLE PRECISION NOT NULL,
+    PRIMARY KEY (org_name, node_name)
+);
+"""
+
 # MIGRATIONS[i] brings the schema from version i to version i + 1.
-MIGRATIONS: list[str] = [_V1, _V2, _V3]
+MIGRATIONS: list[str] = [_V1, _V2, _V3, _V4]
 LATEST_VERSION = len(MIGRATIONS)
 # pg_advisory_xact_lock key shared by every pushjobs server migrating this database
 _MIGRATION_LOCK = 0x70757368  # "push"

@@ -5,6 +5,7 @@ Times are float epoch seconds (UTC); the store keeps them at second precision.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
@@ -224,3 +225,33 @@ class JobSpec:
     capture: bool = False
     max_concurrency: int | str | None = None  # as given: a count or "N%"
     max_errors: int | str | None = None  # as given: a count or "N%"
+    # Extension (http-api.md §7.4): resolved to nodes before the job starts (`with_matches`)
+    selector: str | None = None
+    # False: `quorum` is the node count, recounted on resolution
+    quorum_given: bool = field(default=True, compare=False)
+
+    def with_matches(self, matches: list[str]) -> JobSpec:
+        """The spec with the selector's `matches` after the given nodes, resolved."""
+        nodes = list(dict.fromkeys([*self.nodes, *matches]))
+        quorum = self.quorum if self.quorum_given else len(nodes)
+        return dataclasses.replace(self, nodes=nodes, quorum=quorum, selector=None)
+
+
+@dataclass(frozen=True, slots=True)
+class InventoryUpdate:
+    """A node seen connecting (`labels` None) or reporting labels, at `seen_at` (epoch s)."""
+
+    org_name: str
+    node_name: str
+    seen_at: float
+    labels: dict[str, str] | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class InventoryNode:
+    """A node that connected at least once: the labels it last reported (None: never any)."""
+
+    node_name: str
+    labels: dict[str, str] | None
+    first_seen: float
+    last_seen: float

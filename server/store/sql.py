@@ -9,6 +9,7 @@ inside one transaction.
 
 from __future__ import annotations
 
+import json
 import time
 import uuid
 from collections.abc import Iterable, Iterator, Sequence
@@ -32,6 +33,8 @@ from pushjobs.server.store.records import (
     PRINCIPAL_USER,
     Client,
     Group,
+    InventoryNode,
+    InventoryUpdate,
     Job,
     JobFilters,
     JobNode,
@@ -496,6 +499,43 @@ class SqlStore(Store):
         )
         cursor = int(rows[-1][0]) if rows else after
         return cursor, [(r[1], r[2]) for r in rows]
+
+    # -- node inventory (http-api.md §7.7) ----------------------------------------
+    def record_inventory(self, updates: Sequence[InventoryUpdate]) -> None:
+        """Upsert what was seen: `last_seen` moves on; labels change only when reported."""
+        if not updates:
+            return
+        with self._tx() as conn:
+            conn.executemany(
+                "INSERT INTO node_inventory (org_name, node_name, labels, first_seen, last_seen) "
+                "VALUES (?, ?, ?, ?, ?) ON CONFLICT (org_name, node_name) DO UPDATE SET "
+                "last_seen = excluded.last_seen, "
+                "labels = COALESCE(excluded.labels, node_inventory.labels)",
+                [
+                    (
+                        u.org_name,
+                        u.node_name,
+                        None if u.labels is None else json.dumps(u.labels, sort_keys=True),
+                        u.seen_at,
+                        u.seen_at,
+                    )
+                    for u in updates
+                ],
+            )
+
+    def node_inventory(self, org_name: str) -> list[InventoryNode]:
+        """Every node of the organization that ever connected, sorted by name."""
+        rows = self._query(
+            "SELECT node_name, labels, first_seen, last_seen FROM node_inventory "
+            "WHERE org_name = ? ORDER BY node_name",
+            (org_name,),
+        )
+        return [
+            InventoryNode(
+                str(r[0]), None if r[1] is None else json.loads(r[1]), float(r[2]), float(r[3])
+            )
+            for r in rows
+        ]
 
     def prune_client_key_changes(self, before: float) -> int:
         with self._tx() as conn:

@@ -25,6 +25,7 @@ from typing import Any, Protocol
 
 from pushjobs.protocol.envelope import Envelope, open_envelope
 from pushjobs.protocol.errors import BodyError, HeaderError, MessageError, ProtocolError
+from pushjobs.protocol.labels import label_problem
 from pushjobs.protocol.messages import AgentMessage, parse_agent_message
 from pushjobs.protocol.signing import HMAC_SHA256, verify_hmac
 from pushjobs.protocol.timestamps import parse_rfc1123
@@ -116,6 +117,8 @@ class Accepted:
     # False for a late 3.0 message on an older connection of the node (data a lossy link
     # delivered after the agent had reconnected): replies must not be routed back to it.
     latest: bool = True
+    # The validated `labels` of a 3.0 heartbeat that carries them (wire-protocol.md §15.1).
+    labels: dict[str, str] | None = None
 
 
 @dataclass(slots=True)
@@ -264,7 +267,15 @@ def _content(
     msg_type = fields["type"]
     job_id = fields.get("job_id")
     if msg_type == _HEARTBEAT:
-        return Accepted(org, node, incarnation, routing_id, version, msg_type, job_id)
+        beat = Accepted(org, node, incarnation, routing_id, version, msg_type, job_id)
+        labels = fields.get("labels")
+        if labels is not None and version == "3.0":
+            problem = label_problem(labels)
+            if problem is None:
+                beat.labels = dict(labels)
+            else:  # the heartbeat still counts; its labels are dropped
+                beat.problem = _claimed(fields, f"invalid labels: {problem}")
+        return beat
     parsed: AgentMessage | Drop | None = None
     if msg_type in JOB_MESSAGES or (msg_type == MessageType.ABORTED and job_id is not None):
         parsed = _parse(fields, version)

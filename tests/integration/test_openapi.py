@@ -357,6 +357,12 @@ def _node_states(w: World) -> None:
     template = f"{ORG_PREFIX}/node_states"
     body = check(w.call("get", template), template, "get")
     assert {"node_name": NODE, "availability": "available"} in body
+    query = "?labels=true&all=true&selector=os"
+    body = check(w.call("get", template, query=query), template, "get")
+    mine = next(item for item in body if item["node_name"] == NODE)
+    assert mine["status"] == "online" and "os" in mine["labels"]
+    response = w.call("get", template, query="?selector=Role")
+    assert check(response, template, "get")["error"][0].startswith("invalid selector 'Role': ")
 
 
 def _node_state(w: World) -> None:

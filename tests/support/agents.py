@@ -76,7 +76,12 @@ def write_agent_config(
             "log_level": "debug",
         }
     )
-    lines += toml_lines(extra or {})
+    # a table value (e.g. `labels`) becomes a `[table]` after the top-level keys
+    tables = {key: value for key, value in extra.items() if isinstance(value, dict)}
+    lines += toml_lines({key: value for key, value in extra.items() if key not in tables})
+    for name, table in tables.items():
+        lines.append(f"\n[{name}]")
+        lines += toml_lines(table)
     lines.append("\n[whitelist]")
     lines.append(whitelist.strip())
     path.write_text("\n".join(lines) + "\n")

@@ -218,3 +218,40 @@ def test_body_limits_only_when_given() -> None:
     assert "max_errors" not in build_job_body(
         command="c", nodes=["a"], quorum=1, capture=False, env={}, max_concurrency=2
     )
+
+
+# -- --where (cli.md §3.2) ----------------------------------------------------------------------
+
+
+def test_where_options_join_into_one_selector():
+    from pushjobs.cli.jobspec import where_selector
+
+    assert where_selector(None) is None and where_selector([]) is None
+    assert where_selector(["role=web", "dc in (fra1,fra2)"]) == "role=web,dc in (fra1,fra2)"
+
+
+def test_a_bad_where_is_a_usage_error():
+    from pushjobs.cli.errors import UsageError
+    from pushjobs.cli.jobspec import where_selector
+
+    with pytest.raises(UsageError, match="invalid selector 'Role=web': label key 'Role'"):
+        where_selector(["Role=web"])
+
+
+def test_quorum_with_where():
+    from pushjobs.cli.errors import UsageError
+    from pushjobs.cli.jobspec import WHERE_QUORUM, build_job_body, selector_quorum
+
+    assert selector_quorum("100%") is None and selector_quorum("3") == 3
+    with pytest.raises(UsageError, match=WHERE_QUORUM):
+        selector_quorum("50%")
+    body = build_job_body(
+        command="hello", nodes=[], quorum=None, capture=False, env={}, selector="role=web"
+    )
+    assert body == {
+        "command": "hello",
+        "nodes": [],
+        "capture_output": False,
+        "env": {},
+        "selector": "role=web",
+    }

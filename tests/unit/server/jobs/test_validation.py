@@ -295,3 +295,42 @@ def test_integral_float_limit_is_an_integer():
 )
 def test_limits_are_checked_after_capture_and_before_keys(body, message):
     assert error_of(body) == message
+
+
+# -- Extension: selector (http-api.md §7.4) ----------------------------------------------------
+
+
+def test_selector_instead_of_nodes():
+    spec = ok({"command": "uptime", "selector": "role=web"})
+    assert spec.selector == "role=web" and spec.nodes == [] and not spec.quorum_given
+
+
+def test_selector_besides_nodes_and_its_resolution():
+    spec = ok({"command": "uptime", "nodes": ["b", "a"], "selector": "role=web"})
+    resolved = spec.with_matches(["a", "c", "d"])
+    assert resolved.nodes == ["b", "a", "c", "d"] and resolved.quorum == 4
+    assert resolved.selector is None
+    given = ok({"command": "uptime", "selector": "role=web", "quorum": 1})
+    assert given.with_matches(["a", "b"]).quorum == 1
+
+
+@pytest.mark.parametrize(
+    ("body", "message"),
+    [
+        ({"command": "uptime", "selector": 5}, "invalid selector (expected a string)"),
+        ({"command": "uptime", "selector": None}, "invalid selector (expected a string)"),
+        ({"command": "uptime", "selector": "Role=web"}, "invalid selector 'Role=web': label key"),
+        ({"command": "uptime", "selector": ""}, "invalid selector '': it is empty"),
+        # order: the type checks first, unknown keys next, then the selector's syntax
+        ({"command": 1, "selector": "role="}, "invalid command supplied"),
+        ({"command": "uptime", "selector": "(", "bogus": 1}, "invalid key supplied"),
+        ({"command": "uptime", "selector": 5, "bogus": 1}, "invalid selector (expected a string)"),
+        ({"command": "uptime"}, "at least one node must be supplied"),
+        (
+            {"command": "uptime", "nodes": "a", "selector": "r"},
+            "at least one node must be supplied",
+        ),
+    ],
+)
+def test_selector_errors(body, message):
+    assert error_of(body).startswith(message)

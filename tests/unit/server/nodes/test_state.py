@@ -395,3 +395,36 @@ def test_without_a_socket_nothing_is_sent(world):
     reg.accept("acme", "web1", "inc-1", b"r1", "3.0", 0.0)
     assert world.sent == []
     assert reg.state("acme", "web1") == "rehab"
+
+
+# -- labels and the inventory -----------------------------------------------------------------
+
+
+class Inventory:
+    def __init__(self):
+        self.events = []
+
+    def seen(self, org, node):
+        self.events.append(("seen", org, node))
+
+    def labels(self, org, node, labels):
+        self.events.append(("labels", org, node, labels))
+
+
+def test_registry_keeps_labels_and_records_changes(world):
+    inventory = Inventory()
+    world.registry.record(inventory)
+    world.registry.accept("acme", "web1", "inc-1", b"r1", "3.0", 0.0)
+    world.registry.set_labels("acme", "web1", {"role": "web"})
+    world.registry.set_labels("acme", "web1", {"role": "web"})  # unchanged: not recorded again
+    world.registry.set_labels("acme", "web2", {"role": "db"})  # offline: ignored
+    assert world.registry.labels("acme") == {"web1": {"role": "web"}}
+    assert world.registry.node_state("acme", "web1").labels == {"role": "web"}
+    world.registry.set_labels("acme", "web1", {"role": "db"})
+    assert inventory.events == [
+        ("seen", "acme", "web1"),
+        ("labels", "acme", "web1", {"role": "web"}),
+        ("labels", "acme", "web1", {"role": "db"}),
+    ]
+    world.registry.end("acme", "web1", "test")
+    assert world.registry.labels("acme") == {}

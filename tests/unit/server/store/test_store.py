@@ -941,3 +941,27 @@ async def test_async_store_job_and_principal_calls(tmp_path: Path) -> None:
     assert (await astore.client_key_changes(cursor))[1] == [(sync.get_org("acme").id, "web1")]
     assert await astore.prune_client_key_changes(T0 + 10**9) == 1
     await astore.aclose()
+
+
+# -- node inventory (http-api.md §7.7) ----------------------------------------------------------
+
+
+def test_node_inventory_keeps_the_last_labels(store: SqlStore) -> None:
+    from pushjobs.server.store.records import InventoryNode, InventoryUpdate
+
+    assert store.node_inventory("acme") == []
+    store.record_inventory(
+        [
+            InventoryUpdate("acme", "web1", T0),
+            InventoryUpdate("acme", "db1", T0, {"role": "db"}),
+            InventoryUpdate("other", "web1", T0, {"role": "x"}),
+        ]
+    )
+    store.record_inventory([InventoryUpdate("acme", "web1", T0 + 1, {"role": "web"})])
+    store.record_inventory([InventoryUpdate("acme", "db1", T0 + 2)])  # a connect keeps labels
+    assert store.node_inventory("acme") == [
+        InventoryNode("db1", {"role": "db"}, T0, T0 + 2),
+        InventoryNode("web1", {"role": "web"}, T0, T0 + 1),
+    ]
+    store.record_inventory([])
+    assert [n.node_name for n in store.node_inventory("other")] == ["web1"]

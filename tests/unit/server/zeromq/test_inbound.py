@@ -464,3 +464,34 @@ def test_late_data_of_a_replaced_connection_is_not_the_latest() -> None:
     assert table.check_route(KEY, "inc", b"old", 31, T0 + 6) == (None, True)
     # A refused message is never the latest.
     assert table.check_route(KEY, "inc", b"new", 30, T0 + 7)[1] is False
+
+
+# -- labels (wire-protocol.md §15.1) ------------------------------------------------------------
+
+
+def test_a_3_0_heartbeat_carries_validated_labels(inbound: Inbound, key: bytes) -> None:
+    msg = accepted(check(inbound, frames(key, labels={"role": "web", "dc": "fra1"})))
+    assert msg.labels == {"role": "web", "dc": "fra1"} and msg.problem is None
+
+
+@pytest.mark.parametrize(
+    ("labels", "reason"),
+    [
+        ({f"k{i}": "v" for i in range(65)}, "invalid labels: more than 64 labels (65)"),
+        ({"Role": "web"}, "invalid labels: label key 'Role' must be"),
+        ({"role": 7}, "invalid labels: label 'role' must be a string"),
+        (["role"], "invalid labels: labels must be a map"),
+    ],
+)
+def test_bad_labels_are_dropped_but_the_heartbeat_counts(
+    inbound: Inbound, key: bytes, labels: Any, reason: str
+) -> None:
+    msg = accepted(check(inbound, frames(key, labels=labels)))
+    assert msg.labels is None and msg.type == "heartbeat"
+    assert msg.problem is not None and msg.problem.reason.startswith(reason)
+    assert msg.problem.key == (ORG, NODE)
+
+
+def test_2_0_heartbeats_have_no_labels(inbound: Inbound, key: bytes) -> None:
+    msg = accepted(check(inbound, frames(key, version="2.0", sequence=..., labels={"role": "web"})))
+    assert msg.labels is None and msg.problem is None
