@@ -13,7 +13,8 @@ from __future__ import annotations
 import enum
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass
+
+from pushjobs.protocol.compat import dataclass
 
 from .labels import key_problem, value_problem
 
