@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 import queue
 import re
+import secrets
 import shutil
 import subprocess
 import threading
@@ -47,6 +48,7 @@ WHITELIST = """
 "fail" = { run = 'echo "$CHEF_PUSH_NODE_NAME is failing" >&2; exit 3', shell = true }
 "sleep" = { pattern = '^sleep ([0-9]{1,2})$', run = 'sleep \\1' }
 """
+TAG = f"ui-{secrets.token_hex(3)}"  # this run's label value, matched by no other test's node
 
 sync_api = pytest.importorskip(
     "playwright.sync_api", reason="Playwright for Python is not installed (pip install playwright)"
@@ -71,7 +73,8 @@ class Dashboard:
 @pytest.fixture(scope="module")
 def fleet(server: ServerProcess, tmp_path_factory: pytest.TempPathFactory) -> Iterator[list[str]]:
     base = tmp_path_factory.mktemp("ui-fleet")
-    with running_agents(server, base, "web", 3, whitelist=WHITELIST) as agents:
+    labels = {"labels": {"fleet": TAG}}
+    with running_agents(server, base, "web", 3, whitelist=WHITELIST, extra=labels) as agents:
         yield [agent.name for agent in agents]
 
 
@@ -165,6 +168,10 @@ def test_the_token_moves_into_a_cookie_and_every_node_is_shown_available(
     for node in fleet:
         row = page.locator(f"#nodes tr[data-node='{node}']")
         sync_api.expect(row.locator(".availability")).to_have_text("available")
+        sync_api.expect(row.locator(".status")).to_have_text("online")
+        sync_api.expect(row.locator(".label", has_text=f"fleet={TAG}")).to_have_count(1)
+    page.fill("#node-filter", TAG)  # the filter searches labels too
+    sync_api.expect(page.locator("#nodes tr[data-node]")).to_have_count(3)
     page.fill("#node-filter", fleet[1])
     sync_api.expect(page.locator("#nodes tr[data-node]")).to_have_count(1)
     page.fill("#node-filter", "")
@@ -179,7 +186,6 @@ def test_greet_started_from_the_form_turns_the_grid_green_with_each_output_line(
     for node in fleet:
         page.check(f"input[name=node][value='{node}']")
     page.fill("#command", "greet")
-    shots(page, "start")
     page.click("#submit")
     page.wait_for_url(re.compile(r"#/job/[0-9a-f]{32}$"))
     job_id = page.url.rsplit("/", 1)[1]
@@ -293,6 +299,62 @@ def test_the_jobs_page_lists_jobs_newest_first_with_filters_and_pages(
     sync_api.expect(rows).to_have_count(3)
     sync_api.expect(rows.nth(2)).to_contain_text("3 succeeded")
     shots(page, "jobs")
+
+
+def test_a_label_selector_picks_the_nodes_and_an_offline_node_stays_listed(
+    page: Any,
+    fleet: list[str],
+    server: ServerProcess,
+    tmp_path: Path,
+    shots: Any,
+) -> None:
+    """Runs after the jobs page test, which counts this module's jobs."""
+    role = f"canary-{TAG}"
+    with running_agents(
+        server, tmp_path, "canary", 1, whitelist=WHITELIST, extra={"labels": {"role": role}}
+    ) as [canary]:
+        page.goto(page.url.split("#")[0] + "#/start")
+        page.fill("#command", "greet")
+        page.fill("#selector", "role in (web")
+        sync_api.expect(page.locator("#selector-matches")).to_have_text(
+            "400 Bad Request: invalid selector 'role in (web': missing ')'"
+        )
+        page.fill("#selector", f"role={role}")
+        sync_api.expect(page.locator("#selector-matches")).to_have_text(
+            f"matches 1 node (1 available): {canary.name}"
+        )
+        page.fill("#quorum", "100%")  # a percentage counts the selector's matches
+        shots(page, "start")
+        page.click("#submit")
+        page.wait_for_url(re.compile(r"#/job/[0-9a-f]{32}$"))
+        job_id = page.url.rsplit("/", 1)[1]
+        sync_api.expect(page.locator("#grid .cell")).to_have_count(1)
+        sync_api.expect(cells(page, "succeeded")).to_have_count(1)
+        sync_api.expect(page.locator("#output")).to_contain_text(
+            f"{canary.name}: hello from {canary.name}"
+        )
+        job = server.get(f"jobs/{job_id}").json()
+        assert job["nodes"] == {"succeeded": [canary.name]}
+        sync_api.expect(page.locator("#job-quorum")).to_have_text("1 of 1 nodes")
+        # Both ways of choosing at once: a checked node and the selector, de-duplicated.
+        page.goto(page.url.split("#")[0] + "#/start")
+        page.check(f"input[name=node][value='{fleet[0]}']")
+        page.fill("#command", "greet")
+        page.fill("#selector", f"role={role}")
+        page.click("#submit")
+        page.wait_for_url(re.compile(r"#/job/[0-9a-f]{32}$"))
+        sync_api.expect(cells(page, "succeeded")).to_have_count(2)
+    # The canary stopped: node_states?all=true still lists it, offline.
+    page.goto(page.url.split("#")[0] + "#/nodes")
+    row = page.locator(f"#nodes tr[data-node='{canary.name}']")
+    sync_api.expect(row.locator(".status")).to_have_text("offline")
+    sync_api.expect(row.locator(".availability")).to_have_text("unavailable")
+    sync_api.expect(row.locator(".label", has_text=f"role={role}")).to_have_count(1)
+    page.goto(page.url.split("#")[0] + "#/start")
+    page.fill("#selector", f"role={role}")
+    sync_api.expect(page.locator("#selector-matches")).to_have_text(
+        f"matches 1 node (0 available): {canary.name}"
+    )
 
 
 def test_the_local_server_refuses_what_the_page_would_not_send(

@@ -501,6 +501,7 @@ async function startPage() {
   const f = {
     command: h("input", { type: "text", id: "command", required: true, placeholder: "a command of the nodes' whitelist, e.g. chef-client", size: 50 }),
     extra: h("input", { type: "text", id: "extra-nodes", placeholder: "more node names, separated by spaces or commas", size: 50 }),
+    selector: h("input", { type: "text", id: "selector", placeholder: "e.g. role=web,dc in (fra1,ams2)", size: 50 }),
     quorum: h("input", { type: "text", id: "quorum", placeholder: "100%", size: 8 }),
     timeout: h("input", { type: "number", id: "run-timeout", min: 0, placeholder: "3600", size: 8 }),
     capture: h("input", { type: "checkbox", id: "capture", checked: true }),
@@ -517,14 +518,52 @@ async function startPage() {
     for (const n of f.extra.value.split(/[\s,]+/)) if (n && !names.includes(n)) names.push(n);
     return names;
   }
+  // The nodes a selector matches now, as the server resolves it (it resolves it again on POST).
+  const matchHint = h("div", { class: "hint", id: "selector-matches" },
+    "nodes whose labels match, besides the ones chosen above (optional)");
+  async function selectorMatches(selector) {
+    const rel = `node_states?all=true&selector=${encodeURIComponent(selector)}`;
+    // Like the server's POST: online nodes and nodes that connected before, not never-seen clients.
+    return (await api(rel, { quiet: true })).data.filter((n) => n.status === "online" || n.last_seen);
+  }
+  async function previewSelector() {
+    const selector = f.selector.value.trim();
+    if (!selector) {
+      matchHint.textContent = "nodes whose labels match, besides the ones chosen above (optional)";
+      return;
+    }
+    try {
+      const matched = await selectorMatches(selector);
+      if (f.selector.value.trim() !== selector) return; // typed on meanwhile
+      const names = matched.map((n) => n.node_name);
+      const up = matched.filter((n) => n.availability === "available").length;
+      const shown = names.slice(0, 20).join(", ") + (names.length > 20 ? ", …" : "");
+      matchHint.textContent = names.length
+        ? `matches ${names.length} node${names.length === 1 ? "" : "s"} (${up} available): ${shown}`
+        : "matches no node";
+    } catch (err) {
+      matchHint.textContent = err.message;
+    }
+  }
+  f.selector.addEventListener("input", debounced(300, previewSelector));
+
   async function onSubmit(e) {
     e.preventDefault();
     let body;
     try {
       const nodes = chosen();
-      if (!nodes.length) throw new Error("choose at least one node");
-      body = { command: f.command.value, nodes, capture_output: f.capture.checked };
-      const quorum = parseQuorum(f.quorum.value, nodes.length);
+      const selector = f.selector.value.trim();
+      if (!nodes.length && !selector) throw new Error("choose at least one node or give a label selector");
+      body = { command: f.command.value, capture_output: f.capture.checked };
+      if (nodes.length) body.nodes = nodes;
+      if (selector) body.selector = selector;
+      let count = nodes.length;
+      if (selector && /%\s*$/.test(f.quorum.value)) {
+        // A percentage needs the node count the server will resolve; errors are the server's.
+        const matched = (await selectorMatches(selector)).map((n) => n.node_name);
+        count = new Set([...nodes, ...matched]).size;
+      }
+      const quorum = parseQuorum(f.quorum.value, count);
       if (quorum !== undefined) body.quorum = quorum;
       if (f.timeout.value.trim()) body.run_timeout = Number(f.timeout.value);
       const mc = parseLimit(f.maxConcurrency.value, 1, "max concurrency");
@@ -560,6 +599,7 @@ async function startPage() {
         } }, "Select available"),
         h("button", { type: "button", onclick: () => { for (const el of nodeBox.querySelectorAll("input[name=node]")) el.checked = false; } }, "Select none")),
         h("div", { style: "margin-top:6px" }, f.extra)),
+      h("label", { class: "k", for: "selector" }, "Label selector"), h("div", {}, f.selector, matchHint),
       row("Quorum", f.quorum, "nodes that must agree to run: a number or a percentage (default 100%)"),
       row("Run timeout (s)", f.timeout, "default: the server's (3600)"),
       row("Capture output", f.capture, "return each node's stdout and stderr (needed for live output)"),
