@@ -38,6 +38,12 @@ class Target:
 def raise_fd_limit(wanted: int) -> int:
     """Raise RLIMIT_NOFILE towards `wanted` (up to the hard limit); return the soft limit now."""
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard != resource.RLIM_INFINITY and wanted > hard:
+        try:  # root (CAP_SYS_RESOURCE) may raise the hard limit too
+            resource.setrlimit(resource.RLIMIT_NOFILE, (wanted, wanted))
+            return wanted
+        except (ValueError, OSError):
+            pass
     target = wanted if hard == resource.RLIM_INFINITY else min(wanted, hard)
     if target > soft:
         try:

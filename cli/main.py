@@ -279,7 +279,7 @@ def _handlers() -> dict[str, Callable[[App], int]]:
 
     return {
         "config_show": config.cmd_config_show,
-        "completion": config.cmd_completion,
+        "completion": lambda app: config.cmd_completion(app, build_parser()),
         "start": jobs.cmd_job_start,
         "watch": jobs.cmd_job_watch,
         "list": jobs.cmd_job_list,

@@ -8,6 +8,8 @@ from pushjobs.cli.errors import UsageError
 from pushjobs.cli.settings import CONFIG_KEYS, resolve_settings
 
 if TYPE_CHECKING:
+    import argparse
+
     from pushjobs.cli.app import App
 
 DEFAULTS: dict[str, Any] = {"verify_tls": True, "sign_version": "1.3"}
@@ -66,13 +68,12 @@ def cmd_config_show(app: App) -> int:
     return 0
 
 
-def cmd_completion(app: App) -> int:
+def cmd_completion(app: App, parser: argparse.ArgumentParser) -> int:
+    """The completion script of `parser` (the whole command line, from `cli/main.py`)."""
     import shtab
-
-    from pushjobs.cli.main import build_parser
 
     shell = app.args.shell
     if shell not in shtab.SUPPORTED_SHELLS:
         raise UsageError(f"unsupported shell '{shell}'")
-    app.print(shtab.complete(build_parser(), shell=shell).rstrip("\n"))
+    app.print(shtab.complete(parser, shell=shell).rstrip("\n"))
     return 0

@@ -15,6 +15,7 @@ from starlette.routing import Route
 
 from pushjobs.cli.ui import guard
 from pushjobs.cli.ui.proxy import Upstream
+from pushjobs.protocol.vocabulary import MediaType
 
 STATIC = {
     "/": ("index.html", "text/html; charset=utf-8"),
@@ -84,7 +85,7 @@ def create_app(session: Session) -> Starlette:
             return await _forward(request, decision.upstream_rel, session.upstream)
         if path == "/session.json":
             body = json.dumps({**info, "token": session.token})
-            return Response(body, headers=PAGE_HEADERS, media_type="application/json")
+            return Response(body, headers=PAGE_HEADERS, media_type=MediaType.JSON)
         if path in files:
             content, kind = files[path]
             return Response(content, headers=PAGE_HEADERS, media_type=kind)
@@ -115,7 +116,7 @@ async def _forward(request: Request, rel: str, upstream: Upstream) -> Response:
         request.method, rel, request.url.query, body, dict(request.headers)
     )
     headers = {**answer.headers, "Cache-Control": "no-store"}
-    if answer.headers.get("content-type", "").startswith("text/event-stream"):
+    if answer.headers.get("content-type", "").startswith(MediaType.EVENT_STREAM):
         headers["Cache-Control"] = "no-cache"
         headers["X-Accel-Buffering"] = "no"
     return StreamingResponse(

@@ -38,6 +38,8 @@ if TYPE_CHECKING:
     )
     from pushjobs.server.store.records import Job, OutputRecord
 
+# The largest SSE `output` piece (http-api.md §7.13): an HTTP limit, kept apart from the ZeroMQ
+# `output` message limit OUTPUT_CHUNK_LIMIT (wire-protocol.md §9) though the values agree.
 MAX_SSE_CHUNK = 32768
 # A reader of a job followed elsewhere looks at the store at least this often, whatever the
 # notifications say (a lost coordinator announces nothing).

@@ -1,0 +1,1 @@
+"""Prometheus metrics of the server: its instruments, scrape-time collectors and `GET /metrics`."""

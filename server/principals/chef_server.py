@@ -28,6 +28,7 @@ import trio
 from pushjobs.protocol.chef_auth import sign_request
 from pushjobs.protocol.errors import KeyFormatError
 from pushjobs.protocol.keys import load_private_key
+from pushjobs.protocol.vocabulary import MediaType
 from pushjobs.server.lru import LruCache
 from pushjobs.server.principals.errors import PrincipalBackendUnavailable
 from pushjobs.server.principals.rules import transitive_member
@@ -323,7 +324,7 @@ class ChefServerPrincipals:
         if org_segment is None or name_segment is None:
             return []
         url = f"{self._principals_url}/organizations/{org_segment}/principals/{name_segment}"
-        headers = {"Accept": "application/json", "X-Ops-Server-API-Version": CHEF_API_VERSION}
+        headers = {"Accept": MediaType.JSON, "X-Ops-Server-API-Version": CHEF_API_VERSION}
         status, body = await self._get(url, headers, PRINCIPALS_ENDPOINT)
         if status == 404:
             what = body.get("not_found") if isinstance(body, dict) else None
@@ -369,7 +370,7 @@ class ChefServerPrincipals:
             version=SIGN_VERSION,
             server_api_version=CHEF_API_VERSION,
         )
-        headers["Accept"] = "application/json"
+        headers["Accept"] = MediaType.JSON
         return await self._get(self._chef_url + path, headers, CHEF_SERVER)
 
     async def _get(self, url: str, headers: dict[str, str], source: str) -> tuple[int, Any]:
