@@ -7,7 +7,7 @@ for server messages); `from_dict` validates types and raises `MessageError` nami
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import TYPE_CHECKING, Any, ClassVar, Union
+from typing import TYPE_CHECKING, Any, ClassVar, Union, get_args
 
 from .compat import KW_ONLY, dataclass
 from .errors import MessageError
@@ -444,20 +444,7 @@ AgentMessage = Union[
     Output,
 ]
 
-_AGENT_TYPES: dict[str, type[_AgentMessage]] = {
-    cls.TYPE: cls
-    for cls in (
-        AgentHeartbeat,
-        AckCommit,
-        NackCommit,
-        AckRun,
-        NackRun,
-        Succeeded,
-        Failed,
-        Aborted,
-        Output,
-    )
-}
+_AGENT_TYPES: dict[str, type[_AgentMessage]] = {cls.TYPE: cls for cls in get_args(AgentMessage)}
 
 
 def parse_agent_message(fields: dict[str, Any], version: str) -> AgentMessage:
