@@ -86,7 +86,6 @@ def test_error_budget_stops_the_job_and_skips_the_rest(
     server: ServerProcess, fleet: list[str], tmp_path: Path
 ) -> None:
     log, release = tmp_path / "log", tmp_path / "release"
-    release.touch()  # nodes that do not fail finish at once
     failing = fleet[:2]
     job_id = post_job(
         server,
@@ -96,11 +95,18 @@ def test_error_budget_stops_the_job_and_skips_the_rest(
         max_errors=1,
         env={"LOG": str(log), "RELEASE": str(release), "FAIL": " ".join(failing)},
     )
-    _, events = trio.run(read_sse, server, f"job_status_feed/{job_id}")  # live: ends by itself
+
+    # The first failure (1 error: within the budget) starts the third node, which waits for the
+    # release; the second failure exhausts the budget, so the other seven never run. Releasing
+    # only then keeps the third node from finishing and refilling a fourth in between.
+    def skipped() -> bool:
+        return len(server.get(f"jobs/{job_id}").json()["nodes"].get("skipped", [])) == 7
+
+    wait_for(skipped, 30, what="the seven nodes after the budget skipped")
+    release.touch()
+    _, events = trio.run(read_sse, server, f"job_status_feed/{job_id}")  # replays, then ends
     job = server.wait_job(job_id, timeout=60)
     assert job["status"] == "stopped"
-    # The first failure (1 error: within the budget) started the third node; the second one
-    # exhausted the budget, so the other seven never ran.
     assert job["nodes"] == {
         "failed": sorted(failing),
         "succeeded": [fleet[2]],
