@@ -16,6 +16,7 @@ from pushjobs.protocol.labels import (
     merge_builtins,
     value_problem,
 )
+from pushjobs.protocol.version import installed_version
 
 OS_RELEASE = "/etc/os-release"
 
@@ -40,18 +41,6 @@ def check_user_labels(table: Any) -> dict[str, str]:
             f"({MAX_LABELS} with the {len(BUILTIN_KEYS)} built-in ones)"
         )
     return dict(table)
-
-
-def agent_version() -> str:
-    """The installed pushjobs version (the source tree's when it is not installed)."""
-    try:
-        from importlib.metadata import version
-
-        return version("pushjobs")
-    except Exception:
-        from pushjobs.protocol import __version__
-
-        return __version__
 
 
 def os_version(os_release: str = OS_RELEASE) -> str:
@@ -92,4 +81,6 @@ def node_labels(
     user: Mapping[str, str], builtins: Mapping[str, str] | None = None
 ) -> dict[str, str]:
     """What the agent reports: the user labels and the built-ins (which win)."""
-    return merge_builtins(user, builtin_labels(agent_version()) if builtins is None else builtins)
+    if builtins is None:
+        builtins = builtin_labels(installed_version())
+    return merge_builtins(user, builtins)

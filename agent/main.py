@@ -13,8 +13,8 @@ from collections.abc import Sequence
 from typing import Any
 
 from pushjobs.agent.config import DEFAULT_CONFIG_PATH, AgentConfig, ConfigError, load_config
-from pushjobs.agent.labels import agent_version
 from pushjobs.agent.whitelist import Refusal
+from pushjobs.protocol.version import installed_version
 
 LOG_LEVELS = {
     "debug": logging.DEBUG,
@@ -176,7 +176,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the `pushjobs-agent` console script."""
     args = build_parser().parse_args(argv)
     if args.version:
-        print(f"pushjobs-agent {agent_version()} (protocol 3.0)")
+        print(f"pushjobs-agent {installed_version()} (protocol 3.0)")
         return 0
     overrides = {
         "server_url": args.server_url,

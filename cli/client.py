@@ -22,7 +22,7 @@ import httpx
 
 from pushjobs.cli.errors import RequestError, UsageError
 from pushjobs.cli.settings import Settings
-from pushjobs.cli.version import cli_version
+from pushjobs.protocol.version import installed_version
 from pushjobs.protocol.vocabulary import MediaType
 
 log = logging.getLogger("pushjobs.cli")
@@ -156,7 +156,7 @@ class SignedClient:
         self.http = httpx.Client(
             verify=tls_verify(settings),
             timeout=TIMEOUT,
-            headers={"User-Agent": f"pushjobs-cli/{cli_version()}"},
+            headers={"User-Agent": f"pushjobs-cli/{installed_version()}"},
             follow_redirects=False,
             transport=transport,
         )

@@ -12,8 +12,8 @@ from typing import TYPE_CHECKING, NoReturn
 
 from pushjobs.cli import exitcodes
 from pushjobs.cli.errors import CliError, UsageError
-from pushjobs.cli.version import cli_version
 from pushjobs.protocol.limits import JOB_FILE_LIMIT
+from pushjobs.protocol.version import installed_version
 
 if TYPE_CHECKING:
     from pushjobs.cli.app import App
@@ -42,7 +42,7 @@ def _add_globals(p: argparse.ArgumentParser, top: bool) -> None:
     g.add_argument("--json", action="store_true", help="machine-readable output on stdout", **d)
     g.add_argument("--no-color", action="store_true", help="plain text", **d)
     g.add_argument("-v", "--verbose", action="count", help="log each HTTP request to stderr", **d)
-    g.add_argument("--version", action="version", version=f"pushjobs {cli_version()}")
+    g.add_argument("--version", action="version", version=f"pushjobs {installed_version()}")
 
 
 def _add_follow_options(p: argparse.ArgumentParser) -> None:

@@ -15,7 +15,7 @@ import httpx
 
 from pushjobs.cli.client import TIMEOUT, describe_network_error, tls_verify
 from pushjobs.cli.settings import Settings
-from pushjobs.cli.version import cli_version
+from pushjobs.protocol.version import installed_version
 
 # Request headers the page may pass on; everything else (cookies, the token) stays here.
 REQUEST_HEADERS = ("accept", "content-type", "last-event-id")
@@ -48,7 +48,7 @@ class Upstream:
         self.http = httpx.AsyncClient(
             verify=tls_verify(settings),
             timeout=TIMEOUT,
-            headers={"User-Agent": f"pushjobs-ui/{cli_version()}"},
+            headers={"User-Agent": f"pushjobs-ui/{installed_version()}"},
             follow_redirects=False,
             transport=transport,
         )

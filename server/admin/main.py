@@ -20,6 +20,7 @@ import sys
 from collections.abc import Callable, Sequence
 from typing import Any, NoReturn, TypeAlias
 
+from pushjobs.protocol.version import installed_version
 from pushjobs.server.admin.accounts import (
     cmd_group_add,
     cmd_group_create,
@@ -60,7 +61,6 @@ from pushjobs.server.admin.setup import cmd_init, cmd_run
 from pushjobs.server.admin.store_copy import cmd_store_copy
 from pushjobs.server.config import LOG_LEVELS, ConfigError
 from pushjobs.server.store.interfaces import StoreError
-from pushjobs.server.version import server_version
 
 
 class _Parser(argparse.ArgumentParser):
@@ -125,7 +125,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     _global_options(parser, suppress=False)
     parser.add_argument(
-        "--version", action="version", version=f"pushjobs-server {server_version()}"
+        "--version", action="version", version=f"pushjobs-server {installed_version()}"
     )
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
     commands.required = True

@@ -54,14 +54,13 @@ class InventoryRecorder:
         updates, self._pending = list(self._pending.values()), {}
         return updates
 
-    def _add(self, update: InventoryUpdate, wake: bool = True) -> None:
+    def _add(self, update: InventoryUpdate) -> None:
         key = (update.org_name, update.node_name)
         old = self._pending.get(key)
         if old is not None and update.labels is None and old.labels is not None:
             update = InventoryUpdate(update.org_name, update.node_name, update.seen_at, old.labels)
         self._pending[key] = update
-        if wake:
-            self._wakeup.set()
+        self._wakeup.set()
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         """Write pending updates, at most one batch per interval, until cancelled."""
