@@ -3,8 +3,9 @@
 `SqlStore` holds every query; a `Database` (`sqlite.py`, `postgres.py`) owns the connections,
 transactions and migrations of one backend. The queries use `?` placeholders and SQL both
 backends accept (`ON CONFLICT`, `RETURNING`); the two differences left — the two-argument
-maximum and "no limit" — come from the backend's `Dialect`. Batch writes use `executemany`
-inside one transaction.
+maximum and "no limit" — come from the backend's `Dialect`, as does the one batch SQLite writes
+as a single JSON parameter (job node rows). Other batch writes use `executemany` inside one
+transaction.
 """
 
 from __future__ import annotations
@@ -50,6 +51,7 @@ from pushjobs.server.store.sql_rows import (
     JOB_INSERT,
     NODE_COLUMNS,
     NODE_UPSERT,
+    NODE_UPSERT_JSON,
     ORG_COLUMNS,
     OUTPUT_COLUMNS,
     OUTPUT_UPSERT,
@@ -96,6 +98,10 @@ class Dialect:
     # appended to a batch's row selection: PostgreSQL skips rows another server is deleting
     # (retention in a cluster); SQLite has one writer and no row locks
     skip_locked: str = ""
+    # job node rows written as one JSON parameter per statement (`NODE_UPSERT_JSON`), not
+    # row by row: sqlite3's `executemany` takes and drops the GIL for every row, which makes
+    # the store thread fight the ZeroMQ reader for it while a large job runs
+    json_node_batches: bool = False
 
 
 class Database(Protocol):
@@ -690,10 +696,18 @@ class SqlStore(Store):
             if conn.execute("SELECT 1 FROM jobs WHERE id = ?", (job.id,)).fetchone():
                 raise AlreadyExistsError(f"job '{job.id}' already exists")
             conn.execute(JOB_INSERT, job_params(job))
-            conn.executemany(
-                "INSERT INTO job_nodes (job_id, node_name, status, updated_at) VALUES (?, ?, ?, ?)",
-                [(job.id, name, NodeStatus.NEW, created) for name in node_names],
-            )
+            if self._db.dialect.json_node_batches:
+                conn.execute(
+                    "INSERT INTO job_nodes (job_id, node_name, status, updated_at) "
+                    "SELECT ?, value, ?, ? FROM json_each(?)",
+                    (job.id, NodeStatus.NEW.value, created, json.dumps(list(node_names))),
+                )
+            else:
+                conn.executemany(
+                    "INSERT INTO job_nodes (job_id, node_name, status, updated_at) "
+                    "VALUES (?, ?, ?, ?)",
+                    [(job.id, name, NodeStatus.NEW, created) for name in node_names],
+                )
 
     def set_job_status(self, job_id: str, status: str, updated_at: float) -> None:
         with self._tx() as conn:
@@ -711,6 +725,11 @@ class SqlStore(Store):
         if not nodes:
             return
         now = int(time.time())
+        if self._db.dialect.json_node_batches:
+            batch = json.dumps([job_node_params(n) for n in nodes], separators=(",", ":"))
+            with self._tx() as conn:
+                conn.execute(NODE_UPSERT_JSON, (now, batch))
+            return
         rows = [(*job_node_params(n), now) for n in nodes]
         with self._tx() as conn:
             conn.executemany(NODE_UPSERT, rows)

@@ -168,10 +168,21 @@ def job_node_params(node: JobNode) -> Row:
     )
 
 
+_NODE_CONFLICT = "ON CONFLICT (job_id, node_name) DO UPDATE SET " + _upsert_set(
+    (*_NODE_FIELDS[2:], "updated_at")
+)
 NODE_UPSERT = (
     f"INSERT INTO job_nodes ({NODE_COLUMNS}, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?) "
-    "ON CONFLICT (job_id, node_name) DO UPDATE SET "
-    + _upsert_set((*_NODE_FIELDS[2:], "updated_at"))
+    + _NODE_CONFLICT
+)
+# The same for a whole batch in one statement (SQLite): parameters `(updated_at, rows)`, the rows
+# a JSON array of `job_node_params` arrays. `WHERE true` keeps SQLite from reading the ON of
+# ON CONFLICT as a join constraint.
+NODE_UPSERT_JSON = (
+    f"INSERT INTO job_nodes ({NODE_COLUMNS}, updated_at) SELECT "
+    + ", ".join(f"json_extract(value, '$[{i}]')" for i in range(len(_NODE_FIELDS)))
+    + ", ? FROM json_each(?) WHERE true "
+    + _NODE_CONFLICT
 )
 
 _OUTPUT_FIELDS = (

@@ -18,7 +18,7 @@ from pushjobs.server.store.interfaces import SchemaError
 from pushjobs.server.store.migrations import apply_migrations, current_version
 from pushjobs.server.store.sql import Connection, Dialect, SqlStore
 
-SQLITE = Dialect(greatest="MAX", no_limit=-1)
+SQLITE = Dialect(greatest="MAX", no_limit=-1, json_node_batches=True)
 
 
 class SqliteDatabase:
