@@ -15,6 +15,7 @@ from .limits import HEADER_LIMIT
 from .signing import (
     HMAC_SHA256,
     RSA2048_SHA1,
+    HmacKey,
     hmac_signature,
     rsa_sha1_signature,
     verify_hmac,
@@ -30,7 +31,7 @@ class Envelope:
     fields: dict[str, Any]
 
 
-def seal_hmac(version: str, fields: Mapping[str, Any], key: bytes) -> tuple[bytes, bytes]:
+def seal_hmac(version: str, fields: Mapping[str, Any], key: bytes | HmacKey) -> tuple[bytes, bytes]:
     """Encode `fields` in `version` and sign with hmac_sha256 → (header, body)."""
     body = encode_body(version, fields)
     return format_header(version, HMAC_SHA256, hmac_signature(key, body)), body
@@ -58,7 +59,7 @@ def open_envelope(header: bytes, body: bytes, max_body: int, signing_method: str
     return Envelope(version=parsed.version, header=parsed, body=bytes(body), fields=fields)
 
 
-def verify_envelope_hmac(env: Envelope, key: bytes) -> bool:
+def verify_envelope_hmac(env: Envelope, key: bytes | HmacKey) -> bool:
     """True when the envelope is hmac_sha256-signed and verifies with `key`."""
     if env.header.signing_method != HMAC_SHA256:
         return False

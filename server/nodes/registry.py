@@ -20,6 +20,7 @@ from pushjobs.server.nodes.liveness import LivenessParams
 from pushjobs.server.nodes.state import NodeAction, NodePhase, NodeState
 
 if TYPE_CHECKING:
+    from pushjobs.protocol.signing import HmacKey
     from pushjobs.server.config import TimingSettings
 
 log = logging.getLogger(__name__)
@@ -50,7 +51,7 @@ class InventorySink(Protocol):
 class SessionKeyLookup(Protocol):
     """What the registry needs of the session keys: the key that seals a node's commands."""
 
-    def existing_key(self, org: str, node: str) -> bytes | None: ...
+    def existing_key(self, org: str, node: str) -> HmacKey | None: ...
 
 
 class NodeRegistry:

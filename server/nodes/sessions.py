@@ -17,6 +17,8 @@ import secrets
 import time
 from dataclasses import dataclass
 
+from pushjobs.protocol.signing import HmacKey
+
 SESSION_KEY_BYTES = 32
 CURVE_KEY_BYTES = 32
 # Live CURVE keys per node. An agent uses one key per process and re-registers it on every
@@ -44,7 +46,7 @@ class SessionKeys:
 
     def __init__(self, lifetime: float) -> None:
         self.lifetime = float(lifetime)
-        self._keys: dict[Key, bytes] = {}
+        self._keys: dict[Key, HmacKey] = {}
         self._owners: dict[Key, SessionOwner] = {}
         self._curve: dict[bytes, tuple[str, str, float]] = {}
         self._node_curve: dict[Key, dict[bytes, None]] = {}  # registration order, oldest first
@@ -58,13 +60,13 @@ class SessionKeys:
         """
         key = self._keys.get((org, node))
         if key is None:
-            key = secrets.token_bytes(SESSION_KEY_BYTES)
+            key = HmacKey(secrets.token_bytes(SESSION_KEY_BYTES))
             self._keys[(org, node)] = key
         if owner is not None:
             self._owners[(org, node)] = owner
-        return key
+        return key.raw
 
-    def existing_key(self, org: str, node: str) -> bytes | None:
+    def existing_key(self, org: str, node: str) -> HmacKey | None:
         """The node's session key if one was ever handed out, else None (broker hot path)."""
         return self._keys.get((org, node))
 

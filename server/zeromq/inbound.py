@@ -27,7 +27,7 @@ from pushjobs.protocol.envelope import Envelope, open_envelope
 from pushjobs.protocol.errors import BodyError, HeaderError, MessageError, ProtocolError
 from pushjobs.protocol.labels import label_problem
 from pushjobs.protocol.messages import AgentMessage, parse_agent_message
-from pushjobs.protocol.signing import HMAC_SHA256, verify_hmac
+from pushjobs.protocol.signing import HMAC_SHA256, HmacKey, verify_hmac
 from pushjobs.protocol.timestamps import parse_rfc1123
 from pushjobs.protocol.vocabulary import MessageType
 from pushjobs.server.zeromq.org_cache import Gate, OrgCache
@@ -79,7 +79,7 @@ DROP_KINDS = (
 class SessionKeyLookup(Protocol):
     """What validation needs of the session keys: the key a node's messages are signed with."""
 
-    def existing_key(self, org: str, node: str) -> bytes | None: ...
+    def existing_key(self, org: str, node: str) -> HmacKey | None: ...
 
 
 # The results are plain (not frozen) dataclasses: building a frozen one costs about 1 µs, a

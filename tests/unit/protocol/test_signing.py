@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import functools
 import hashlib
+import hmac
 
 import pytest
 from cryptography.hazmat.primitives.asymmetric.padding import PKCS1v15
@@ -18,6 +19,7 @@ from pushjobs.protocol.keys import generate_rsa_key
 from pushjobs.protocol.signing import (
     HMAC_SHA256,
     RSA2048_SHA1,
+    HmacKey,
     hmac_signature,
     rsa_private_encrypt,
     rsa_public_recover,
@@ -185,3 +187,16 @@ def test_rsa_every_signature_mutation_fails(data: st.DataObject) -> None:
     b = data.draw(st.integers(0, 255).filter(lambda v: v != raw[j]))
     mutated = base64.b64encode(raw[:j] + bytes([b]) + raw[j + 1 :]).decode()
     assert not verify_rsa_sha1(pub, body, mutated)
+
+
+@pytest.mark.parametrize("size", [0, 16, 32, 64, 65, 200])
+def test_a_precomputed_hmac_key_signs_and_verifies_like_hmac(size: int) -> None:
+    raw = bytes(range(256))[:size]
+    key = HmacKey(raw)
+    for body in (b"", b"x", b"{}" * 700):
+        expected = hmac.new(raw, body, hashlib.sha256).digest()
+        assert key.digest(body) == expected
+        signature = hmac_signature(key, body)
+        assert signature == hmac_signature(raw, body)
+        assert verify_hmac(key, body, signature)
+        assert not verify_hmac(key, body + b"!", signature)

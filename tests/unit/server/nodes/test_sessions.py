@@ -20,7 +20,8 @@ def test_session_key_is_32_random_bytes_created_once():
     first = keys.session_key("acme", "web1")
     assert len(first) == 32
     assert keys.session_key("acme", "web1") == first
-    assert keys.existing_key("acme", "web1") == first
+    existing = keys.existing_key("acme", "web1")
+    assert existing is not None and existing.raw == first
 
 
 def test_session_keys_differ_per_org_and_node():
