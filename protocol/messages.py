@@ -41,6 +41,9 @@ class _Fields:
         return value
 
     def text(self, name: str, required: bool = True) -> Any:
+        value = self.d.get(name)
+        if type(value) is str:  # the common case first: this runs for every field received
+            return value
         value = self._get(name, required)
         if value is None and not required:
             return None
@@ -49,6 +52,13 @@ class _Fields:
         return value
 
     def integer(self, name: str, required: bool = True, minimum: int | None = None) -> Any:
+        value = self.d.get(name)
+        if (
+            type(value) is int
+            and _INT64_MIN <= value <= _INT64_MAX
+            and (minimum is None or value >= minimum)
+        ):
+            return value
         value = self._get(name, required)
         if value is None and not required:
             return None

@@ -19,6 +19,9 @@ import zmq
 # Upper bound of messages handed to the reader per wake-up: keeps other tasks (HTTP, timers)
 # responsive while a burst is drained; the reader is called again at once.
 DEFAULT_BATCH = 256
+# Plain ints: pyzmq's flag enums cost an `enum` call per `|` on the per-frame path.
+_NOBLOCK = int(zmq.NOBLOCK)
+_MORE_NOBLOCK = int(zmq.SNDMORE) | _NOBLOCK
 
 
 class TrioSocket:
@@ -56,10 +59,22 @@ class TrioSocket:
         """
         while True:
             batch: list[Any] = []
-            recv = self.sock.recv_multipart
             try:
-                while len(batch) < limit:
-                    batch.append(recv(zmq.NOBLOCK, copy=copy))
+                if copy:
+                    recv_multipart = self.sock.recv_multipart
+                    while len(batch) < limit:
+                        batch.append(recv_multipart(_NOBLOCK))
+                else:
+                    # Frame by frame with `Frame.more`: `recv_multipart` asks `RCVMORE` with a
+                    # getsockopt per frame.
+                    recv = self.sock.recv
+                    while len(batch) < limit:
+                        frame = recv(_NOBLOCK, copy=False)
+                        frames = [frame]
+                        while frame.more:
+                            frame = recv(_NOBLOCK, copy=False)
+                            frames.append(frame)
+                        batch.append(frames)
             except zmq.Again:
                 pass
             if batch:
@@ -76,7 +91,11 @@ class TrioSocket:
         if self._closed:
             return False
         try:
-            self.sock.send_multipart(frames, zmq.NOBLOCK, copy=copy)
+            # The loop of `send_multipart`, without its per-frame type checks and flag enums.
+            send = self.sock.send
+            last = len(frames) - 1
+            for index, frame in enumerate(frames):
+                send(frame, _MORE_NOBLOCK if index < last else _NOBLOCK, copy=copy)
             sent = True
         except zmq.Again:
             sent = False
