@@ -22,6 +22,8 @@ DEFAULT_BATCH = 256
 # Plain ints: pyzmq's flag enums cost an `enum` call per `|` on the per-frame path.
 _NOBLOCK = int(zmq.NOBLOCK)
 _MORE_NOBLOCK = int(zmq.SNDMORE) | _NOBLOCK
+_EVENTS = int(zmq.EVENTS)
+_POLLIN = int(zmq.POLLIN)
 
 
 class TrioSocket:
@@ -36,10 +38,10 @@ class TrioSocket:
         self._closed = False
 
     def _readable(self) -> bool:
-        events = self.sock.getsockopt(zmq.EVENTS)
+        events = self.sock.getsockopt(_EVENTS)
         if not isinstance(events, int):  # an integer option: satisfies the type checker
             raise TypeError(f"zmq.EVENTS is {events!r}")
-        return bool(events & zmq.POLLIN)
+        return bool(events & _POLLIN)
 
     async def wait_readable(self) -> None:
         """Return once the socket has input pending (checks `zmq.EVENTS` before sleeping)."""
