@@ -37,6 +37,7 @@ pytestmark = pytest.mark.slow
 
 FINAL_NODE = FINAL_NODE_STATUSES
 
+STABLE = 5.0  # seconds every node must stay available before the next job (10 heartbeats)
 RECOVERY = 120.0  # an agent cut off for long may be in its fetch backoff (agent.md §6.3)
 
 
@@ -73,14 +74,23 @@ def assert_no_job_ran_twice(agent: NetAgent) -> None:
     assert not twice, f"{agent.name} ran jobs {twice} more than once"
 
 
-def wait_all_available(net: FaultNet, timeout: float) -> None:
+def wait_all_available(net: FaultNet, timeout: float, stable: float = STABLE) -> None:
+    """Wait until every node has been available for `stable` seconds in a row: right after a
+    lossy link clears, a TCP connection can still be in retransmission backoff, and its node,
+    available a moment ago, go down for missed heartbeats before it recovers."""
     assert net.server is not None
     srv = net.server
+    since: list[float] = []
 
     def all_available() -> bool:
         states = srv.get("node_states").json()
         available = {s["node_name"] for s in states if s["availability"] == "available"}
-        return set(net.names) <= available
+        if not set(net.names) <= available:
+            since.clear()
+            return False
+        if not since:
+            since.append(time.monotonic())
+        return time.monotonic() - since[0] >= stable
 
     wait_for(all_available, timeout, interval=0.5, what="every node available again")
 
