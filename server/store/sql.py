@@ -49,6 +49,8 @@ from pushjobs.server.store.records import (
 from pushjobs.server.store.sql_rows import (
     JOB_COLUMNS,
     JOB_INSERT,
+    NEW_NODE_INSERT,
+    NEW_NODES_INSERT_JSON,
     NODE_COLUMNS,
     NODE_UPSERT,
     NODE_UPSERT_JSON,
@@ -696,17 +698,13 @@ class SqlStore(Store):
             if conn.execute("SELECT 1 FROM jobs WHERE id = ?", (job.id,)).fetchone():
                 raise AlreadyExistsError(f"job '{job.id}' already exists")
             conn.execute(JOB_INSERT, job_params(job))
+            new = NodeStatus.NEW.value
             if self._db.dialect.json_node_batches:
-                conn.execute(
-                    "INSERT INTO job_nodes (job_id, node_name, status, updated_at) "
-                    "SELECT ?, value, ?, ? FROM json_each(?)",
-                    (job.id, NodeStatus.NEW.value, created, json.dumps(list(node_names))),
-                )
+                names = json.dumps(list(node_names))
+                conn.execute(NEW_NODES_INSERT_JSON, (job.id, new, created, names))
             else:
                 conn.executemany(
-                    "INSERT INTO job_nodes (job_id, node_name, status, updated_at) "
-                    "VALUES (?, ?, ?, ?)",
-                    [(job.id, name, NodeStatus.NEW, created) for name in node_names],
+                    NEW_NODE_INSERT, [(job.id, name, new, created) for name in node_names]
                 )
 
     def set_job_status(self, job_id: str, status: str, updated_at: float) -> None:

@@ -168,6 +168,12 @@ def job_node_params(node: JobNode) -> Row:
     )
 
 
+# A new job's node rows: parameters `(job_id, node_name, status, updated_at)`; the JSON form
+# (SQLite) takes `(job_id, status, updated_at, names)`, the names a JSON array.
+_NEW_NODE = "INSERT INTO job_nodes (job_id, node_name, status, updated_at) "
+NEW_NODE_INSERT = _NEW_NODE + "VALUES (?, ?, ?, ?)"
+NEW_NODES_INSERT_JSON = _NEW_NODE + "SELECT ?, value, ?, ? FROM json_each(?)"
+
 _NODE_CONFLICT = "ON CONFLICT (job_id, node_name) DO UPDATE SET " + _upsert_set(
     (*_NODE_FIELDS[2:], "updated_at")
 )
