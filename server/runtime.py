@@ -210,7 +210,8 @@ def build_principal_cache(
         return principals, None, None
     cache = PrincipalCache()
     cached = CachedPrincipals(principals, cache)
-    return cached, cached.fresh(), PrincipalWatch(changes=principals, cache=cache)
+    watch = PrincipalWatch(changes=principals, cache=cache, warm=cached.warm)
+    return cached, cached.fresh(), watch
 
 
 def curve_key_pair(settings: Settings) -> CurveKeyPair | None:

@@ -55,6 +55,7 @@ class PrincipalCache:
     ) -> None:
         self.max_age = max_age
         self.client_max_age = client_max_age
+        self.capacity = capacity
         self.active = False
         self.epoch = 0  # +1 at every invalidation
         self._orgs: LruCache[str, _Entry[Org]] = LruCache(capacity)

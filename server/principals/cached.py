@@ -40,6 +40,10 @@ class PrincipalReads(Protocol):
     async def org(self, name: str) -> Org | None: ...
     async def principals(self, org_name: str, name: str) -> list[Principal]: ...
     async def group(self, org_name: str, name: str) -> Group | None: ...
+    async def org_names(self) -> list[str]: ...
+    async def client_principals(
+        self, org_name: str, limit: int
+    ) -> list[tuple[str, list[Principal]]]: ...
 
 
 class CachedPrincipals:
@@ -91,6 +95,24 @@ class CachedPrincipals:
     async def is_member(self, org_name: str, group: str, requestor: Requestor) -> bool:
         """True when the requestor is a transitive member of the group."""
         return await transitive_member(self, org_name, group, requestor)
+
+    async def warm(self) -> int:
+        """Read every organization's client keys into the cache, a few reads in all, up to its
+        capacity; returns how many answers were stored. After a restart the whole fleet fetches
+        its config within one heartbeat interval: each request then finds its key in memory
+        instead of waiting for a database read of its own."""
+        if not self._cache.active:
+            return 0
+        began, epoch = self._clock(), self._cache.epoch
+        room = self._cache.capacity
+        stored = 0
+        for org_name in await self._backend.org_names():
+            if stored >= room:
+                break
+            for name, found in await self._backend.client_principals(org_name, room - stored):
+                self._cache.put_principals(org_name, name, found, began, epoch)
+                stored += 1
+        return stored if epoch == self._cache.epoch else 0
 
     def fresh(self) -> FreshPrincipals:
         """The same backend reading the database every time (and refreshing the cache)."""

@@ -16,6 +16,10 @@ class PrincipalStore(Protocol):
 
     async def get_org(self, name: str) -> Org | None: ...
     async def principals(self, org_name: str, name: str) -> list[Principal]: ...
+    async def client_principals(
+        self, org_name: str, limit: int
+    ) -> list[tuple[str, list[Principal]]]: ...
+    async def list_orgs(self) -> list[Org]: ...
     async def get_group(self, org_name: str, name: str) -> Group | None: ...
     async def client_key_changes(self, after: int | None) -> tuple[int, list[tuple[str, str]]]: ...
     async def prune_client_key_changes(self, before: float) -> int: ...
@@ -34,6 +38,16 @@ class EmbeddedPrincipals:
     async def principals(self, org_name: str, name: str) -> list[Principal]:
         """The user (global) and the client of `org_name` called `name`, whichever exist."""
         return list(await self._store.principals(org_name, name))
+
+    async def client_principals(
+        self, org_name: str, limit: int
+    ) -> list[tuple[str, list[Principal]]]:
+        """`principals` of at most `limit` client names of `org_name`, in one read."""
+        return await self._store.client_principals(org_name, limit)
+
+    async def org_names(self) -> list[str]:
+        """Every organization's name."""
+        return [org.name for org in await self._store.list_orgs()]
 
     async def group(self, org_name: str, name: str) -> Group | None:
         """A group of the organization, or None when it does not exist."""

@@ -5,12 +5,15 @@ whichever process (operator command, another server of a cluster) made it.
 Every `POLL_INTERVAL` seconds it reads the changes after its cursor and drops the named clients
 from the cache. Until the first read succeeds, and whenever a read fails, the cache is off
 (everything is read from the database), so it never answers from a state it cannot follow.
+Each time the cache comes on, every client key is read into it at once (`warm`), so a fleet
+reconnecting right after a restart makes no database read per request.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable
+import time
+from collections.abc import Awaitable, Callable, Iterable
 from typing import Protocol
 
 import trio
@@ -43,20 +46,41 @@ class PrincipalWatch:
         changes: ClientKeyChanges,
         cache: InvalidatedCache,
         interval: float = POLL_INTERVAL,
+        warm: Callable[[], Awaitable[int]] | None = None,
     ) -> None:
         self._changes = changes
         self._cache = cache
         self.interval = interval
+        self._warm = warm
         self._cursor: int | None = None
         self._failing = False
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
-        """Take the baseline, report started, then poll until cancelled."""
-        await self.poll_once()
+        """Take the baseline, report started, then poll until cancelled; each time the cache
+        comes on (the first baseline, or after a failed read) it is warmed."""
+        on = await self.poll_once()
         task_status.started()
         while True:
+            if on:
+                await self._warm_cache()
             await trio.sleep(self.interval)
-            await self.poll_once()
+            was_off = self._failing
+            on = await self.poll_once() and was_off
+
+    async def _warm_cache(self) -> None:
+        if self._warm is None:
+            return
+        began = time.monotonic()
+        try:
+            stored = await self._warm()
+        except Exception as exc:  # the cache still fills one request at a time
+            log.warning("principal cache: cannot preload client keys: %s", exc)
+            return
+        log.info(
+            "principal cache: %d client key(s) preloaded in %.0f ms",
+            stored,
+            (time.monotonic() - began) * 1000,
+        )
 
     async def poll_once(self) -> bool:
         """One read of the change log; False (and the cache off) when it failed."""

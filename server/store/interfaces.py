@@ -276,6 +276,11 @@ class AccountStore(Protocol):
         """The client, or None."""
         ...
 
+    def client_principals(self, org_name: str, limit: int) -> list[tuple[str, list[Principal]]]:
+        """For at most `limit` clients of the org (by name), what `principals` answers for
+        that name; one read, to fill the principal cache at start-up."""
+        ...
+
     def list_clients(self, org_name: str) -> list[str]:
         """Client names of the org, sorted."""
         ...
@@ -396,6 +401,10 @@ class AsyncPrincipalStore(Protocol):
     async def get_org(self, name: str) -> Org | None: ...
     async def create_org(self, name: str, full_name: str = "", now: float | None = None) -> Org: ...
     async def principals(self, org_name: str, name: str) -> list[Principal]: ...
+    async def client_principals(
+        self, org_name: str, limit: int
+    ) -> list[tuple[str, list[Principal]]]: ...
+    async def list_orgs(self) -> list[Org]: ...
     async def get_group(self, org_name: str, name: str) -> Group | None: ...
     async def client_key_changes(self, after: int | None) -> tuple[int, list[tuple[str, str]]]: ...
     async def prune_client_key_changes(self, before: float) -> int: ...
@@ -516,6 +525,14 @@ class AsyncStore:
 
     async def principals(self, org_name: str, name: str) -> list[Principal]:
         return await self.run(self.store.principals, org_name, name)
+
+    async def client_principals(
+        self, org_name: str, limit: int
+    ) -> list[tuple[str, list[Principal]]]:
+        return await self.run(self.store.client_principals, org_name, limit)
+
+    async def list_orgs(self) -> list[Org]:
+        return await self.run(self.store.list_orgs)
 
     async def get_group(self, org_name: str, name: str) -> Group | None:
         return await self.run(self.store.get_group, org_name, name)

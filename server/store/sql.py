@@ -572,6 +572,33 @@ class SqlStore(Store):
                 found.append(Principal(name, PRINCIPAL_CLIENT, client[0], True))
             return found
 
+    def client_principals(self, org_name: str, limit: int) -> list[tuple[str, list[Principal]]]:
+        with self._db.reading() as conn:
+            clients = conn.execute(
+                "SELECT c.name, c.public_key FROM clients c JOIN orgs o ON o.id = c.org_id "
+                "WHERE o.name = ? ORDER BY c.name LIMIT ?",
+                (org_name, limit),
+            ).fetchall()
+            users = {
+                str(r[0]): r
+                for r in conn.execute(
+                    "SELECT u.name, u.public_key, EXISTS (SELECT 1 FROM org_users ou "
+                    "WHERE ou.org_id = o.id AND ou.user_id = u.id) "
+                    "FROM users u JOIN clients c ON c.name = u.name JOIN orgs o "
+                    "ON o.id = c.org_id WHERE o.name = ?",
+                    (org_name,),
+                ).fetchall()
+            }
+        answers: list[tuple[str, list[Principal]]] = []
+        for name, public_key in clients:
+            found: list[Principal] = []
+            user = users.get(name)
+            if user is not None:
+                found.append(Principal(name, PRINCIPAL_USER, user[1], bool(user[2])))
+            found.append(Principal(name, PRINCIPAL_CLIENT, public_key, True))
+            answers.append((name, found))
+        return answers
+
     def create_group(self, org_name: str, name: str) -> None:
         with self._tx() as conn:
             org_id = self._org_id(conn, org_name)

@@ -59,6 +59,14 @@ class CountingBackend:
         self.reads += 1
         return await self.inner.group(org_name, name)
 
+    async def org_names(self) -> list[str]:
+        self.reads += 1
+        return await self.inner.org_names()
+
+    async def client_principals(self, org_name: str, limit: int) -> Any:
+        self.reads += 1
+        return await self.inner.client_principals(org_name, limit)
+
 
 class World:
     def __init__(self, path: Path) -> None:
@@ -254,3 +262,53 @@ async def test_the_fresh_view_reads_the_database_and_refreshes_the_cache(world: 
     assert await fresh.principals(ORG, "node1") == []
     assert await world.cached.principals(ORG, "node1") == []  # forgotten, read again
     assert world.backend.reads == reads + 2
+
+
+async def test_warming_reads_every_client_key_at_once(world: World) -> None:
+    world.admin.create_client(ORG, "alice", pem(4))  # a client named like a user
+    assert await world.cached.warm() == 3
+    reads = world.backend.reads
+    assert reads == 2  # the organizations, then one read of the org's clients
+    assert await world.key_of("node1") == pem(1)
+    assert await world.key_of("node2") == pem(2)
+    found = await world.cached.principals(ORG, "alice")
+    assert [(p.type, p.public_key, p.org_member) for p in found] == [
+        (PRINCIPAL_USER, pem(3), True),
+        (PRINCIPAL_CLIENT, pem(4), True),
+    ]
+    assert world.backend.reads == reads  # all from memory
+    world.clock.now += 2  # "alice" names a user too: kept for MAX_AGE only
+    await world.cached.principals(ORG, "alice")
+    await world.key_of("node1")
+    assert world.backend.reads == reads + 1
+
+
+async def test_warming_stops_at_the_capacity_and_respects_invalidations(tmp_path: Path) -> None:
+    w = World(tmp_path / "pushjobs.db")
+    assert await w.cached.warm() == 0  # the cache is off: nothing stored
+    w.cache = PrincipalCache(capacity=1)
+    w.cached = CachedPrincipals(w.backend, w.cache, w.clock)
+    w.cache.activate()
+    assert await w.cached.warm() == 1
+    w.cache.invalidate_clients(["node1"])
+    assert w.cache.principals(ORG, "node1", w.clock.now) is None
+
+
+async def test_the_watch_warms_the_cache_when_it_comes_on(tmp_path: Path) -> None:
+    w = World(tmp_path / "pushjobs.db")
+    warmed = trio.Event()
+
+    async def warm() -> int:
+        stored = await w.cached.warm()
+        warmed.set()
+        return stored
+
+    w.watch = PrincipalWatch(changes=w.backend.inner, cache=w.cache, warm=warm)
+    async with trio.open_nursery() as nursery:
+        await nursery.start(w.watch.run)
+        await warmed.wait()
+        nursery.cancel_scope.cancel()
+    reads = w.backend.reads
+    assert reads == 2
+    assert await w.key_of("node2") == pem(2)
+    assert w.backend.reads == reads

@@ -230,6 +230,15 @@ def test_principals_user_and_client_share_a_name(store: SqlStore) -> None:
     assert store.principals("nope", "web1") == []
 
 
+def test_client_principals_answer_like_principals_for_every_client(store: SqlStore) -> None:
+    seed(store)
+    answers = store.client_principals("acme", 10)
+    assert answers == [(n, store.principals("acme", n)) for n in ("alice", "web1")]
+    assert store.client_principals("other", 10) == [("web1", store.principals("other", "web1"))]
+    assert [n for n, _ in store.client_principals("acme", 1)] == ["alice"]
+    assert store.client_principals("nope", 10) == []
+
+
 def test_user_management(store: SqlStore) -> None:
     seed(store)
     with pytest.raises(AlreadyExistsError, match="user 'bob' already exists"):
