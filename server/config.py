@@ -54,6 +54,7 @@ class ZeromqSettings:
     heartbeat_port: int = 10000
     command_port: int = 10002
     disable_curve_encryption: bool = False
+    idle_read_interval: float = 0.05
 
 
 @dataclass(slots=True)
@@ -221,6 +222,15 @@ def _positive_number(key: str, value: Any, base: Path) -> float:
     return number
 
 
+def _read_interval(key: str, value: Any, base: Path) -> float:
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise ConfigError(f"setting '{key}' must be a number, not {_type_name(value)}")
+    number = float(value)
+    if not math.isfinite(number) or not 0 <= number <= 1:
+        raise ConfigError(f"setting '{key}' must be a number of seconds from 0 to 1 (got {value})")
+    return number
+
+
 def _fraction(key: str, value: Any, base: Path) -> float:
     number = _positive_number(key, value, base)
     if number >= 1:
@@ -322,6 +332,7 @@ _SCHEMA: dict[str, dict[str, Callable[[str, Any, Path], Any]]] = {
         "heartbeat_port": _PORT,
         "command_port": _PORT,
         "disable_curve_encryption": _bool,
+        "idle_read_interval": _read_interval,
     },
     "timing": {
         "heartbeat_interval": _positive_number,

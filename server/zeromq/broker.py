@@ -50,6 +50,9 @@ ZAP_DOMAIN = b"pushjobs"
 ROUTER_BACKLOG = 4096
 SWEEP_INTERVAL = 5.0
 BACKLOG_RECHECK = 0.05  # seconds between checks while a liveness scan waits for the reader
+# The quiet-read pause (zeromq.idle_read_interval) applies only this long after the last
+# command sent: answers to a command are read as they arrive.
+EAGER_AFTER_SEND = 1.0
 DROP_LOG_INTERVAL = 10.0
 # Extra heartbeats this long after start (s), so restarted-server detection takes no interval.
 STARTUP_HEARTBEATS = (0.5, 1.5)
@@ -192,6 +195,10 @@ class Broker:
             max_skew=float(settings.timing.max_message_skew),
         )
         self._backlogged = False
+        # At most a tenth of the heartbeat interval: a pause never shows in liveness.
+        self._idle_read_interval = min(
+            float(settings.zeromq.idle_read_interval), self.heartbeat_interval / 10
+        )
         self._drop_log: LogThrottle[Hashable] = LogThrottle(DROP_LOG_INTERVAL)
         self._error_log: LogThrottle[None] = LogThrottle(DROP_LOG_INTERVAL)
 
@@ -326,6 +333,7 @@ class Broker:
     async def _reader(self, router: TrioSocket, nursery: trio.Nursery) -> None:
         handle = self._handle
         orgs = self._inbound.orgs
+        pause = self._idle_read_interval
         while True:
             batch = await router.recv_batch(copy=False)
             # A full batch means more messages were waiting (see `_liveness_scanner`).
@@ -338,6 +346,10 @@ class Broker:
             # Started after the batch: they run at the reader's next checkpoint either way.
             for org in orgs.take_lookups():
                 nursery.start_soon(self._org_lookup, org)
+            if pause and not self._backlogged:
+                # Drained, and no command out: only heartbeats are expected. Reading them in
+                # batches costs a fraction of waking up for each (see configuration.md).
+                await router.pause_while_quiet(pause, EAGER_AFTER_SEND)
 
     def _handle(self, frames: Sequence[zmq.Frame]) -> None:
         """Validate and process one message (never blocks: see `OrgCache`)."""

@@ -10,6 +10,7 @@ a send that finds input pending while the reader sleeps wakes the reader.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from typing import Any
 
@@ -29,12 +30,14 @@ _POLLIN = int(zmq.POLLIN)
 class TrioSocket:
     """A non-blocking zmq socket with a trio-friendly reader and non-blocking sends."""
 
-    __slots__ = ("_closed", "_fd", "_wait_scope", "sock")
+    __slots__ = ("_closed", "_fd", "_pause_scope", "_wait_scope", "last_send", "sock")
 
     def __init__(self, sock: zmq.Socket[bytes]) -> None:
         self.sock = sock
         self._fd = sock.fileno()  # zmq.FD
         self._wait_scope: trio.CancelScope | None = None
+        self._pause_scope: trio.CancelScope | None = None
+        self.last_send = -math.inf  # trio clock of the last send
         self._closed = False
 
     def _readable(self) -> bool:
@@ -85,13 +88,30 @@ class TrioSocket:
                 return batch
             await self.wait_readable()
 
+    async def pause_while_quiet(self, interval: float, quiet_for: float) -> None:
+        """Sleep up to `interval` s unless something was sent within the last `quiet_for` s;
+        a send ends the pause at once (an answer is expected soon)."""
+        now = trio.current_time()
+        if now - self.last_send < quiet_for:
+            return
+        with trio.CancelScope(deadline=now + interval) as scope:
+            self._pause_scope = scope
+            try:
+                await trio.sleep_forever()
+            finally:
+                self._pause_scope = None
+
     def send_nowait(self, frames: Sequence[bytes | zmq.Frame], *, copy: bool = True) -> bool:
         """Send a multipart message without blocking; False when it could not be queued.
 
-        Wakes a sleeping reader of this socket when the send left input pending (edge rule).
+        Wakes a sleeping reader of this socket when the send left input pending (edge rule),
+        and ends a reader's `pause_while_quiet`.
         """
         if self._closed:
             return False
+        self.last_send = trio.current_time()
+        if self._pause_scope is not None:
+            self._pause_scope.cancel()
         try:
             # The loop of `send_multipart`, without its per-frame type checks and flag enums.
             send = self.sock.send

@@ -873,3 +873,23 @@ async def test_tail_after_timeout_kept_until_output_close_timeout(server: Server
             return r.content if r.status_code == 200 else None
 
         assert await wait_until(stored, what="stored output") == b"before after\n"
+
+
+async def test_jobs_run_while_an_idle_fleet_is_read_in_batches(server_factory) -> None:
+    """`zeromq.idle_read_interval`: after a second without commands the command socket is read
+    in batches (here a tenth of the 0.5 s heartbeat interval, the most it may use). Nodes stay
+    available, and a job started then is read eagerly and completes."""
+    srv = await trio.to_thread.run_sync(lambda: server_factory(zeromq={"idle_read_interval": 1.0}))
+    async with ready_peers(srv, 3, "idle") as peers:
+        await trio.sleep(3)  # heartbeats only: the reader pauses between batches
+        for peer in peers:
+            await peer.wait_node_state(availability="available")
+        job_id = await start_job(srv, "true", [p.node for p in peers])
+        async with trio.open_nursery() as nursery:
+            for peer in peers:
+                nursery.start_soon(run_to_success, peer, job_id)
+        job = await wait_job(srv, job_id)
+        assert job["status"] == "complete"
+        assert job["nodes"] == {"succeeded": sorted(p.node for p in peers)}
+        for peer in peers:
+            await peer.wait_node_state(availability="available")

@@ -40,6 +40,7 @@ def test_defaults_match_the_spec() -> None:
         10002,
         False,
     )
+    assert z.idle_read_interval == 0.05
     t = s.timing
     assert t.heartbeat_interval == 10.0
     assert t.rehab_interval == 1.0
@@ -89,6 +90,7 @@ listen = "tcp://10.0.0.1"
 heartbeat_port = 20000
 command_port = 20002
 disable_curve_encryption = true
+idle_read_interval = 0
 [timing]
 heartbeat_interval = 0.5
 default_run_timeout = 60
@@ -113,6 +115,7 @@ cache_ttl = 5
     assert s.zeromq.listen == "tcp://10.0.0.1"
     assert (s.zeromq.heartbeat_port, s.zeromq.command_port) == (20000, 20002)
     assert s.zeromq.disable_curve_encryption is True
+    assert s.zeromq.idle_read_interval == 0.0
     assert s.timing.heartbeat_interval == 0.5 and s.timing.default_run_timeout == 60
     assert s.timing.down_threshold == 0.4
     assert (s.limits.max_body_size, s.limits.max_output_bytes) == (40960, 4096)
@@ -178,6 +181,9 @@ def test_unknown_override_key() -> None:
         ({"log_level": "loud"}, "'log_level' must be one of debug, info"),
         ({"zeromq.disable_curve_encryption": "yes"}, "must be true or false"),
         ({"zeromq.listen": "udp://*"}, "must look like tcp://ADDRESS"),
+        ({"zeromq.idle_read_interval": 2}, "'zeromq.idle_read_interval' must be a number of"),
+        ({"zeromq.idle_read_interval": -0.1}, "seconds from 0 to 1 (got -0.1)"),
+        ({"zeromq.idle_read_interval": "50ms"}, "must be a number, not str"),
         ({"server_name": ""}, "'server_name' must not be empty"),
         ({"principals.backend": "ldap"}, "'principals.backend' must be one of"),
         ({"principals.principals_url": "ftp://x"}, "must be an http:// or https:// URL"),
@@ -230,7 +236,7 @@ def test_every_known_key_is_a_settings_field() -> None:
         section, _, name = dotted.rpartition(".")
         target = getattr(s, section) if section else s
         assert hasattr(target, name), dotted
-    assert len(known_keys()) == 4 + 4 + 4 + 13 + 2 + 6 + 2 + 2 + 2 + 3
+    assert len(known_keys()) == 4 + 4 + 5 + 13 + 2 + 6 + 2 + 2 + 2 + 3
 
 
 def test_store_defaults_to_sqlite_in_the_data_dir() -> None:

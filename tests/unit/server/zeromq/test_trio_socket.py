@@ -89,3 +89,39 @@ async def test_frames_without_copy_and_closed_socket():
         a.close()
     finally:
         ctx.destroy(linger=0)
+
+
+async def test_a_quiet_pause_lasts_its_interval_unless_a_send_ends_it(autojump_clock):
+    """`pause_while_quiet` (the broker's idle read interval), on trio's clock."""
+    ctx = zmq.Context()
+    try:
+        a, b = pair(ctx, "pause")
+        start = trio.current_time()
+        await a.pause_while_quiet(0.05, 1.0)  # nothing sent yet: the full pause
+        assert trio.current_time() - start >= 0.05
+
+        assert a.send_nowait([b"ping"])
+        start = trio.current_time()
+        await a.pause_while_quiet(5.0, 1.0)  # a command just went out: no pause
+        assert trio.current_time() - start < 1.0
+
+        await trio.sleep(1.0)
+        async with trio.open_nursery() as nursery:
+            ended = trio.Event()
+
+            async def pause() -> None:
+                await a.pause_while_quiet(30.0, 1.0)
+                ended.set()
+
+            nursery.start_soon(pause)
+            await trio.sleep(0.01)
+            assert not ended.is_set()
+            start = trio.current_time()
+            assert a.send_nowait([b"ping"])  # a send ends the pause at once
+            with trio.fail_after(5):
+                await ended.wait()
+            assert trio.current_time() - start < 5.0
+        a.close()
+        b.close()
+    finally:
+        ctx.destroy(linger=0)
