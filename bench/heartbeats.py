@@ -72,6 +72,7 @@ def sender(
 ) -> None:
     """Say hello from every node, wait for `go`, then blast heartbeats for `seconds`."""
     ctx = zmq.Context()
+    ctx.set(zmq.MAX_SOCKETS, len(nodes) + 64)
     socks = []
     for _name, _key, public, secret in nodes:
         sock = ctx.socket(zmq.DEALER)

@@ -11,7 +11,9 @@ Runs, one after another on this machine (nothing else should be running):
    (`transport_limit.py`) the jobs are divided by;
 3. `swarm.py` with 1,000 agents, 3 jobs, and its transport limit;
 4. `http_load.py`: signed `GET node_states/NODE` and `GET config/NODE`, hypercorn's floor;
-5. `agent_memory.py`: VmRSS and PSS of one real idle `pushjobs-agent`.
+5. `agent_memory.py`: VmRSS and PSS of one real idle `pushjobs-agent`;
+6. `zmq_memory.py`: libzmq's own memory per agent (CURVE ROUTER + PUB connection), fresh and
+   after 600 messages each way — the floor under the server's memory per node.
 
 and prints the table with each figure, its ratio where the target is a ratio, and the target.
 Asserts nothing. `--scale 0.1` runs everything with a tenth of the nodes (a smoke run whose
@@ -120,7 +122,15 @@ def fanout_rows(figures: Any, nodes: int) -> list[Row]:
 
 
 def build_rows(
-    idle: Any, big: Any, small: Any, http: Any, agent: Any, n_idle: int, n_big: int, n_small: int
+    idle: Any,
+    big: Any,
+    small: Any,
+    http: Any,
+    agent: Any,
+    zmq_mem: Any,
+    n_idle: int,
+    n_big: int,
+    n_small: int,
 ) -> list[Row]:
     rows = [*fanout_rows(big, n_big), *fanout_rows(small, n_small)]
     if idle:
@@ -144,6 +154,18 @@ def build_rows(
                 verdict(kb, lambda v: v <= 32),
             )
         )
+    if zmq_mem:
+        rows.append(
+            Row(
+                "libzmq alone per agent (CURVE ROUTER + PUB connection; the swarm shares one SUB)",
+                f"{fmt(zmq_mem.get('fresh_kb'), ' KB', 1)} fresh → "
+                f"**{fmt(zmq_mem.get('warmed_kb'), ' KB', 1)}** after "
+                f"{zmq_mem.get('rounds')} messages each way (flat after ~512)",
+                "– (the floor)",
+                None,
+            )
+        )
+    if idle:
         avail = idle.get("available_s")
         rows.append(
             Row(
@@ -173,7 +195,9 @@ def build_rows(
                 f"{n_big:,} agents back to available after a server restart",
                 f"**{fmt(storm, ' s', 1)}** after the new server was up; "
                 f"{fmt(per_node, '', 2)} config requests a node; new server "
-                f"{fmt(big.get('storm_server_cpu_s'), ' s CPU', 1)}",
+                f"{fmt(big.get('storm_server_cpu_s'), ' s CPU', 1)} (main thread "
+                f"{fmt(big.get('storm_server_main_cpu_s'), ' s', 1)}), simulated agents "
+                f"{fmt(big.get('storm_swarm_cpu_s'), ' s CPU', 1)} on the same cores",
                 "≤ 10 s, no retry storm",
                 verdict(storm, lambda v: v <= 10),
             )
@@ -263,7 +287,8 @@ def main() -> int:
         900,
     )
     agent = run_bench("agent_memory", ["--no-imports"], out_dir, 300)
-    rows = build_rows(idle, big, small, http, agent, n_idle, n_big, n_small)
+    zmq_mem = run_bench("zmq_memory", ["--nodes", str(max(10, n_small))], out_dir, 900)
+    rows = build_rows(idle, big, small, http, agent, zmq_mem, n_idle, n_big, n_small)
     print_table(
         rows,
         f"pushjobs performance scorecard — {started}, {os.cpu_count()} CPUs, "
@@ -272,7 +297,14 @@ def main() -> int:
     if args.json:
         Path(args.json).write_text(
             json.dumps(
-                {"idle": idle, "big": big, "small": small, "http": http, "agent": agent},
+                {
+                    "idle": idle,
+                    "big": big,
+                    "small": small,
+                    "http": http,
+                    "agent": agent,
+                    "zmq_memory": zmq_mem,
+                },
                 indent=2,
                 default=str,
             )

@@ -225,6 +225,7 @@ class ProcSample:
     cpu: float  # user + system seconds, all threads
     rss_kb: int
     hwm_kb: int  # peak RSS
+    main_cpu: float = 0.0  # of the main thread alone (the event loop: HTTP, broker, jobs)
 
 
 def sample(pid: int | None) -> ProcSample | None:
@@ -233,18 +234,29 @@ def sample(pid: int | None) -> ProcSample | None:
         return None
     try:
         stat = Path(f"/proc/{pid}/stat").read_text()
+        main_stat = Path(f"/proc/{pid}/task/{pid}/stat").read_text()
         status = Path(f"/proc/{pid}/status").read_text()
     except OSError:
         return None
-    # Fields after the command name (which may contain spaces) start at field 3.
-    rest = stat.rsplit(")", 1)[1].split()
-    cpu = (int(rest[11]) + int(rest[12])) / _TICKS
     mem = {}
     for line in status.splitlines():
         key, _, value = line.partition(":")
         if key in ("VmRSS", "VmHWM"):
             mem[key] = int(value.split()[0])
-    return ProcSample(time.monotonic(), cpu, mem.get("VmRSS", 0), mem.get("VmHWM", 0))
+    return ProcSample(
+        time.monotonic(),
+        _cpu_seconds(stat),
+        mem.get("VmRSS", 0),
+        mem.get("VmHWM", 0),
+        _cpu_seconds(main_stat),
+    )
+
+
+def _cpu_seconds(stat: str) -> float:
+    """utime + stime of a `/proc/.../stat` line, in seconds."""
+    # Fields after the command name (which may contain spaces) start at field 3.
+    rest = stat.rsplit(")", 1)[1].split()
+    return (int(rest[11]) + int(rest[12])) / _TICKS
 
 
 def self_cpu() -> float:

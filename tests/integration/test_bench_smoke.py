@@ -146,3 +146,47 @@ def test_cluster_bench_runs_and_reports_every_figure(
     # the cluster's job reached every server's nodes: each simulator answered its run
     cluster_job = figures["scenarios"]["cluster"]["jobs"][0]
     assert all(s["sent"]["succeeded"] == PER_SERVER for s in cluster_job["simulators"].values())
+
+
+def test_swarm_restart_storm_reports_both_sides_cpu(tmp_path: Path) -> None:
+    out = tmp_path / "figures.json"
+    result = subprocess.run(
+        [
+            sys.executable,
+            str(SWARM),
+            "--nodes", "10",
+            "--heartbeat-interval", "1",
+            "--steady", "1",
+            "--jobs", "0",
+            "--probe", "0",
+            "--no-limit",
+            "--restart",
+            "--json", str(out),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=180,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr + result.stdout
+    assert "restart storm: CPU by side in that window" in result.stdout, result.stdout
+    figures = json.loads(out.read_text())
+    assert figures["storm_available_s"] is not None
+    assert figures["storm_config_requests_per_node"] >= 1
+    assert figures["storm_server_main_cpu_s"] >= 0 and figures["storm_swarm_cpu_s"] > 0
+
+
+def test_zmq_memory_reports_fresh_and_warmed_figures(tmp_path: Path) -> None:
+    out = tmp_path / "zmq.json"
+    result = subprocess.run(
+        [sys.executable, str(SWARM.parent / "zmq_memory.py"), "--nodes", "20", "--rounds", "70",
+         "--json", str(out)],
+        capture_output=True,
+        text=True,
+        timeout=180,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr + result.stdout
+    figures = json.loads(out.read_text())
+    assert figures["nodes"] == 20 and figures["rounds"] == 70
+    assert sorted(figures["by_round"]) == ["1", "64", "70"]
+    assert figures["fresh_kb"] == figures["by_round"]["1"]
+    assert figures["warmed_kb"] == figures["by_round"]["70"]
