@@ -20,25 +20,28 @@ SWARM = Path(__file__).resolve().parents[2] / "bench" / "swarm.py"
 NODES = 20
 
 
+def run_bench(script: Path, *args: str, timeout: float) -> subprocess.CompletedProcess[str]:
+    """Run a bench script with this interpreter; it must exit 0."""
+    result = subprocess.run(
+        [sys.executable, str(script), *args], capture_output=True, text=True, timeout=timeout
+    )
+    assert result.returncode == 0, result.stderr + result.stdout
+    return result
+
+
 def test_swarm_runs_and_reports_every_figure(tmp_path: Path) -> None:
     out = tmp_path / "figures.json"
-    result = subprocess.run(
-        [
-            sys.executable,
-            str(SWARM),
-            "--nodes", str(NODES),
-            "--heartbeat-interval", "2",
-            "--steady", "1",
-            "--v2-fraction", "0.25",
-            "--capture",
-            "--output-chunks", "2",
-            "--json", str(out),
-        ],
-        capture_output=True,
-        text=True,
+    result = run_bench(
+        SWARM,
+        "--nodes", str(NODES),
+        "--heartbeat-interval", "2",
+        "--steady", "1",
+        "--v2-fraction", "0.25",
+        "--capture",
+        "--output-chunks", "2",
+        "--json", str(out),
         timeout=120,
     )  # fmt: skip
-    assert result.returncode == 0, result.stderr + result.stdout
     text = result.stdout
     for label in (
         f"all {NODES} available in node_states",
@@ -87,22 +90,16 @@ def test_cluster_bench_runs_and_reports_every_figure(
     it creates and drops a database per scenario), plus the SQLite baseline: every figure of
     the table is printed and both jobs completed on every node."""
     out = tmp_path / "cluster.json"
-    result = subprocess.run(
-        [
-            sys.executable,
-            str(CLUSTER),
-            "--nodes-per-server", str(PER_SERVER),
-            "--heartbeat-interval", "2",
-            "--settle", "0.5",
-            "--sqlite",
-            "--database-url", postgres.url(),
-            "--json", str(out),
-        ],
-        capture_output=True,
-        text=True,
+    result = run_bench(
+        CLUSTER,
+        "--nodes-per-server", str(PER_SERVER),
+        "--heartbeat-interval", "2",
+        "--settle", "0.5",
+        "--sqlite",
+        "--database-url", postgres.url(),
+        "--json", str(out),
         timeout=180,
     )  # fmt: skip
-    assert result.returncode == 0, result.stderr + result.stdout
     text = result.stdout
     for label in (
         "scenario",
@@ -150,24 +147,18 @@ def test_cluster_bench_runs_and_reports_every_figure(
 
 def test_swarm_restart_storm_reports_both_sides_cpu(tmp_path: Path) -> None:
     out = tmp_path / "figures.json"
-    result = subprocess.run(
-        [
-            sys.executable,
-            str(SWARM),
-            "--nodes", "10",
-            "--heartbeat-interval", "1",
-            "--steady", "1",
-            "--jobs", "0",
-            "--probe", "0",
-            "--no-limit",
-            "--restart",
-            "--json", str(out),
-        ],
-        capture_output=True,
-        text=True,
+    result = run_bench(
+        SWARM,
+        "--nodes", "10",
+        "--heartbeat-interval", "1",
+        "--steady", "1",
+        "--jobs", "0",
+        "--probe", "0",
+        "--no-limit",
+        "--restart",
+        "--json", str(out),
         timeout=180,
     )  # fmt: skip
-    assert result.returncode == 0, result.stderr + result.stdout
     assert "restart storm: CPU by side in that window" in result.stdout, result.stdout
     figures = json.loads(out.read_text())
     assert figures["storm_available_s"] is not None
@@ -177,14 +168,10 @@ def test_swarm_restart_storm_reports_both_sides_cpu(tmp_path: Path) -> None:
 
 def test_zmq_memory_reports_fresh_and_warmed_figures(tmp_path: Path) -> None:
     out = tmp_path / "zmq.json"
-    result = subprocess.run(
-        [sys.executable, str(SWARM.parent / "zmq_memory.py"), "--nodes", "20", "--rounds", "70",
-         "--json", str(out)],
-        capture_output=True,
-        text=True,
+    run_bench(
+        SWARM.parent / "zmq_memory.py", "--nodes", "20", "--rounds", "70", "--json", str(out),
         timeout=180,
     )  # fmt: skip
-    assert result.returncode == 0, result.stderr + result.stdout
     figures = json.loads(out.read_text())
     assert figures["nodes"] == 20 and figures["rounds"] == 70
     assert sorted(figures["by_round"]) == ["1", "64", "70"]
