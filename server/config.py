@@ -213,19 +213,22 @@ def _int_in(low: int, high: int | None) -> Callable[[str, Any, Path], int]:
     return check
 
 
-def _positive_number(key: str, value: Any, base: Path) -> float:
+def _number(key: str, value: Any) -> float:
+    """An int or float setting as a float (NaN and infinities are left to the caller)."""
     if isinstance(value, bool) or not isinstance(value, int | float):
         raise ConfigError(f"setting '{key}' must be a number, not {_type_name(value)}")
-    number = float(value)
+    return float(value)
+
+
+def _positive_number(key: str, value: Any, base: Path) -> float:
+    number = _number(key, value)
     if not math.isfinite(number) or number <= 0:
         raise ConfigError(f"setting '{key}' must be a number > 0 (got {value})")
     return number
 
 
 def _read_interval(key: str, value: Any, base: Path) -> float:
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        raise ConfigError(f"setting '{key}' must be a number, not {_type_name(value)}")
-    number = float(value)
+    number = _number(key, value)
     if not math.isfinite(number) or not 0 <= number <= 1:
         raise ConfigError(f"setting '{key}' must be a number of seconds from 0 to 1 (got {value})")
     return number

@@ -30,14 +30,14 @@ _POLLIN = int(zmq.POLLIN)
 class TrioSocket:
     """A non-blocking zmq socket with a trio-friendly reader and non-blocking sends."""
 
-    __slots__ = ("_closed", "_fd", "_pause_scope", "_wait_scope", "last_send", "sock")
+    __slots__ = ("_closed", "_fd", "_last_send", "_pause_scope", "_wait_scope", "sock")
 
     def __init__(self, sock: zmq.Socket[bytes]) -> None:
         self.sock = sock
         self._fd = sock.fileno()  # zmq.FD
         self._wait_scope: trio.CancelScope | None = None
         self._pause_scope: trio.CancelScope | None = None
-        self.last_send = -math.inf  # trio clock of the last send
+        self._last_send = -math.inf  # trio clock of the last send
         self._closed = False
 
     def _readable(self) -> bool:
@@ -92,7 +92,7 @@ class TrioSocket:
         """Sleep up to `interval` s unless something was sent within the last `quiet_for` s;
         a send ends the pause at once (an answer is expected soon)."""
         now = trio.current_time()
-        if now - self.last_send < quiet_for:
+        if now - self._last_send < quiet_for:
             return
         with trio.CancelScope(deadline=now + interval) as scope:
             self._pause_scope = scope
@@ -109,7 +109,7 @@ class TrioSocket:
         """
         if self._closed:
             return False
-        self.last_send = trio.current_time()
+        self._last_send = trio.current_time()
         if self._pause_scope is not None:
             self._pause_scope.cancel()
         try:
